@@ -1,0 +1,1 @@
+"""Models: critic heads, VLM feature extraction and the VLM policy wrapper."""
