@@ -1,0 +1,400 @@
+"""Frozen-VLM features for the critic: V(s) inputs and Q(s, a) inputs from a chosen decoder layer.
+
+Digi-Q (stage 2) freezes a vision-language model and trains small critic heads on its hidden
+states. This module computes those hidden states once:
+
+* **state feature** ``v``: the hidden state, at the chosen layer, of the last prompt token, where
+  the prompt is :func:`digiq_trl.prompts.render_prompt` (screenshot + goal + history, generation
+  prompt added). It sees the whole state and nothing of any action.
+* **state-action feature** ``q``: the chosen layer's hidden states over the *answer tokens* appended
+  after that prompt, pooled (``"mean"`` or ``"last"``). The answer tokens are exactly what the full
+  conversation (:func:`~digiq_trl.prompts.build_messages` with the action) renders after the prompt:
+  the action text followed by the chat template's end-of-turn marker (``<|im_end|>`` for ChatML),
+  without the whitespace the template puts after that marker. So ``"last"`` pooling reads the
+  end-of-turn token, which has attended to the whole action.
+
+Layers are numbered like ``output_hidden_states``: layer ``k`` (1-based) is the output of the k-th
+decoder layer, before any final norm; the default is the middle layer, as in the paper. Only the
+first ``k`` decoder layers run.
+
+The N candidate actions of one state share the screenshot and the prompt. For the Qwen2-VL family
+the prompt runs once with a KV cache, the cache is repeated for the candidates, and only the short
+answers run, batched ("prefix sharing"); other families run one full forward per candidate (batched)
+and give the same numbers more slowly.
+
+Example:
+    >>> from digiq_trl.models.features import VLMFeatureExtractor
+    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> extractor = VLMFeatureExtractor(*tiny_qwen2_vl())
+    >>> extractor.provenance["layer"]
+    1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
+
+from ..prompts import PROMPT_TEMPLATE_ID, build_messages, render_prompt
+
+Pooling = Literal["mean", "last"]
+POOLINGS: tuple[str, ...] = ("mean", "last")
+
+PREFIX_SHARING_MODEL_TYPES: tuple[str, ...] = ("qwen2_vl",)
+"""Model types whose candidate features reuse the prompt's KV cache (3-D M-RoPE positions wired)."""
+
+
+def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
+    """The transformers model under a peft wrapper (LoRA layers stay injected and active)."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
+def _decoder_layers(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    """The text decoder module and its list of decoder layers."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(
+            f"cannot find the decoder layers of {type(model).__name__} "
+            f"(expected a ModuleList at {type(decoder).__name__}.layers)"
+        )
+    return decoder, layers
+
+
+def weights_digest(model: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
+    """A short digest of a model's weights: every tensor's name, shape, dtype and a strided sample.
+
+    Cheap for any model size (at most ``samples_per_tensor`` values read per tensor), and any
+    training step changes it, so a fine-tuned model never reuses features cached for its base.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // samples_per_tensor)].cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(sample.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class VLMFeatureExtractor:
+    """Frozen VLM hidden states as critic inputs (state features and state-action features).
+
+    Args:
+        model: a VLM that ``AutoModelForImageTextToText`` loads (or a peft model wrapping one).
+            It is used in eval mode under ``torch.no_grad``; its training mode is restored after
+            each call.
+        processor: the model's processor; its chat template must render
+            :func:`digiq_trl.prompts.build_messages`.
+        layer: decoder layer whose output is the feature, 1-based (``hidden_states[layer]``);
+            default ``num_layers // 2``, the middle layer.
+        pooling: how the answer tokens' hidden states become one vector: ``"mean"`` over all of
+            them or the ``"last"`` one (the end-of-turn token).
+        prefix_sharing: reuse the prompt's KV cache for the candidate actions of a state. ``None``
+            picks it for the families in :data:`PREFIX_SHARING_MODEL_TYPES`; ``False`` forces one
+            full forward per candidate.
+        candidate_batch_size: most candidate answers run in one forward (bounds memory for
+            large N).
+        model_id: the model's Hub id or path, for :attr:`provenance` (default: the config's
+            ``name_or_path``).
+        revision: the model's revision, for :attr:`provenance`.
+        adapter: the peft adapter's Hub id or path, for :attr:`provenance`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        layer: int | None = None,
+        pooling: Pooling = "mean",
+        prefix_sharing: bool | None = None,
+        candidate_batch_size: int = 16,
+        model_id: str | None = None,
+        revision: str | None = None,
+        adapter: str | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self._base = _unwrap(model)
+        self._decoder, self._layers = _decoder_layers(self._base)
+        num_layers = len(self._layers)
+        self.layer = num_layers // 2 if layer is None else layer
+        if not 1 <= self.layer <= num_layers:
+            raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        model_type = self._base.config.model_type
+        supported = model_type in PREFIX_SHARING_MODEL_TYPES
+        if prefix_sharing and not supported:
+            raise ValueError(
+                f"prefix sharing is wired for {PREFIX_SHARING_MODEL_TYPES}, not {model_type!r}; "
+                "pass prefix_sharing=None or False"
+            )
+        self.prefix_sharing = supported if prefix_sharing is None else prefix_sharing
+        if candidate_batch_size < 1:
+            raise ValueError(f"candidate_batch_size must be >= 1, got {candidate_batch_size}")
+        self.candidate_batch_size = candidate_batch_size
+        self._model_id = model_id if model_id is not None else self._base.config.name_or_path
+        self._revision = revision
+        self._adapter = adapter
+        self._weights_digest: str | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        adapter: str | None = None,
+        layer: int | None = None,
+        pooling: Pooling = "mean",
+        revision: str | None = None,
+        adapter_revision: str | None = None,
+        processor: Any = None,
+        dtype: torch.dtype | str = "auto",
+        **kwargs: Any,
+    ) -> "VLMFeatureExtractor":
+        """Load a VLM (and optionally a peft adapter, merged into it) by Hub id or path.
+
+        Args:
+            name_or_path: the base model's Hub id or local directory.
+            adapter: a peft adapter (Hub id or directory) trained on that model, merged after loading.
+            layer: see the class.
+            pooling: see the class.
+            revision: the base model's revision (branch, tag or commit).
+            adapter_revision: the adapter's revision.
+            processor: a processor to use instead of loading one from ``name_or_path``.
+            dtype: weights dtype passed to ``from_pretrained``.
+            **kwargs: passed to the class (``prefix_sharing``, ``candidate_batch_size``).
+        """
+        from .processing import load_processor
+
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter, revision=adapter_revision).merge_and_unload()
+        if processor is None:
+            processor = load_processor(name_or_path, revision=revision)
+        return cls(
+            model, processor, layer=layer, pooling=pooling, model_id=name_or_path,
+            revision=revision, adapter=adapter, **kwargs,
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        """Dimension of every feature vector."""
+        return self._base.config.get_text_config().hidden_size
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What rebuilds these features: model id, revision, adapter, weights digest, layer,
+        pooling and prompt template. Critics record it; :func:`cache_features` fingerprints it."""
+        if self._weights_digest is None:
+            self._weights_digest = weights_digest(self.model)
+        return {
+            "model_id": self._model_id,
+            "revision": self._revision,
+            "adapter": self._adapter,
+            "weights_digest": self._weights_digest,
+            "layer": self.layer,
+            "pooling": self.pooling,
+            "prompt_template_id": PROMPT_TEMPLATE_ID,
+            "hidden_size": self.hidden_size,
+        }
+
+    def state_features(
+        self, images: Sequence[Image.Image], goals: Sequence[str], histories: Sequence[str]
+    ) -> torch.Tensor:
+        """``[B, D]`` float32: the chosen layer's hidden state at each state's last prompt token."""
+        _check_lengths(images=images, goals=goals, histories=histories)
+        prompts = [render_prompt(self.processor, g, h) for g, h in zip(goals, histories)]
+        inputs = self.processor(
+            text=prompts, images=list(images), padding=True, padding_side="right", return_tensors="pt"
+        )
+        with self._inference():
+            hidden = self._hidden(inputs)
+        last = inputs["attention_mask"].sum(dim=1) - 1
+        return hidden[torch.arange(len(prompts)), last].float().cpu()
+
+    def action_features(
+        self,
+        images: Sequence[Image.Image],
+        goals: Sequence[str],
+        histories: Sequence[str],
+        actions: Sequence[Sequence[str]],
+    ) -> list[torch.Tensor]:
+        """One ``[N_i, D]`` float32 tensor per state: the pooled answer features of its actions."""
+        return self.state_action_features(images, goals, histories, actions)[1]
+
+    def state_action_features(
+        self,
+        images: Sequence[Image.Image],
+        goals: Sequence[str],
+        histories: Sequence[str],
+        actions: Sequence[Sequence[str]],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """State features ``[B, D]`` and action features (``[N_i, D]`` per state), both from one
+        prompt forward per state.
+
+        Args:
+            images: one screenshot per state.
+            goals: one goal per state.
+            histories: one history text per state.
+            actions: per state, the AutoUI action strings to embed (at least one).
+        """
+        _check_lengths(images=images, goals=goals, histories=histories, actions=actions)
+        states, candidates = [], []
+        with self._inference():
+            for image, goal, history, state_actions in zip(images, goals, histories, actions):
+                if len(state_actions) == 0:
+                    raise ValueError(f"no actions given for the state with goal {goal!r}")
+                answers = [self.answer_ids(goal, history, a) for a in state_actions]
+                inputs = self.processor(text=[render_prompt(self.processor, goal, history)], images=[image], return_tensors="pt")
+                run = self._shared_prefix if self.prefix_sharing else self._full_forwards
+                state, pooled = run(inputs, answers)
+                states.append(state)
+                candidates.append(pooled.float().cpu())
+        return torch.stack(states).float().cpu(), candidates
+
+    def answer_ids(self, goal: str, history: str, action: str) -> list[int]:
+        """Token ids the full conversation puts after the prompt for ``action``: the action text
+        and the end-of-turn marker, without trailing template whitespace.
+
+        Raises:
+            ValueError: the chat template renders the prompt differently with an answer appended,
+                so the answer cannot be split from it.
+        """
+        prompt = render_prompt(self.processor, goal, history)
+        full = self.processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(
+                "the chat template's conversation with an answer does not start with its generation "
+                f"prompt, so answer tokens cannot be located.\nprompt: {prompt!r}\nfull: {full!r}"
+            )
+        answer = full[len(prompt):].rstrip()
+        ids = self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"action {action!r} renders to no answer tokens")
+        return ids
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode, no grad, and only the first ``layer`` decoder layers; all restored after."""
+        was_training = self.model.training
+        layers = self._layers
+        self.model.eval()
+        self._decoder.layers = torch.nn.ModuleList(layers[: self.layer])
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._decoder.layers = layers
+            self.model.train(was_training)
+
+    def _hidden(self, inputs: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        """Output of the last kept decoder layer, ``[B, L, D]`` (captured before the final norm)."""
+        captured: list[torch.Tensor] = []
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = self._layers[self.layer - 1].register_forward_hook(hook)
+        try:
+            device = self._base.device
+            self._base.base_model(**{k: v.to(device) for k, v in inputs.items()}, **kwargs)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def _pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Pool ``[N, L, D]`` answer hidden states over each row's first ``lengths[i]`` tokens."""
+        if self.pooling == "last":
+            return hidden[torch.arange(hidden.shape[0]), lengths - 1]
+        mask = (torch.arange(hidden.shape[1])[None, :] < lengths[:, None]).to(hidden)
+        return (hidden * mask[..., None]).sum(dim=1) / lengths[:, None].to(hidden)
+
+    def _shared_prefix(
+        self, inputs: dict[str, torch.Tensor], answers: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Qwen2-VL: run the prompt once into a KV cache, then the answers in batches on copies of it.
+
+        Answers are right-padded, so causal attention keeps padding out of real tokens without a
+        mask. Their 3-D M-RoPE positions continue the prompt's text positions (``rope_deltas``).
+        """
+        backbone = self._base.base_model
+        positions, rope_deltas = backbone.get_rope_index(
+            inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+        cache = DynamicCache(config=self._base.config.get_text_config())
+        prefix = self._hidden(inputs, position_ids=positions, cache=cache, use_cache=True)
+        prompt_length = inputs["input_ids"].shape[1]
+        chunk = min(self.candidate_batch_size, len(answers))
+        cache.batch_repeat_interleave(chunk)
+        pooled = []
+        for start in range(0, len(answers), chunk):
+            batch = answers[start : start + chunk]
+            if len(batch) < chunk:
+                cache.batch_select_indices(torch.arange(len(batch)))
+            ids, lengths = self._pad(batch)
+            offsets = prompt_length + torch.arange(ids.shape[1]) + rope_deltas[0]
+            suffix_positions = offsets.view(1, 1, -1).expand(3, len(batch), -1)
+            hidden = self._hidden(
+                {"input_ids": ids}, position_ids=suffix_positions, cache=cache, use_cache=True
+            )
+            pooled.append(self._pool(hidden, lengths))
+            cache.crop(-ids.shape[1])
+        return prefix[0, -1], torch.cat(pooled)
+
+    def _full_forwards(
+        self, inputs: dict[str, torch.Tensor], answers: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Any family: prompt + answer as one sequence per candidate, batched (right-padded)."""
+        prompt_length = inputs["input_ids"].shape[1]
+        state, pooled = None, []
+        for start in range(0, len(answers), self.candidate_batch_size):
+            batch = answers[start : start + self.candidate_batch_size]
+            hidden = self._hidden(self._append_answers(inputs, batch))
+            ids, lengths = self._pad(batch)
+            state = hidden[0, prompt_length - 1]
+            pooled.append(self._pool(hidden[:, prompt_length:], lengths))
+        return state, torch.cat(pooled)
+
+    def _append_answers(self, inputs: dict[str, torch.Tensor], answers: list[list[int]]) -> dict[str, torch.Tensor]:
+        """One batch row per answer: the prompt's inputs repeated, answer ids right-padded after it.
+
+        Per-token tensors (``[1, L]``) are extended: ids with the answer, the attention mask with
+        1 for real answer tokens, any other (token types) with 0; image tensors are repeated.
+        """
+        ids, lengths = self._pad(answers)
+        n, prompt_length = len(answers), inputs["input_ids"].shape[1]
+        real = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+        extended = {}
+        for key, value in inputs.items():
+            repeated = value.repeat(n, *([1] * (value.dim() - 1)))
+            if value.dim() == 2 and value.shape == (1, prompt_length):
+                tail = {"input_ids": ids, "attention_mask": real}.get(key, torch.zeros_like(ids))
+                repeated = torch.cat([repeated, tail.to(value.dtype)], dim=1)
+            extended[key] = repeated
+        return extended
+
+    def _pad(self, answers: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad answers into ``[N, L]`` ids; also return their lengths."""
+        pad_id = self.processor.tokenizer.pad_token_id or 0
+        width = max(len(a) for a in answers)
+        ids = torch.full((len(answers), width), pad_id, dtype=torch.long)
+        for row, answer in enumerate(answers):
+            ids[row, : len(answer)] = torch.tensor(answer, dtype=torch.long)
+        return ids, torch.tensor([len(a) for a in answers])
+
+
+def _check_lengths(**columns: Sequence[Any]) -> None:
+    """All per-state arguments have one entry per state."""
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"one entry per state expected in every argument, got lengths {lengths}")

@@ -1,0 +1,199 @@
+"""Frozen-VLM features: prefix sharing equals full forwards, layers, LoRA, loading, caching.
+
+The tiny models' hidden states are small (mean |h| ~ 0.01-0.03 at random init), so equality is
+checked with ``rtol=1e-4, atol=1e-6``: a prefix-sharing bug such as dropping the M-RoPE
+``rope_deltas`` gives errors near 6e-4 here and fails it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from digiq_trl.actions import ActionType, DeviceAction, format_action
+from digiq_trl.models.features import VLMFeatureExtractor
+from digiq_trl.prompts import build_messages, render_prompt
+from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
+
+CLOSE = dict(rtol=1e-4, atol=1e-6)
+
+GOALS = ["Open Settings", "Search for hotels in Paris"]
+HISTORIES = ["", 'tap [0.1, 0.2]; type "hotels"']
+ACTIONS = [
+    [
+        format_action(DeviceAction.tap(0.52, 0.31)),
+        format_action(DeviceAction.type_text("hotels in paris near the station")),
+        format_action(DeviceAction.press(ActionType.PRESS_BACK)),
+    ],
+    [
+        format_action(DeviceAction.swipe((0.8, 0.5), (0.2, 0.5))),
+        format_action(DeviceAction.press(ActionType.STATUS_TASK_COMPLETE)),
+    ],
+]
+
+
+def _screens(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (224, 112, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """A 4-layer tiny Qwen2-VL, so middle layers are not the (normed) last one."""
+    return tiny_qwen2_vl(num_hidden_layers=4)
+
+
+def _reference(model, processor, image, goal, history, action, layer, pooling):
+    """Independent reference: the full conversation through the whole model, ``hidden_states``."""
+    full = processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
+    prompt = render_prompt(processor, goal, history)
+    inputs = processor(text=[full], images=[image], return_tensors="pt")
+    prompt_length = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"].shape[1]
+    answer_length = len(processor.tokenizer(full[len(prompt):].rstrip(), add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[layer][0]
+    answer = hidden[prompt_length : prompt_length + answer_length]
+    return hidden[prompt_length - 1], answer.mean(0) if pooling == "mean" else answer[-1]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_prefix_sharing_equals_full_conversation_forward(qwen, pooling):
+    model, processor = qwen
+    extractor = VLMFeatureExtractor(model, processor, layer=2, pooling=pooling, candidate_batch_size=2)
+    assert extractor.prefix_sharing
+    images = _screens(2)
+    states, actions = extractor.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    assert states.shape == (2, 128) and [a.shape for a in actions] == [(3, 128), (2, 128)]
+    for i, state_actions in enumerate(ACTIONS):
+        for j, action in enumerate(state_actions):
+            ref_state, ref_action = _reference(
+                model, processor, images[i], GOALS[i], HISTORIES[i], action, 2, pooling
+            )
+            torch.testing.assert_close(states[i], ref_state, **CLOSE)
+            torch.testing.assert_close(actions[i][j], ref_action, **CLOSE)
+
+
+def test_prefix_sharing_equals_naive_batched_forwards(qwen):
+    model, processor = qwen
+    images = _screens(2)
+    shared = VLMFeatureExtractor(model, processor, layer=3)
+    naive = VLMFeatureExtractor(model, processor, layer=3, prefix_sharing=False)
+    s1, a1 = shared.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    s2, a2 = naive.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    torch.testing.assert_close(s1, s2, **CLOSE)
+    for x, y in zip(a1, a2):
+        torch.testing.assert_close(x, y, **CLOSE)
+
+
+def test_answer_tokens_are_the_full_conversation_after_the_prompt(qwen):
+    _, processor = qwen
+    extractor = VLMFeatureExtractor(*qwen)
+    tokenizer = processor.tokenizer
+    action = ACTIONS[0][1]
+    full = processor.apply_chat_template(build_messages(GOALS[1], HISTORIES[1], action), tokenize=False)
+    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(render_prompt(processor, GOALS[1], HISTORIES[1]), add_special_tokens=False)["input_ids"]
+    answer = extractor.answer_ids(GOALS[1], HISTORIES[1], action)
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    assert full_ids[len(prompt_ids) : len(prompt_ids) + len(answer)] == answer
+    assert tokenizer.convert_ids_to_tokens(answer[-1]) == "<|im_end|>"
+    assert tokenizer.decode(full_ids[len(prompt_ids) + len(answer) :]).strip() == ""
+
+
+def test_state_features_do_not_depend_on_the_candidates(qwen):
+    extractor = VLMFeatureExtractor(*qwen)
+    images = _screens(2)
+    alone = extractor.state_features(images, GOALS, HISTORIES)
+    with_a, _ = extractor.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    with_b, _ = extractor.state_action_features(images, GOALS, HISTORIES, [ACTIONS[1], ACTIONS[0][:1]])
+    torch.testing.assert_close(with_a, with_b, rtol=0, atol=0)
+    torch.testing.assert_close(alone, with_a, **CLOSE)
+
+
+def test_layer_choice_changes_features_and_default_is_middle(qwen):
+    model, processor = qwen
+    images = _screens(1)
+    assert VLMFeatureExtractor(model, processor).layer == 2
+    one = VLMFeatureExtractor(model, processor, layer=1).action_features(images, GOALS[:1], [""], ACTIONS[:1])[0]
+    two = VLMFeatureExtractor(model, processor, layer=2).action_features(images, GOALS[:1], [""], ACTIONS[:1])[0]
+    assert (one - two).abs().max() > 1e-3
+
+
+def test_model_is_left_as_found(qwen):
+    model, processor = qwen
+    model.train()
+    VLMFeatureExtractor(model, processor, layer=1).action_features(_screens(1), GOALS[:1], [""], ACTIONS[:1])
+    assert model.training and len(model.model.language_model.layers) == 4
+    model.eval()
+
+
+def test_bad_arguments_are_rejected(qwen):
+    model, processor = qwen
+    with pytest.raises(ValueError, match="layer"):
+        VLMFeatureExtractor(model, processor, layer=5)
+    with pytest.raises(ValueError, match="pooling"):
+        VLMFeatureExtractor(model, processor, pooling="max")
+    extractor = VLMFeatureExtractor(model, processor)
+    with pytest.raises(ValueError, match="one entry per state"):
+        extractor.state_features(_screens(1), GOALS, HISTORIES)
+    with pytest.raises(ValueError, match="no actions"):
+        extractor.action_features(_screens(1), GOALS[:1], [""], [[]])
+
+
+def test_other_family_uses_full_forwards_and_matches_reference():
+    model, processor = tiny_llava(num_hidden_layers=4)
+    extractor = VLMFeatureExtractor(model, processor)
+    assert not extractor.prefix_sharing
+    with pytest.raises(ValueError, match="prefix sharing"):
+        VLMFeatureExtractor(model, processor, prefix_sharing=True)
+    image = _screens(1)[0]
+    states, actions = extractor.state_action_features([image], GOALS[:1], [""], ACTIONS[:1])
+    for j, action in enumerate(ACTIONS[0]):
+        ref_state, ref_action = _reference(model, processor, image, GOALS[0], "", action, 2, "mean")
+        torch.testing.assert_close(states[0], ref_state, **CLOSE)
+        torch.testing.assert_close(actions[0][j], ref_action, **CLOSE)
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return get_peft_model(model, config)
+
+
+def test_lora_wrapped_model_changes_features_and_still_matches_naive():
+    base, processor = tiny_qwen2_vl(num_hidden_layers=4)
+    images = _screens(2)
+    before = VLMFeatureExtractor(base, processor).action_features(images, GOALS, HISTORIES, ACTIONS)
+    peft_model = _lora(base)
+    shared = VLMFeatureExtractor(peft_model, processor)
+    naive = VLMFeatureExtractor(peft_model, processor, prefix_sharing=False)
+    after = shared.action_features(images, GOALS, HISTORIES, ACTIONS)
+    assert (after[0] - before[0]).abs().max() > 1e-4
+    for x, y in zip(after, naive.action_features(images, GOALS, HISTORIES, ACTIONS)):
+        torch.testing.assert_close(x, y, **CLOSE)
+
+
+def test_from_pretrained_with_adapter_matches_in_memory(tmp_path):
+    base, processor = tiny_qwen2_vl(num_hidden_layers=4)
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    peft_model = _lora(base)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    images = _screens(2)
+    in_memory = VLMFeatureExtractor(peft_model, processor, layer=3, pooling="last")
+    loaded = VLMFeatureExtractor.from_pretrained(
+        str(tmp_path / "base"), adapter=str(tmp_path / "adapter"), layer=3, pooling="last", dtype=torch.float32
+    )
+    s1, a1 = in_memory.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    s2, a2 = loaded.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    torch.testing.assert_close(s1, s2, **CLOSE)
+    for x, y in zip(a1, a2):
+        torch.testing.assert_close(x, y, **CLOSE)
+    provenance = loaded.provenance
+    assert provenance["model_id"] == str(tmp_path / "base")
+    assert provenance["adapter"] == str(tmp_path / "adapter")
+    assert (provenance["layer"], provenance["pooling"]) == (3, "last")
+    assert provenance["prompt_template_id"] == "digiq-trl/act-v1"
