@@ -1,0 +1,327 @@
+"""Original Android-in-the-Wild (AitW) TFRecord shards -> canonical transitions, without TensorFlow.
+
+AitW ships gzip-compressed TFRecord files; each record is a serialized ``tf.train.Example`` holding
+one step of one human demonstration. Reading them needs two small pieces, neither of them TensorFlow:
+
+* **TFRecord framing**: each record is ``uint64 length | uint32 masked crc32c(length) | data |
+  uint32 masked crc32c(data)`` (little endian). Both checksums are verified (``google-crc32c``, a
+  C implementation: the screenshots make records of several MB each).
+* **``tf.train.Example``**: decoded by the ``protobuf`` runtime from a descriptor of its five
+  messages (``Example``, ``Features``, ``Feature``, ``BytesList``, ``FloatList``, ``Int64List``)
+  built here in a private pool, so there is no generated code to go stale and no clash with a
+  TensorFlow install.
+
+Mapping (fields as in AitW's README): steps are grouped by ``episode_id`` and sorted by ``step_id``;
+an episode is complete when it has ``episode_length`` steps (episodes may interleave within and
+across shards; one that is still incomplete after the last input is an error). ``image/encoded`` is
+raw ``uint8`` pixels of shape ``(image/height, image/width, image/channels)``, stored as PNG;
+``results/action_type`` (AitW ids), ``results/yx_touch``, ``results/yx_lift`` and
+``results/type_action`` give the action; ``image/ui_annotations_positions`` the ``ui_boxes``;
+``goal_info`` the goal. Demonstrations succeed: reward 1 on the last step, 0 before it.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
+
+import google_crc32c
+from datasets import Dataset
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
+from PIL import Image
+
+from ..actions import ActionType, DeviceAction
+from .conversion import ConversionError, EpisodeStep, episode_rows, generate_transitions
+from .schema import transition_features
+
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the stored screenshots: level 1 is ~20 % faster than PIL's default 6 on phone
+screenshots and ~10 % larger; encoding is most of the conversion time."""
+
+_CRC_MASK_DELTA = 0xA282EAD8
+_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+class TFRecordError(ConversionError):
+    """A TFRecord file is truncated or corrupted; the message names the file, record and offset."""
+
+
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's checksum: crc32c rotated right by 15 bits plus a constant (mod 2**32)."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open a TFRecord file, through gzip when it starts with the gzip magic bytes."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
+
+
+def _read_exact(stream: BinaryIO, size: int, path: Path, index: int, offset: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise TFRecordError(
+            f"{path}: record {index} (byte {offset}): truncated {what}, "
+            f"expected {size} bytes, got {len(data)}"
+        )
+    return data
+
+
+def read_tfrecord(path: str | Path) -> Iterator[bytes]:
+    """Yield the records of a TFRecord file (gzip-compressed or not), checking both checksums.
+
+    Raises:
+        TFRecordError: a record is truncated or a checksum does not match.
+    """
+    path = Path(path)
+    with _open(path) as stream:
+        offset, index = 0, 0
+        while header := stream.read(12):
+            header += _read_exact(stream, 12 - len(header), path, index, offset, "header")
+            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            if _masked_crc(header[:8]) != length_crc:
+                raise TFRecordError(f"{path}: record {index} (byte {offset}): bad length checksum")
+            data = _read_exact(stream, length, path, index, offset, "data")
+            (data_crc,) = struct.unpack("<I", _read_exact(stream, 4, path, index, offset, "footer"))
+            if _masked_crc(data) != data_crc:
+                raise TFRecordError(f"{path}: record {index} (byte {offset}): bad data checksum")
+            yield data
+            offset, index = offset + 16 + length, index + 1
+
+
+def write_tfrecord(path: str | Path, records: Iterable[bytes], compress: bool = True) -> None:
+    """Write ``records`` as a TFRecord file (gzip-compressed by default, like AitW's shards)."""
+    with (gzip.open(path, "wb", compresslevel=6) if compress else open(path, "wb")) as stream:
+        for data in records:
+            length = struct.pack("<Q", len(data))
+            stream.write(length + struct.pack("<I", _masked_crc(length)))
+            stream.write(data)
+            stream.write(struct.pack("<I", _masked_crc(data)))
+
+
+def _field(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind: int,
+           type_name: str = "", repeated: bool = False) -> None:
+    label = descriptor_pb2.FieldDescriptorProto
+    field = message.field.add(
+        name=name, number=number, type=kind,
+        label=label.LABEL_REPEATED if repeated else label.LABEL_OPTIONAL,
+    )
+    if type_name:
+        field.type_name = type_name
+
+
+@functools.cache
+def example_message_class() -> type[Message]:
+    """The ``tensorflow.Example`` message class, built from a descriptor (wire-compatible with TF)."""
+    proto = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="digiq_trl/tf_example.proto", package="tensorflow", syntax="proto3"
+    )
+    for name, kind in (("BytesList", proto.TYPE_BYTES), ("FloatList", proto.TYPE_FLOAT),
+                       ("Int64List", proto.TYPE_INT64)):
+        _field(file.message_type.add(name=name), "value", 1, kind, repeated=True)
+    feature = file.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, name in enumerate(("bytes_list", "float_list", "int64_list"), start=1):
+        list_type = ".tensorflow." + name.title().replace("_", "")
+        _field(feature, name, number, proto.TYPE_MESSAGE, list_type)
+        feature.field[-1].oneof_index = 0
+    features = file.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, proto.TYPE_STRING)
+    _field(entry, "value", 2, proto.TYPE_MESSAGE, ".tensorflow.Feature")
+    _field(features, "feature", 1, proto.TYPE_MESSAGE, ".tensorflow.Features.FeatureEntry", True)
+    _field(file.message_type.add(name="Example"), "features", 1, proto.TYPE_MESSAGE,
+           ".tensorflow.Features")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
+
+
+def encode_example(features: Mapping[str, Sequence[Any]]) -> bytes:
+    """Serialize a ``tf.train.Example`` from ``{name: values}``.
+
+    The list kind follows the values: ``bytes``/``str`` -> bytes_list, ``int`` -> int64_list,
+    ``float`` -> float_list (an empty list is written as a float_list).
+    """
+    example = example_message_class()()
+    for name, values in features.items():
+        feature = example.features.feature[name]
+        values = list(values)
+        if values and isinstance(values[0], (bytes, str)):
+            feature.bytes_list.value.extend(v.encode() if isinstance(v, str) else v for v in values)
+        elif values and isinstance(values[0], int):
+            feature.int64_list.value.extend(values)
+        else:
+            feature.float_list.value.extend(values)
+    return example.SerializeToString()
+
+
+class _Record:
+    """Typed access to the features of one AitW record; errors name file, record and field."""
+
+    def __init__(self, data: bytes, path: Path, index: int) -> None:
+        self.where = f"{path}, record {index}"
+        try:
+            self.features = example_message_class().FromString(data).features.feature
+        except DecodeError as error:
+            raise ConversionError(f"{self.where}: not a tf.train.Example ({error})") from None
+
+    def values(self, name: str, kind: str) -> Sequence[Any]:
+        """All values of ``name`` (``kind``: bytes_list, float_list or int64_list)."""
+        if name not in self.features:
+            raise ConversionError(f"{self.where}, field {name!r}: missing")
+        feature = self.features[name]
+        stored = feature.WhichOneof("kind")
+        if stored not in (kind, None) and len(getattr(feature, stored).value):
+            raise ConversionError(f"{self.where}, field {name!r}: expected {kind}, found {stored}")
+        return getattr(feature, kind).value
+
+    def one(self, name: str, kind: str) -> Any:
+        """The single value of ``name``."""
+        values = self.values(name, kind)
+        if len(values) != 1:
+            raise ConversionError(f"{self.where}, field {name!r}: expected 1 value, got {len(values)}")
+        return values[0]
+
+    def text(self, name: str) -> str:
+        """The single value of ``name`` decoded as UTF-8."""
+        raw = self.one(name, "bytes_list")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConversionError(f"{self.where}, field {name!r}: not UTF-8 text") from None
+
+
+def _png(record: _Record) -> bytes:
+    """The raw ``image/encoded`` pixels of ``record`` as PNG bytes."""
+    height, width = record.one("image/height", "int64_list"), record.one("image/width", "int64_list")
+    channels = record.one("image/channels", "int64_list")
+    raw = record.one("image/encoded", "bytes_list")
+    if channels not in _IMAGE_MODES or len(raw) != height * width * channels:
+        raise ConversionError(
+            f"{record.where}, field 'image/encoded': {len(raw)} bytes do not form a "
+            f"{height}x{width}x{channels} uint8 image (channels must be 1, 3 or 4)"
+        )
+    mode = _IMAGE_MODES[channels]
+    image = Image.frombuffer(mode, (width, height), raw, "raw", mode, 0, 1)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _action(record: _Record) -> DeviceAction:
+    """The step's action from ``results/*``; unknown ids and points outside [0, 1] are errors."""
+    type_id = record.one("results/action_type", "int64_list")
+    if type_id not in ActionType._value2member_map_:
+        raise ConversionError(f"{record.where}, field 'results/action_type': unknown AitW id {type_id}")
+    action_type = ActionType(type_id)
+    if action_type == ActionType.DUAL_POINT:
+        touch, lift = record.values("results/yx_touch", "float_list"), record.values("results/yx_lift", "float_list")
+        action = DeviceAction(action_type, tuple(touch), tuple(lift))
+        if not action.is_valid:
+            raise ConversionError(
+                f"{record.where}, fields 'results/yx_touch'/'results/yx_lift': points "
+                f"{list(touch)} -> {list(lift)} are not normalized (y, x) in [0, 1]"
+            )
+        return action
+    if action_type == ActionType.TYPE:
+        return DeviceAction.type_text(record.text("results/type_action"))
+    return DeviceAction.press(action_type)
+
+
+def _ui_boxes(record: _Record) -> list[list[float]]:
+    flat = list(record.values("image/ui_annotations_positions", "float_list"))
+    if len(flat) % 4:
+        raise ConversionError(
+            f"{record.where}, field 'image/ui_annotations_positions': {len(flat)} values are not "
+            "a multiple of 4 (y, x, height, width)"
+        )
+    return [flat[i : i + 4] for i in range(0, len(flat), 4)]
+
+
+class _Episode:
+    """The steps of one episode seen so far (screenshots already PNG-encoded)."""
+
+    def __init__(self, goal: str, length: int) -> None:
+        self.goal, self.length = goal, length
+        self.steps: dict[int, EpisodeStep] = {}
+
+    def complete_steps(self) -> list[EpisodeStep]:
+        """The steps in ``step_id`` order, the last one rewarded 1 (a successful demonstration)."""
+        steps = [self.steps[step_id] for step_id in sorted(self.steps)]
+        steps[-1].reward = 1.0
+        return steps
+
+
+def _add_record(record: _Record, pending: dict[str, _Episode], finished: set[str]) -> str:
+    """Decode ``record`` into ``pending``; return its episode id."""
+    episode_id = record.text("episode_id")
+    step_id = record.one("step_id", "int64_list")
+    record.where += f" (episode {episode_id!r}, step {step_id})"
+    if episode_id in finished:
+        raise ConversionError(f"{record.where}, field 'step_id': the episode already had all its steps")
+    episode = pending.get(episode_id)
+    if episode is None:
+        length = record.one("episode_length", "int64_list")
+        episode = pending[episode_id] = _Episode(record.text("goal_info"), length)
+    if step_id in episode.steps:
+        raise ConversionError(f"{record.where}, field 'step_id': duplicate step {step_id}")
+    episode.steps[step_id] = EpisodeStep(_png(record), _action(record), 0.0, ui_boxes=_ui_boxes(record))
+    return episode_id
+
+
+def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
+    """Rows of every episode of ``paths``, each episode emitted as soon as it is complete."""
+    features = transition_features(with_ui_boxes=True)
+    pending: dict[str, _Episode] = {}
+    finished: set[str] = set()
+    for path in map(Path, paths):
+        for index, data in enumerate(read_tfrecord(path)):
+            episode_id = _add_record(_Record(data, path, index), pending, finished)
+            episode = pending[episode_id]
+            if len(episode.steps) >= episode.length:
+                del pending[episode_id]
+                finished.add(episode_id)
+                yield from episode_rows(episode_id, episode.goal, episode.complete_steps(), gamma, features)
+    if pending:
+        incomplete = {eid: f"{len(e.steps)}/{e.length} steps" for eid, e in list(pending.items())[:5]}
+        raise ConversionError(
+            f"{', '.join(paths)}: {len(pending)} episode(s) end before 'episode_length' steps were "
+            f"seen, e.g. {incomplete}; pass every shard that holds their steps"
+        )
+
+
+def convert_aitw_tfrecord(
+    paths: Sequence[str | Path], gamma: float = 0.95, cache_dir: str | Path | None = None
+) -> Dataset:
+    """Convert AitW TFRecord shards into a validated transitions dataset (with ``ui_boxes``).
+
+    Args:
+        paths: TFRecord files, gzip-compressed (as AitW ships them) or not.
+        gamma: discount of ``mc_return``.
+        cache_dir: where the Arrow file is written; the ``datasets`` cache by default.
+
+    Raises:
+        ConversionError: a record is corrupted, lacks a field, or holds an unknown action;
+            the message names the file, record, episode, step and field.
+
+    Example:
+        >>> ds = convert_aitw_tfrecord(["general-00000-of-00321"])  # doctest: +SKIP
+    """
+    paths = [str(p) for p in paths]
+    return generate_transitions(
+        _generate_rows,
+        {"paths": paths, "gamma": gamma},
+        transition_features(with_ui_boxes=True),
+        source=", ".join(paths),
+        cache_dir=cache_dir,
+    )

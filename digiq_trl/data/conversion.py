@@ -1,0 +1,124 @@
+"""Machinery shared by the converters: one episode's rows, and a bounded-memory dataset writer.
+
+A converter turns its input into :class:`EpisodeStep` lists (screenshots as encoded bytes, never
+decoded here) and hands them to :func:`episode_rows`, which derives everything the schema computes
+from the episode: ``history``, ``next_image``, ``done``, ``mc_return`` and ``trajectory_reward``.
+:func:`generate_transitions` streams those rows into an Arrow file in small batches, so memory stays
+bounded by a few episodes whatever the size of the input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from datasets import Dataset, Features
+from datasets.exceptions import DatasetGenerationError
+
+from ..actions import DeviceAction, format_action, format_history
+from .returns import discounted_returns
+from .validation import validate_transitions
+
+WRITER_BATCH_SIZE = 32
+"""Rows buffered before each Arrow write: with two screenshots a row, about 10-30 MB."""
+
+
+class ConversionError(ValueError):
+    """An input cannot be converted; the message names the file, the trajectory or row, and the field."""
+
+
+@dataclass
+class EpisodeStep:
+    """One step of an episode, as a converter reads it.
+
+    Args:
+        image: the screenshot before the action, as encoded image bytes (PNG, JPEG, ...).
+        action: the action taken.
+        reward: reward of the step, in ``[0, 1]``.
+        candidate_actions: candidate action strings, for datasets with a ``candidate_actions`` column.
+        ui_boxes: normalized ``[y, x, h, w]`` UI element boxes, for datasets with ``ui_boxes``.
+    """
+
+    image: bytes
+    action: DeviceAction
+    reward: float
+    candidate_actions: list[str] | None = None
+    ui_boxes: list[list[float]] | None = None
+
+
+def episode_rows(
+    episode_id: str, goal: str, steps: Sequence[EpisodeStep], gamma: float, features: Features
+) -> Iterator[dict[str, Any]]:
+    """The schema's rows of one episode, in step order.
+
+    ``history`` is :func:`format_history` of the previous actions; ``next_image`` is the next step's
+    screenshot, and the last step's own screenshot (no screen is recorded after the last action; its
+    ``done=True`` means no target ever reads it); ``done`` is true on the last step only;
+    ``mc_return`` is the discounted return and ``trajectory_reward`` the sum of the rewards.
+    """
+    rewards = [step.reward for step in steps]
+    returns = discounted_returns(rewards, gamma)
+    total = float(sum(rewards))
+    actions = [step.action for step in steps]
+    for index, step in enumerate(steps):
+        following = steps[index + 1] if index + 1 < len(steps) else step
+        row: dict[str, Any] = {
+            "episode_id": episode_id,
+            "step_id": index,
+            "goal": goal,
+            "history": format_history(actions[:index]),
+            "image": {"bytes": step.image, "path": None},
+            "next_image": {"bytes": following.image, "path": None},
+            "action": format_action(step.action),
+            "reward": step.reward,
+            "done": index == len(steps) - 1,
+            "mc_return": returns[index],
+            "trajectory_reward": total,
+        }
+        if "candidate_actions" in features:
+            row["candidate_actions"] = step.candidate_actions or []
+        if "ui_boxes" in features:
+            row["ui_boxes"] = step.ui_boxes or []
+        yield row
+
+
+def generate_transitions(
+    generator: Callable[..., Iterator[dict[str, Any]]],
+    gen_kwargs: dict[str, Any],
+    features: Features,
+    source: str,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Write the rows of ``generator(**gen_kwargs)`` to an Arrow-backed dataset and validate it.
+
+    Rows are written in batches of :data:`WRITER_BATCH_SIZE`. Each call gets a fresh fingerprint, so
+    a cached result of an earlier conversion (of files that may have changed since) is never reused.
+
+    Args:
+        generator: yields the schema's rows.
+        gen_kwargs: its keyword arguments (file paths and settings: small, picklable values).
+        features: the schema of the rows (from :func:`~digiq_trl.data.schema.transition_features`).
+        source: names the input in validation errors.
+        cache_dir: where the Arrow file goes; the ``datasets`` cache by default.
+
+    Raises:
+        ConversionError: an input file is malformed (raised by the generator, unwrapped here).
+        TransitionValidationError: the converted rows break the schema.
+    """
+    try:
+        ds = Dataset.from_generator(
+            generator,
+            features=features,
+            gen_kwargs=gen_kwargs,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            fingerprint=uuid.uuid4().hex,
+            writer_batch_size=WRITER_BATCH_SIZE,
+        )
+    except DatasetGenerationError as error:
+        cause = error.__cause__
+        if isinstance(cause, ConversionError):
+            raise cause from None
+        raise
+    return validate_transitions(ds, source=source)

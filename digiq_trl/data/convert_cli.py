@@ -1,0 +1,114 @@
+"""``digiq-trl convert``: reference ``.pt`` files or AitW TFRecord shards -> a transitions dataset.
+
+The dataset is written with ``save_to_disk`` into a temporary folder beside ``--output`` and renamed
+into place only once it is complete and validated, so a failed conversion never loses an existing
+output. A dataset card (README.md: schema, sources, citations) is written with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset, load_from_disk
+
+from .aitw_tfrecord import convert_aitw_tfrecord
+from .conversion import ConversionError
+from .dataset_card import card_text
+from .digiq_pt import convert_digiq_pt
+from .hub import HubPushError, push_transitions
+from .validation import TransitionValidationError
+
+FORMATS = ("digiq-pt", "aitw-tfrecord")
+_DATASET_MARKERS = ("state.json", "dataset_dict.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``convert`` subcommand."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert reference .pt files or AitW TFRecords into a transitions dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
+    parser.add_argument("--input", required=True, nargs="+", help="input files")
+    parser.add_argument("--images", help="folder of the screenshots named by image_path (digiq-pt)")
+    parser.add_argument("--output", required=True, help="folder to write the dataset to (save_to_disk)")
+    parser.add_argument("--gamma", type=float, default=0.95, help="discount of mc_return")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also push to this Hub dataset repo")
+    parser.set_defaults(func=run)
+
+
+def _check_output(output: Path) -> None:
+    """Refuse to replace an existing folder that is not a saved dataset (e.g. a typo'd home dir)."""
+    if output.exists() and (
+        not output.is_dir()
+        or (any(output.iterdir()) and not any((output / m).exists() for m in _DATASET_MARKERS))
+    ):
+        raise ConversionError(f"{output}: exists and is not a saved dataset; choose another --output")
+
+
+def _convert(args: argparse.Namespace, cache_dir: Path) -> Dataset:
+    if args.format == "digiq-pt":
+        return convert_digiq_pt(args.input, images_dir=args.images, gamma=args.gamma, cache_dir=cache_dir)
+    if args.images:
+        raise ConversionError("--images applies to --format digiq-pt only (AitW records hold the pixels)")
+    return convert_aitw_tfrecord(args.input, gamma=args.gamma, cache_dir=cache_dir)
+
+
+def _move_into_place(new: Path, output: Path, scratch: Path) -> None:
+    """Replace ``output`` by ``new``; the old output is moved aside first and restored on failure."""
+    if not output.exists():
+        new.rename(output)
+        return
+    old = scratch / "previous"
+    output.rename(old)
+    try:
+        new.rename(output)
+    except OSError:
+        old.rename(output)
+        raise
+
+
+def _description(args: argparse.Namespace) -> str:
+    names = ", ".join(f"`{Path(p).name}`" for p in args.input)
+    return f"Converted by `digiq-trl convert --format {args.format}` from {names} (gamma={args.gamma})."
+
+
+def write_dataset(args: argparse.Namespace) -> Path:
+    """Convert, save beside ``--output`` with a card, then move into place; return the output path."""
+    output = Path(args.output).resolve()
+    _check_output(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.converting-", dir=output.parent))
+    try:
+        ds = _convert(args, scratch / "cache")
+        ds.save_to_disk(str(scratch / "dataset"))
+        (scratch / "dataset" / "README.md").write_text(card_text(ds, _description(args)))
+        print(f"wrote {len(ds)} transitions to {output}", file=sys.stderr)
+        del ds
+        _move_into_place(scratch / "dataset", output, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``convert``; errors are printed as one clear line and give exit status 1."""
+    try:
+        output = write_dataset(args)
+    except (ConversionError, TransitionValidationError) as error:
+        print(f"digiq-trl convert: error: {error}", file=sys.stderr)
+        return 1
+    if args.push_to_hub:
+        try:
+            url = push_transitions(load_from_disk(str(output)), args.push_to_hub, description=_description(args))
+        except HubPushError as error:
+            print(f"digiq-trl convert: error: {error} (at {output})", file=sys.stderr)
+            return 1
+        print(f"pushed to {url}", file=sys.stderr)
+    return 0

@@ -1,0 +1,269 @@
+"""Reference Digi-Q / DigiRL ``.pt`` trajectory files -> canonical transitions, loaded safely.
+
+A reference file is ``torch.save`` of a list of trajectories, each a list of step dicts (keys in
+``DIGIQ.md``): ``task``, ``image_path``, ``action``, ``reward``, and optionally ``action_list``
+(candidates joined by ``"<split>"``), ``traj_id``, ``observation``, ``image_features``, ...
+
+**Safety.** Files are read with ``torch.load(weights_only=True)``: its unpickler only rebuilds
+containers, numbers, strings and tensors, plus the few numpy globals of :data:`NUMPY_SAFE_GLOBALS`
+(arrays, dtypes and scalars, which such files may hold). Any other global (``os.system``, a class
+of the reference code) is refused with :class:`UnsafePickleError` before anything runs. Tensors are
+memory-mapped, so the large feature columns of a reference file are never read into memory.
+
+**Mapping.** ``task`` -> ``goal``; the screenshot file of ``image_path`` -> ``image`` (its bytes as
+they are, never decoded); the next step's screenshot -> ``next_image`` (the last step's own one);
+``action`` -> normalized with :func:`~digiq_trl.actions.format_action`; ``reward`` -> ``reward``;
+``action_list`` -> ``candidate_actions`` (parsable ones normalized, the others kept verbatim so a
+critic can score them as invalid). ``history`` is rebuilt with
+:func:`~digiq_trl.actions.format_history` from the previous steps' actions, like every other
+source, rather than taken from the ``observation`` text, whose action format differs. ``done``,
+``mc_return`` and ``trajectory_reward`` are recomputed from the rewards. ``episode_id`` is
+``"<file stem>/<traj_id or trajectory index>"``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from PIL import Image, UnidentifiedImageError
+
+from ..actions import ActionParseError, DeviceAction, format_action, parse_action
+from .conversion import ConversionError, EpisodeStep, episode_rows, generate_transitions
+from .schema import transition_features
+
+CANDIDATE_SEPARATOR = "<split>"
+"""How the reference joins the candidate actions of ``action_list``."""
+
+NUMPY_SAFE_GLOBALS: list[Any] = [
+    np.ndarray,
+    np.dtype,
+    np._core.multiarray._reconstruct,
+    np._core.multiarray.scalar,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    *(type(np.dtype(name)) for name in ("bool", "int8", "int16", "int32", "int64", "uint8",
+                                        "float16", "float32", "float64")),
+]
+"""Globals allowed besides torch's own: numpy arrays, dtypes and scalars (numpy 1.x and 2.x names)."""
+
+
+class UnsafePickleError(ConversionError):
+    """A file references a Python global outside the allowlist; nothing in it was executed."""
+
+
+def _refusal(path: Path, error: pickle.UnpicklingError) -> UnsafePickleError:
+    """A clear refusal naming the file and the offending global (or the unsupported construct)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        what = f"the Python global {found.group(1)!r}, which is not on the allowlist of data types"
+    else:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.DOTALL)
+        what = f"a construct that is not plain data ({detail.group(1).strip() if detail else text})"
+    return UnsafePickleError(
+        f"{path}: refused to load: it references {what}. Nothing in the file was executed; "
+        "only torch.save files of lists, dicts, strings, numbers, tensors and numpy arrays load."
+    )
+
+
+def load_reference_file(path: str | Path) -> Any:
+    """Safely load a reference ``.pt`` file (see the module docstring); tensors stay memory-mapped.
+
+    Raises:
+        UnsafePickleError: the file references a global outside the allowlist.
+        ConversionError: the file is not a ``torch.save`` file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        raise _refusal(path, error) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ConversionError(f"{path}: not a readable torch.save file ({error})") from None
+
+
+def _trajectories(path: Path) -> list[list[dict]]:
+    """The trajectories of a reference file, after checking the list-of-lists-of-dicts shape."""
+    data = load_reference_file(path)
+    if not isinstance(data, (list, tuple)):
+        raise ConversionError(f"{path}: expected a list of trajectories, got {type(data).__name__}")
+    for index, trajectory in enumerate(data):
+        if not isinstance(trajectory, (list, tuple)) or not trajectory:
+            raise ConversionError(f"{path}, trajectory {index}: expected a non-empty list of steps")
+        for step_index, step in enumerate(trajectory):
+            if not isinstance(step, dict):
+                raise ConversionError(
+                    f"{path}, trajectory {index}, step {step_index}: expected a dict, "
+                    f"got {type(step).__name__}"
+                )
+    return list(data)
+
+
+def _get(step: dict, key: str, where: str) -> Any:
+    if key not in step:
+        raise ConversionError(f"{where}, field {key!r}: missing (the step has {sorted(step)})")
+    return step[key]
+
+
+def _reward(value: Any, where: str) -> float:
+    try:
+        reward = float(value.item() if isinstance(value, (torch.Tensor, np.ndarray)) else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConversionError(f"{where}, field 'reward': not a number: {value!r}") from None
+    if not math.isfinite(reward) or not 0.0 <= reward <= 1.0:
+        raise ConversionError(f"{where}, field 'reward': {reward} is outside [0, 1]")
+    return reward
+
+
+def _image_candidates(image_path: str, images_dir: Path | None, base: Path) -> list[Path]:
+    """Where ``image_path`` may be: under ``images_dir`` (as given, then by file name) or,
+    without ``images_dir``, the path itself (relative paths against the ``.pt`` file's folder)."""
+    path = Path(image_path)
+    if images_dir is None:
+        return [path if path.is_absolute() else base / path]
+    if path.is_absolute():
+        return [images_dir / path.name]
+    return [images_dir / path, images_dir / path.name]
+
+
+def _image_bytes(step: dict, where: str, images_dir: Path | None, base: Path) -> bytes:
+    """The screenshot file's bytes, checked to be an image by its header (not decoded)."""
+    image_path = _get(step, "image_path", where)
+    if not isinstance(image_path, str) or not image_path:
+        raise ConversionError(f"{where}, field 'image_path': expected a file path, got {image_path!r}")
+    tried = _image_candidates(image_path, images_dir, base)
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        hint = "" if images_dir is not None else " (pass --images DIR / images_dir)"
+        raise ConversionError(
+            f"{where}, field 'image_path': screenshot {image_path!r} not found, "
+            f"tried {[str(p) for p in tried]}{hint}"
+        )
+    try:
+        with Image.open(found):
+            pass
+    except (UnidentifiedImageError, OSError):
+        raise ConversionError(f"{where}, field 'image_path': {found} is not an image file") from None
+    return found.read_bytes()
+
+
+def _action(value: Any, where: str) -> DeviceAction:
+    try:
+        return parse_action(value)
+    except ActionParseError as error:
+        raise ConversionError(f"{where}, field 'action': {error}") from None
+
+
+def _candidates(step: dict, where: str) -> list[str] | None:
+    """``action_list`` split into candidates; parsable ones normalized, others kept verbatim."""
+    if "action_list" not in step:
+        return None
+    raw = step["action_list"]
+    if isinstance(raw, str):
+        raw = raw.split(CANDIDATE_SEPARATOR)
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(c, str) for c in raw):
+        raise ConversionError(f"{where}, field 'action_list': expected a string, got {type(raw).__name__}")
+    candidates = []
+    for text in (c.strip() for c in raw):
+        if text:
+            try:
+                candidates.append(format_action(parse_action(text)))
+            except ActionParseError:
+                candidates.append(text)
+    return candidates
+
+
+def _episode(
+    trajectory: list[dict], where: str, images_dir: Path | None, base: Path
+) -> tuple[str, list[EpisodeStep]]:
+    """The goal and steps of one trajectory."""
+    goal = _get(trajectory[0], "task", f"{where}, step 0")
+    if not isinstance(goal, str) or not goal.strip():
+        raise ConversionError(f"{where}, step 0, field 'task': expected a goal string, got {goal!r}")
+    steps = []
+    for index, step in enumerate(trajectory):
+        step_where = f"{where}, step {index}"
+        steps.append(
+            EpisodeStep(
+                image=_image_bytes(step, step_where, images_dir, base),
+                action=_action(_get(step, "action", step_where), step_where),
+                reward=_reward(_get(step, "reward", step_where), step_where),
+                candidate_actions=_candidates(step, step_where),
+            )
+        )
+    return goal.strip(), steps
+
+
+def _episode_id(path: Path, trajectory: list[dict], index: int) -> str:
+    traj_id = trajectory[0].get("traj_id", index)
+    if isinstance(traj_id, (torch.Tensor, np.ndarray)):
+        traj_id = traj_id.item()
+    return f"{path.stem}/{traj_id}"
+
+
+def _generate_rows(
+    paths: list[str], images_dir: str | None, gamma: float, with_candidates: bool
+) -> Iterator[dict[str, Any]]:
+    """Rows of every trajectory of ``paths``, one trajectory's screenshots in memory at a time."""
+    features = transition_features(with_candidates=with_candidates)
+    images = None if images_dir is None else Path(images_dir)
+    for path in map(Path, paths):
+        for index, trajectory in enumerate(_trajectories(path)):
+            goal, steps = _episode(trajectory, f"{path}, trajectory {index}", images, path.parent)
+            yield from episode_rows(_episode_id(path, trajectory, index), goal, steps, gamma, features)
+
+
+def _has_candidates(paths: Sequence[str]) -> bool:
+    """Whether any step of any file carries ``action_list`` (steps without it get no candidates)."""
+    return any(
+        "action_list" in step
+        for path in paths
+        for trajectory in _trajectories(Path(path))
+        for step in trajectory
+    )
+
+
+def convert_digiq_pt(
+    paths: Sequence[str | Path],
+    images_dir: str | Path | None = None,
+    gamma: float = 0.95,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Convert reference Digi-Q / DigiRL ``.pt`` files into a validated transitions dataset.
+
+    Args:
+        paths: the ``.pt`` files (``torch.save`` lists of trajectories).
+        images_dir: folder of the screenshots named by ``image_path`` (looked up by the path as
+            given under it, then by file name); without it, ``image_path`` is used as is.
+        gamma: discount of ``mc_return``.
+        cache_dir: where the Arrow file is written; the ``datasets`` cache by default.
+
+    Raises:
+        UnsafePickleError: a file references a global outside the allowlist (nothing runs).
+        ConversionError: a step lacks a key, has a bad reward or an unparsable action, or its
+            screenshot is missing; the message names the file, trajectory, step and field.
+
+    Example:
+        >>> ds = convert_digiq_pt(["general_train.pt"], images_dir="images/")  # doctest: +SKIP
+    """
+    paths = [str(p) for p in paths]
+    with_candidates = _has_candidates(paths)
+    return generate_transitions(
+        _generate_rows,
+        {"paths": paths, "images_dir": None if images_dir is None else str(images_dir),
+         "gamma": gamma, "with_candidates": with_candidates},
+        transition_features(with_candidates=with_candidates),
+        source=", ".join(paths),
+        cache_dir=cache_dir,
+    )

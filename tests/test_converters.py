@@ -1,0 +1,302 @@
+"""Converters: reference .pt files and AitW TFRecords -> transitions; the convert CLI."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_from_disk
+from PIL import Image
+
+from digiq_trl import cli
+from digiq_trl.actions import ActionType, DeviceAction, format_action, format_history
+from digiq_trl.data.aitw_tfrecord import (
+    TFRecordError,
+    convert_aitw_tfrecord,
+    encode_example,
+    read_tfrecord,
+    write_tfrecord,
+)
+from digiq_trl.data.conversion import ConversionError
+from digiq_trl.data.digiq_pt import UnsafePickleError, convert_digiq_pt
+
+DATA = Path(__file__).parent / "data"
+SCREENS = sorted(DATA.glob("*.png"))
+
+TAP = DeviceAction.tap(0.5, 0.25)
+TYPE = DeviceAction.type_text('say "hi"')
+ENTER = DeviceAction.press(ActionType.PRESS_ENTER)
+SWIPE = DeviceAction.swipe((0.8, 0.5), (0.2, 0.5))
+COMPLETE = DeviceAction.press(ActionType.STATUS_TASK_COMPLETE)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """A folder of real (downscaled) Android screenshots."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for screen in SCREENS:
+        shutil.copy(screen, folder / screen.name)
+    return folder
+
+
+def _step(task: str, image: str, action: str, reward: float, **extra) -> dict:
+    """A reference step dict, with the keys of the Digi-Q / DigiRL files."""
+    return {
+        "observation": f"Previous Actions: Goal: {task}</s>",
+        "next_observation": f"Previous Actions: ... Goal: {task}</s>",
+        "image_path": image,
+        "image_features": torch.zeros(1408),
+        "task": task,
+        "reward": reward,
+        "done": False,
+        "action": action,
+        "trajectory_reward": 0.0,
+        "mc_return": 0.0,
+        **extra,
+    }
+
+
+def _reference_file(tmp_path: Path) -> Path:
+    """Two trajectories: a success with candidates, and a failure with numpy rewards."""
+    names = [s.name for s in SCREENS]
+    success = [
+        _step("Search for milk", f"/nfs/old/{names[0]}", format_action(TAP, with_plan=True), 0.0,
+              action_list=f"{format_action(TAP)}<split>not an action<split>{format_action(ENTER)}",
+              traj_id=7, q_rep_out_list=torch.zeros(4, 16)),
+        _step("Search for milk", names[1], format_action(TYPE), np.float32(0.0), action_list=format_action(TYPE)),
+        _step("Search for milk", names[2], format_action(COMPLETE), torch.tensor(1.0), action_list=""),
+    ]
+    failure = [
+        _step("Open the alarm", names[2], format_action(SWIPE), np.float64(0.0), image_array=np.ones((2, 2))),
+        _step("Open the alarm", names[0], format_action(ENTER), 0),
+    ]
+    path = tmp_path / "general_train.pt"
+    torch.save([success, failure], path)
+    return path
+
+
+def test_digiq_pt_converts_every_field(tmp_path: Path, images: Path) -> None:
+    ds = convert_digiq_pt([_reference_file(tmp_path)], images_dir=images, gamma=0.5, cache_dir=tmp_path / "c")
+    names = [s.name for s in SCREENS]
+    screen = {n: (images / n).read_bytes() for n in names}
+    assert ds["episode_id"] == ["general_train/7"] * 3 + ["general_train/1"] * 2
+    assert ds["step_id"] == [0, 1, 2, 0, 1]
+    assert ds["goal"] == ["Search for milk"] * 3 + ["Open the alarm"] * 2
+    assert ds["history"] == ["", format_history([TAP]), format_history([TAP, TYPE]), "", format_history([SWIPE])]
+    assert ds["action"] == [format_action(a) for a in (TAP, TYPE, COMPLETE, SWIPE, ENTER)]
+    assert ds["reward"] == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert ds["done"] == [False, False, True, False, True]
+    assert ds["mc_return"] == [0.25, 0.5, 1.0, 0.0, 0.0]
+    assert ds["trajectory_reward"] == [1.0] * 3 + [0.0] * 2
+    assert ds["candidate_actions"] == [
+        [format_action(TAP), "not an action", format_action(ENTER)], [format_action(TYPE)], [], [], [],
+    ]
+    raw = ds.cast_column("image", ds.features["image"].__class__(decode=False))
+    raw = raw.cast_column("next_image", ds.features["next_image"].__class__(decode=False))
+    order = [names[0], names[1], names[2], names[2], names[0]]
+    assert [r["bytes"] for r in raw["image"]] == [screen[n] for n in order]
+    assert [r["bytes"] for r in raw["next_image"]] == [screen[n] for n in (order[1], order[2], order[2], order[4], order[4])]
+    assert ds[0]["image"].size == Image.open(images / names[0]).size
+
+
+def _evil_payload(marker: Path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    return Payload()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_malicious_pickle_is_refused_without_running(tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = [[_step("goal", "a.png", format_action(TAP), 1.0, extra=_evil_payload(marker))]]
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(UnsafePickleError) as caught:
+        convert_digiq_pt([path], cache_dir=tmp_path / "c")
+    assert str(path) in str(caught.value) and "Nothing in the file was executed" in str(caught.value)
+    if writer == "torch.save":
+        assert "'posix.system'" in str(caught.value) or "'os.system'" in str(caught.value)
+    assert not marker.exists()
+    unsafe_load = (lambda: torch.load(path, weights_only=False)) if writer == "torch.save" else (
+        lambda: pickle.loads(path.read_bytes()))
+    unsafe_load()
+    assert marker.exists(), "the payload is live: an unsafe load runs it"
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"image_path": "missing.png"}, "image_path"),
+        ({"action": "tap the button"}, "action"),
+        ({"reward": 1.5}, "reward"),
+        ({"reward": "high"}, "reward"),
+        ({"action": None}, "action"),
+    ],
+)
+def test_bad_reference_steps_name_file_trajectory_step_and_field(
+    tmp_path: Path, images: Path, change: dict, field: str
+) -> None:
+    good = _step("goal", SCREENS[0].name, format_action(TAP), 0.0)
+    path = tmp_path / "bad.pt"
+    torch.save([[good, {**good, **change}]], path)
+    with pytest.raises(ConversionError) as caught:
+        convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+    assert f"{path}, trajectory 0, step 1, field {field!r}" in str(caught.value)
+
+
+def test_missing_key_is_named(tmp_path: Path, images: Path) -> None:
+    step = _step("goal", SCREENS[0].name, format_action(TAP), 0.0)
+    del step["reward"]
+    path = tmp_path / "bad.pt"
+    torch.save([[step]], path)
+    with pytest.raises(ConversionError, match=r"trajectory 0, step 0, field 'reward': missing"):
+        convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+
+
+def _pixels(screen: Path) -> np.ndarray:
+    return np.asarray(Image.open(screen).convert("RGB"))
+
+
+def _aitw_record(episode: str, step: int, length: int, action: DeviceAction, screen: Path,
+                 boxes: list[float], type_id: int | None = None) -> bytes:
+    """One AitW step as the original shards store it (raw pixels, AitW action ids)."""
+    pixels = _pixels(screen)
+    return encode_example({
+        "episode_id": [episode], "episode_length": [length], "step_id": [step],
+        "goal_info": [f"goal of {episode}"], "device_type": ["pixel"], "current_activity": ["a.b/.Main"],
+        "image/height": [pixels.shape[0]], "image/width": [pixels.shape[1]], "image/channels": [3],
+        "image/encoded": [pixels.tobytes()],
+        "image/ui_annotations_positions": boxes,
+        "image/ui_annotations_text": ["Search"] * (len(boxes) // 4),
+        "image/ui_annotations_ui_types": ["TEXT"] * (len(boxes) // 4),
+        "results/action_type": [type_id if type_id is not None else int(action.action_type)],
+        "results/type_action": [action.typed_text],
+        "results/yx_touch": list(action.touch_point), "results/yx_lift": list(action.lift_point),
+    })
+
+
+BOX = [0.125, 0.25, 0.0625, 0.5]  # exact in float32
+
+
+def test_aitw_tfrecord_converts_every_field(tmp_path: Path) -> None:
+    a, b, c = SCREENS
+    records = [  # episodes interleaved and steps out of order, as shards may hold them
+        _aitw_record("ep2", 1, 2, COMPLETE, a, []),
+        _aitw_record("ep1", 0, 3, TAP, a, BOX + BOX),
+        _aitw_record("ep1", 2, 3, ENTER, c, BOX),
+        _aitw_record("ep2", 0, 2, SWIPE, c, BOX),
+        _aitw_record("ep1", 1, 3, TYPE, b, []),
+    ]
+    path = tmp_path / "general-00000-of-00001"
+    write_tfrecord(path, records)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    ds = convert_aitw_tfrecord([path], gamma=0.5, cache_dir=tmp_path / "c")
+    assert ds["episode_id"] == ["ep2", "ep2", "ep1", "ep1", "ep1"]
+    assert ds["step_id"] == [0, 1, 0, 1, 2]
+    assert ds["goal"] == ["goal of ep2"] * 2 + ["goal of ep1"] * 3
+    assert ds["action"] == [format_action(x) for x in (SWIPE, COMPLETE, TAP, TYPE, ENTER)]
+    assert ds["history"] == ["", format_history([SWIPE]), "", format_history([TAP]), format_history([TAP, TYPE])]
+    assert ds["reward"] == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert ds["done"] == [False, True, False, False, True]
+    assert ds["mc_return"] == [0.5, 1.0, 0.25, 0.5, 1.0]
+    assert ds["trajectory_reward"] == [1.0] * 5
+    assert ds["ui_boxes"] == [[BOX], [], [BOX, BOX], [], [BOX]]
+    for row, (now, after) in zip(ds, [(c, a), (a, a), (a, b), (b, c), (c, c)]):
+        assert np.array_equal(np.asarray(row["image"]), _pixels(now))
+        assert np.array_equal(np.asarray(row["next_image"]), _pixels(after))
+    assert ds.features["image"].decode and Image.open(io.BytesIO(
+        ds.cast_column("image", ds.features["image"].__class__(decode=False))[0]["image"]["bytes"])).format == "PNG"
+
+
+def test_example_encoding_matches_tensorflow_wire_format() -> None:
+    # tf.train.Example(features={"a": bytes_list ["x"]}).SerializeToString(), worked out by hand.
+    assert encode_example({"a": [b"x"]}) == b"\n\x0c\n\n\n\x01a\x12\x05\n\x03\n\x01x"
+
+
+def test_tfrecord_round_trip_and_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "plain.tfrecord"
+    write_tfrecord(path, [b"abc", b"", b"x" * 1000], compress=False)
+    assert list(read_tfrecord(path)) == [b"abc", b"", b"x" * 1000]
+    original = path.read_bytes()
+    data = bytearray(original)
+    data[12] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(TFRecordError, match=r"record 0 \(byte 0\): bad data checksum"):
+        list(read_tfrecord(path))
+    path.write_bytes(original[:40])
+    with pytest.raises(TFRecordError, match="truncated"):
+        list(read_tfrecord(path))
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [], type_id=8),
+         r"record 0 \(episode 'ep', step 0\), field 'results/action_type': unknown AitW id 8"),
+        (lambda: _aitw_record("ep", 0, 2, TAP, SCREENS[0], []), r"1/2 steps"),
+        (lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [0.1, 0.2]), r"'image/ui_annotations_positions'"),
+        (lambda: encode_example({"episode_id": ["ep"]}), r"record 0, field 'step_id': missing"),
+    ],
+)
+def test_bad_aitw_records_are_named(tmp_path: Path, record, message: str) -> None:
+    path = tmp_path / "shard.tfrecord"
+    write_tfrecord(path, [record()])
+    with pytest.raises(ConversionError, match=message) as caught:
+        convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
+    assert str(path) in str(caught.value)
+
+
+@pytest.fixture
+def convert_cli(monkeypatch: pytest.MonkeyPatch):
+    """``digiq_trl.cli.main`` with only the convert subcommand registered (others are not ours)."""
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("digiq_trl.data.convert_cli",))
+    return cli.main
+
+
+def test_cli_converts_and_keeps_old_output_on_failure(
+    tmp_path: Path, images: Path, convert_cli, capsys: pytest.CaptureFixture
+) -> None:
+    output = tmp_path / "out" / "general"
+    args = ["convert", "--format", "digiq-pt", "--input", str(_reference_file(tmp_path)),
+            "--images", str(images), "--output", str(output)]
+    assert convert_cli(args) == 0
+    saved = load_from_disk(str(output))
+    assert len(saved) == 5 and saved["mc_return"][0] == pytest.approx(0.95**2)
+    card = (output / "README.md").read_text()
+    assert "| `candidate_actions` |" in card and "CC BY 4.0" in card and "2502.15760" in card
+
+    bad = tmp_path / "bad.pt"
+    torch.save([[_step("goal", "gone.png", format_action(TAP), 1.0)]], bad)
+    assert convert_cli([*args[:4], str(bad), *args[5:]]) == 1
+    assert f"{bad}, trajectory 0, step 0, field 'image_path'" in capsys.readouterr().err
+    assert load_from_disk(str(output))["action"] == saved["action"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["general"]
+
+
+def test_cli_aitw_and_refuses_a_folder_that_is_not_a_dataset(
+    tmp_path: Path, convert_cli, capsys: pytest.CaptureFixture
+) -> None:
+    shard = tmp_path / "shard"
+    write_tfrecord(shard, [_aitw_record("ep", 0, 1, COMPLETE, SCREENS[0], BOX)])
+    output = tmp_path / "aitw"
+    assert convert_cli(["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(output)]) == 0
+    assert load_from_disk(str(output))["ui_boxes"] == [[BOX]]
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "todo.txt").write_text("keep me")
+    assert convert_cli(["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(precious)]) == 1
+    assert "is not a saved dataset" in capsys.readouterr().err
+    assert (precious / "todo.txt").read_text() == "keep me"
