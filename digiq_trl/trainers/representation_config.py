@@ -1,0 +1,98 @@
+"""Configuration of representation fine-tuning (Digi-Q stage 1, the actionability task)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import LoraConfig
+from trl import SFTConfig
+
+from ..representation import DEFAULT_DOWNSCALE, DEFAULT_THRESHOLD
+
+DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+"""Attention and MLP projections of the language model (Qwen2-VL's and LLaVA's vision towers name
+theirs differently, so they stay untouched)."""
+
+
+@dataclass
+class RepresentationConfig(SFTConfig):
+    r"""Arguments of representation fine-tuning, on top of ``trl.SFTConfig``.
+
+    The VLM learns to answer "will this action change the screen?" (see
+    :mod:`digiq_trl.representation`) with LoRA by default; the loss is on the answer only (the
+    dataset is in prompt-completion form, so ``completion_only_loss`` applies).
+
+    Changed ``SFTConfig`` defaults: ``learning_rate`` 2e-4 (LoRA) and activation (gradient)
+    checkpointing off (TRL turns it on; it only slows small models down: pass
+    ``activation_checkpointing=True`` for large ones).
+    """
+
+    learning_rate: float = field(default=2e-4, metadata={"help": "Initial AdamW learning rate."})
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing` (recompute activations in backward to save "
+            "memory); unset means off."
+        },
+    )
+    change_threshold: float = field(
+        default=DEFAULT_THRESHOLD,
+        metadata={
+            "help": "A step is labelled 'Yes' (screen changed) when the mean squared pixel difference of its "
+            "quarter-size screenshots (0..255 scale) is strictly above this (Digi-Q: 30)."
+        },
+    )
+    screen_downscale: int = field(
+        default=DEFAULT_DOWNSCALE,
+        metadata={"help": "Each side of the screenshots is divided by this before comparing (4: quarter-size)."},
+    )
+    balance: bool = field(
+        default=False,
+        metadata={"help": "Down-sample the majority class to the size of the minority class."},
+    )
+    eval_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Fraction of episodes held out to measure Yes/No accuracy (0 disables)."},
+    )
+    use_peft: bool = field(
+        default=True, metadata={"help": "Train LoRA adapters (True) or all weights (False)."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGET_MODULES),
+        metadata={"help": "Module names (suffixes) that get LoRA adapters: the language model's projections."},
+    )
+    merge_adapter: bool = field(
+        default=True,
+        metadata={
+            "help": "Save the model with the LoRA weights merged in (loads like any model), or the adapter "
+            "only (load it on top of the base model)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.screen_downscale < 1:
+            raise ValueError(f"screen_downscale must be >= 1, got {self.screen_downscale}")
+
+    def lora_config(self) -> LoraConfig:
+        """The LoRA configuration these arguments describe."""
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=list(self.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )

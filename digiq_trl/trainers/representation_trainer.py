@@ -1,0 +1,255 @@
+"""Representation fine-tuning (Digi-Q stage 1): ``trl.SFTTrainer`` on the actionability task.
+
+:class:`RepresentationTrainer` is ``SFTTrainer`` with three additions: LoRA from the config by
+default, a held-out Yes/No accuracy in ``evaluate()`` (read from the logits of the two answer
+tokens, one forward per example, no generation), and :meth:`~RepresentationTrainer.save_representation`,
+which merges the adapter when asked so that :class:`~digiq_trl.models.features.VLMFeatureExtractor`
+loads the result like any model. :func:`train_representation` runs the whole stage from canonical
+transitions.
+
+Example:
+    >>> from digiq_trl.trainers.representation_config import RepresentationConfig
+    >>> from digiq_trl.trainers.representation_trainer import train_representation
+    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> model, processor = tiny_qwen2_vl()
+    >>> args = RepresentationConfig(output_dir="actionability-vlm", max_steps=100, use_cpu=True)
+    >>> metrics = train_representation(model, processor, transitions, args)  # doctest: +SKIP
+    >>> metrics["eval_yes_no_accuracy"] > metrics["eval_majority_rate"]  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText
+from trl import SFTTrainer
+
+from ..data import split_by_episode
+from ..representation import NO, YES, build_actionability_dataset, label_stats
+from .representation_config import RepresentationConfig
+
+logger = logging.getLogger(__name__)
+
+DIGIQ_PAPER = {
+    "title": "Digi-Q: Learning Q-Value Functions for Training Device-Control Agents",
+    "id": "2502.15760",
+    "citation": (
+        "@inproceedings{bai2025digiq,\n"
+        "    title     = {{Digi-Q: Learning Q-Value Functions for Training Device-Control Agents}},\n"
+        "    author    = {Hao Bai and Yifei Zhou and Li Erran Li and Sergey Levine and Aviral Kumar},\n"
+        "    booktitle = {The Thirteenth International Conference on Learning Representations},\n"
+        "    year      = 2025\n"
+        "}"
+    ),
+}
+
+
+def answer_token_ids(processor: Any) -> tuple[int, int]:
+    """Ids of the first token of ``"Yes"`` and of ``"No"`` where the chat template puts the answer.
+
+    Read from the rendered conversation (answer text after the generation prompt), so prefixes
+    such as a leading space are tokenized as in training.
+
+    Raises:
+        ValueError: the template does not render the answer after its generation prompt, or both
+            answers start with the same token (their logits could not tell them apart).
+    """
+    prompt = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    rendered_prompt = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    ids = []
+    for answer in (YES, NO):
+        full = processor.apply_chat_template(
+            prompt + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
+        )
+        if not full.startswith(rendered_prompt):
+            raise ValueError(f"the chat template does not render the answer after its generation prompt: {full!r}")
+        ids.append(processor.tokenizer(full[len(rendered_prompt):], add_special_tokens=False)["input_ids"][0])
+    if ids[0] == ids[1]:
+        raise ValueError(f"{YES!r} and {NO!r} start with the same token id {ids[0]}; their logits cannot be compared")
+    return ids[0], ids[1]
+
+
+def yes_no_margins(
+    model: torch.nn.Module, processor: Any, dataset: Dataset, batch_size: int = 16
+) -> torch.Tensor:
+    """``logit(Yes) - logit(No)`` of the first answer token, per example of an actionability dataset.
+
+    Positive means the model answers "Yes" (greedy decoding would pick the larger of the two
+    whenever it picks either). Prompts are left-padded, so the last position is the answer's.
+    """
+    yes_id, no_id = answer_token_ids(processor)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    margins = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                rows = dataset[start : start + batch_size]
+                texts = [
+                    processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+                    for p in rows["prompt"]
+                ]
+                inputs = processor(
+                    text=texts, images=rows["images"], padding=True, padding_side="left", return_tensors="pt"
+                )
+                logits = model(**inputs.to(device), logits_to_keep=1).logits[:, -1].float()
+                margins.append((logits[:, yes_id] - logits[:, no_id]).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(margins) if margins else torch.empty(0)
+
+
+def actionability_metrics(margins: torch.Tensor, labels: Sequence[bool]) -> dict[str, float]:
+    """Accuracy of ``margin > 0`` against the labels, with the baselines it must beat.
+
+    Returns ``yes_no_accuracy``, ``yes_no_balanced_accuracy`` (mean of the per-class recalls: 0.5
+    for any constant answer), ``majority_rate`` (accuracy of always answering the majority class)
+    and ``predicted_yes_rate``.
+    """
+    truth = torch.tensor([bool(label) for label in labels])
+    predicted = margins > 0
+    correct = (predicted == truth).float()
+    recalls = [correct[truth == cls].mean().item() for cls in (True, False) if (truth == cls).any()]
+    return {
+        "yes_no_accuracy": correct.mean().item(),
+        "yes_no_balanced_accuracy": sum(recalls) / len(recalls),
+        "majority_rate": label_stats(truth.tolist())["majority_rate"],
+        "predicted_yes_rate": predicted.float().mean().item(),
+    }
+
+
+class RepresentationTrainer(SFTTrainer):
+    """``trl.SFTTrainer`` for the actionability task (see the module docstring).
+
+    Args:
+        model: a VLM (``AutoModelForImageTextToText``) or its Hub id / path.
+        args: a :class:`RepresentationConfig`; its LoRA fields apply when ``peft_config`` is None
+            and ``args.use_peft`` is set.
+        train_dataset: an actionability dataset (:func:`~digiq_trl.representation.build_actionability_dataset`).
+        eval_dataset: a held-out actionability dataset; ``evaluate()`` adds Yes/No accuracy on it.
+        processing_class: the model's processor.
+        peft_config: a peft config that overrides the LoRA fields of ``args``.
+        **kwargs: passed to ``SFTTrainer``.
+    """
+
+    _tag_names = ["trl", "sft", "digiq", "digiq-representation"]
+    _name = "Digi-Q representation (actionability)"
+    _paper = DIGIQ_PAPER
+
+    def __init__(
+        self,
+        model: torch.nn.Module | str,
+        args: RepresentationConfig,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if peft_config is None and args.use_peft:
+            peft_config = args.lora_config()
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            peft_config=peft_config,
+            **kwargs,
+        )
+
+    def evaluate(
+        self,
+        eval_dataset: Dataset | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """``SFTTrainer.evaluate`` (loss) plus Yes/No accuracy and its baselines, logged together."""
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(dataset, Dataset) or len(dataset) == 0:
+            return metrics
+        margins = yes_no_margins(self.model, self.processing_class, dataset, self.args.per_device_eval_batch_size)
+        extra = {
+            f"{metric_key_prefix}_{key}": value
+            for key, value in actionability_metrics(margins, dataset["screen_changed"]).items()
+        }
+        self.log(extra)
+        metrics.update(extra)
+        return metrics
+
+    def save_representation(self, output_dir: str | None = None) -> str:
+        """Save the fine-tuned model, its processor and a model card; returns the directory.
+
+        With ``args.merge_adapter`` (and LoRA), the adapter is merged into the weights first and the
+        full model is saved (load it like any VLM); otherwise the adapter alone is saved (load it on
+        top of the base). Merging ends training with this trainer: the model is no longer a peft model.
+        """
+        output_dir = output_dir or self.args.output_dir
+        if self.args.merge_adapter and isinstance(self.model, PeftModel):
+            self.model = self.model_wrapped = self.model.merge_and_unload()
+        self.save_model(output_dir)
+        if self.is_world_process_zero():
+            self.create_model_card(model_name=output_dir.rstrip("/").split("/")[-1])
+        return output_dir
+
+
+def _load(model: torch.nn.Module | str, processor: Any) -> tuple[torch.nn.Module, Any]:
+    """A model and processor from a Hub id / path (torchvision-free processor when needed)."""
+    if isinstance(model, str):
+        from ..models.processing import load_processor
+
+        processor = processor if processor is not None else load_processor(model)
+        model = AutoModelForImageTextToText.from_pretrained(model)
+    if processor is None:
+        raise ValueError("pass the model's processor (processing_class) with a model object")
+    return model, processor
+
+
+def train_representation(
+    model: torch.nn.Module | str,
+    processor: Any,
+    transitions: Dataset,
+    args: RepresentationConfig,
+    peft_config: Any = None,
+) -> dict[str, float]:
+    """Run stage 1 end to end: label, split by episode, fine-tune, evaluate, save (and push).
+
+    Args:
+        model: the VLM to fine-tune, or its Hub id / path.
+        processor: its processor (loaded from ``model`` when None and ``model`` is a string).
+        transitions: canonical transitions (:mod:`digiq_trl.data.schema`).
+        args: the configuration; the result goes to ``args.output_dir`` (merged model or adapter,
+            processor, model card) and to the Hub when ``args.push_to_hub`` is set.
+        peft_config: overrides the LoRA fields of ``args``.
+
+    Returns:
+        The final metrics: training loss, label statistics of the whole dataset (``labels_*``) and,
+        with ``args.eval_fraction > 0``, held-out Yes/No accuracy next to the majority-class rate.
+    """
+    model, processor = _load(model, processor)
+    dataset = build_actionability_dataset(
+        transitions, threshold=args.change_threshold, balance=args.balance, seed=args.seed,
+        downscale=args.screen_downscale,
+    )
+    splits = split_by_episode(dataset, args.eval_fraction, seed=args.seed) if args.eval_fraction > 0 else None
+    train, held_out = (splits["train"], splits["test"]) if splits else (dataset, None)
+    trainer = RepresentationTrainer(
+        model, args, train_dataset=train, eval_dataset=held_out, processing_class=processor,
+        peft_config=peft_config,
+    )
+    metrics = {f"labels_{k}": v for k, v in label_stats(dataset["screen_changed"]).items()}
+    metrics.update(trainer.train().metrics)
+    if held_out is not None and len(held_out):
+        metrics.update(trainer.evaluate())
+    trainer.save_representation()
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    logger.info("representation fine-tuning: %s", metrics)
+    return metrics
