@@ -99,7 +99,7 @@ def action_scaffold_tokens() -> list[str]:
 
 def _goals() -> list[str]:
     """The AitW goals shipped with the package (all suites and splits)."""
-    assets = resources.files("digiq_trl.envs") / "assets"
+    assets = resources.files("digiq_trl") / "envs" / "assets"
     goals: list[str] = []
     for path in sorted(assets.iterdir(), key=lambda p: p.name):
         if path.name.endswith(".txt"):

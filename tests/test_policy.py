@@ -1,0 +1,57 @@
+"""VLMPolicy: one action string per observation, N samples per observation, peft models too."""
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from PIL import Image
+
+from digiq_trl.models.policy import VLMPolicy
+from digiq_trl.testing import tiny_qwen2_vl
+
+
+def _observations() -> list[dict]:
+    return [
+        {"image": Image.new("RGB", (112, 224), "white"), "goal": "Open Settings", "history": ""},
+        {"image": Image.new("RGB", (112, 224), "red"), "goal": "Search for hotels in Paris", "history": "home"},
+        {"image": np.zeros((224, 112, 3), np.uint8), "goal": "Go to ebay.com", "history": "tap [0.5, 0.5]"},
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return tiny_qwen2_vl()
+
+
+def test_act_returns_one_string_per_observation_batched_like_single(tiny) -> None:
+    policy = VLMPolicy(*tiny, max_new_tokens=12, batch_size=2)
+    observations = _observations()
+    actions = policy.act(observations, [{}] * 3)
+    assert len(actions) == 3 and all(isinstance(a, str) for a in actions)
+    assert actions == [policy.act([obs], [{}])[0] for obs in observations]
+    assert policy.act([], []) == []
+
+
+def test_sample_returns_num_samples_diverse_strings_per_observation(tiny) -> None:
+    policy = VLMPolicy(*tiny, max_new_tokens=12, batch_size=16)
+    samples = policy.sample(_observations(), num_samples=5, temperature=1.0)
+    assert [len(s) for s in samples] == [5, 5, 5]
+    assert all(isinstance(a, str) for s in samples for a in s)
+    assert len(set(samples[0])) > 1
+    with pytest.raises(ValueError):
+        policy.sample(_observations(), num_samples=2, temperature=0.0)
+
+
+def test_generation_keeps_train_mode_and_works_for_peft(tiny) -> None:
+    model, processor = tiny
+    model.train()
+    greedy = VLMPolicy(model, processor, max_new_tokens=8).act(_observations())
+    assert model.training
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    try:
+        policy = VLMPolicy(peft_model, processor, max_new_tokens=8)
+        assert policy.act(_observations()) == greedy  # LoRA starts as the identity
+        assert [len(s) for s in policy.sample(_observations()[:2], num_samples=3)] == [3, 3]
+    finally:
+        peft_model.unload()
