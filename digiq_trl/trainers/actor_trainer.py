@@ -1,0 +1,569 @@
+"""Best-of-N policy extraction (Digi-Q stage 4) as a ``transformers.Trainer``, training LoRA adapters.
+
+Before training, every state of the dataset gets candidate actions: N samples from the *starting*
+policy (one batched ``generate`` per batch of states), the dataset's ``candidate_actions``, or
+both, plus the logged action. The frozen critic scores them with the advantage
+``A = max(Q1, Q2) - max(V1, V2)`` on frozen-VLM features (unparsable candidates get A = 0) and
+the argmax becomes the state's imitation target. As in the reference, candidates are prepared
+once from the frozen starting policy, not re-sampled as the actor changes: the critic was trained
+on that policy's data, and preparing once keeps training a plain weighted SFT.
+
+Training minimizes the NLL of the chosen action's tokens only (prompt and image tokens are masked
+with -100), times a per-sample weight (:func:`digiq_trl.best_of_n.sample_weights`). Samples with
+weight 0 (e.g. below the advantage threshold) are dropped before training; the logs say how many.
+The paper's baselines run through the same trainer: ``weighting="filtered_bc"`` (logged actions of
+successful trajectories) and ``"sft"`` (all logged actions) need no critic.
+
+Example:
+    >>> trainer = BestOfNActorTrainer(  # doctest: +SKIP
+    ...     model="Qwen/Qwen2-VL-2B-Instruct", critic="me/digiq-critic",
+    ...     args=BestOfNActorConfig("qwen2vl-digiq-actor"), train_dataset=transitions)
+    >>> trainer.train(); trainer.push_to_hub()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from huggingface_hub import ModelCard, ModelCardData
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
+from transformers.utils import logging
+
+from ..actions import try_parse_action
+from ..best_of_n import (
+    candidate_list,
+    sample_weights,
+    select_best,
+    selection_stats,
+    uses_critic,
+    zero_invalid,
+)
+from ..models.critic import DigiQCritic
+from ..models.features import VLMFeatureExtractor
+from ..models.processing import load_processor
+from ..prompts import build_messages, render_prompt
+from .actor_config import BestOfNActorConfig
+
+logger = logging.get_logger(__name__)
+
+LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+"""Default LoRA targets: the attention and MLP projections of the VLM's language model (the vision
+tower stays untouched; in transformers 5 VLMs the text decoder lives under ``language_model``)."""
+
+TRAIN_COLUMNS = ("image", "goal", "history", "chosen_action", "weight")
+"""Columns of the prepared dataset the collator reads."""
+
+
+def default_lora_config() -> LoraConfig:
+    """LoRA used when no ``peft_config`` is given: rank 16, alpha 32, on the language model."""
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_LORA_TARGETS, task_type="CAUSAL_LM")
+
+
+def answer_ids(processor: Any, goal: str, history: str, action: str) -> list[int]:
+    """Token ids the chat template puts after the generation prompt for ``action``.
+
+    That is the action text and the end-of-turn marker (the stop token generation must learn),
+    without trailing template whitespace; the same tokens the feature extractor embeds.
+    """
+    prompt = render_prompt(processor, goal, history)
+    full = processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError(f"the chat template does not extend the prompt with the answer: {prompt!r} vs {full!r}")
+    return processor.tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class BestOfNCollator:
+    """Batches ``{"image", "goal", "history", "chosen_action", "weight"}`` rows for weighted NLL.
+
+    Each row is the prompt (image and text, through the processor) followed by the answer tokens
+    of :func:`answer_ids`, right-padded. ``labels`` are -100 everywhere but on the answer tokens,
+    so prompt and image tokens never enter the loss. Per-token processor outputs (e.g. Qwen2-VL's
+    ``mm_token_type_ids``) are extended with zeros over the answer; image tensors pass through.
+    """
+
+    processor: Any
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts = [render_prompt(self.processor, ex["goal"], ex["history"]) for ex in examples]
+        answers = [answer_ids(self.processor, ex["goal"], ex["history"], ex["chosen_action"]) for ex in examples]
+        encoded = self.processor(
+            text=prompts, images=[_as_rgb(ex["image"]) for ex in examples], padding=True, padding_side="right", return_tensors="pt"
+        )
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        width = max(p + len(a) for p, a in zip(prompt_lengths, answers))
+        batch = {key: value for key, value in encoded.items() if not _is_per_token(value, encoded)}
+        batch.update(self._sequences(encoded, prompt_lengths, answers, width))
+        batch["weights"] = torch.tensor([float(ex["weight"]) for ex in examples])
+        return batch
+
+    def _sequences(
+        self, encoded: dict[str, torch.Tensor], prompt_lengths: list[int], answers: list[list[int]], width: int
+    ) -> dict[str, torch.Tensor]:
+        """Right-padded ``input_ids``, ``attention_mask``, ``labels`` and other per-token tensors."""
+        pad_id = self.processor.tokenizer.pad_token_id or 0
+        rows = len(answers)
+        out = {
+            "input_ids": torch.full((rows, width), pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((rows, width), dtype=torch.long),
+            "labels": torch.full((rows, width), -100, dtype=torch.long),
+        }
+        extra = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in encoded.items()
+                 if _is_per_token(v, encoded) and k not in out}
+        for row, (length, answer) in enumerate(zip(prompt_lengths, answers)):
+            end = length + len(answer)
+            ids = torch.tensor(answer, dtype=torch.long)
+            out["input_ids"][row, :length] = encoded["input_ids"][row, :length]
+            out["input_ids"][row, length:end] = ids
+            out["attention_mask"][row, :end] = 1
+            out["labels"][row, length:end] = ids
+            for key, tensor in extra.items():
+                tensor[row, :length] = encoded[key][row, :length]
+        return {**out, **extra}
+
+
+def _as_rgb(image: Any) -> Any:
+    """RGB, as the policy feeds images at acting time (screenshots may be RGBA or grayscale)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _is_per_token(value: Any, encoded: dict[str, torch.Tensor]) -> bool:
+    """Whether a processor output has one entry per prompt token (``[B, L]`` like ``input_ids``)."""
+    return isinstance(value, torch.Tensor) and value.shape == encoded["input_ids"].shape
+
+
+def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i * sum_t NLL_it / sum_i T_i``: token NLL of the labelled tokens, weighted per row.
+
+    Causal shift: the logits at position t predict the token at t + 1. Normalizing by the token
+    count (not the weight sum) keeps ``pg`` weights signed and ``awr`` weights relative.
+    """
+    targets = labels[:, 1:]
+    mask = targets != -100
+    nll = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~mask, 0), reduction="none"
+    )
+    per_row = (nll * mask).sum(dim=1)
+    return (weights.to(per_row) * per_row).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class _Timer:
+    """Wall time spent generating candidates vs in the whole preparation."""
+
+    generation: float = 0.0
+    total: float = 0.0
+
+
+class _CandidateScorer:
+    """The ``datasets.map`` function of the preparation: candidates, critic scores, choice, weight."""
+
+    def __init__(
+        self,
+        args: BestOfNActorConfig,
+        policy: Any | None,
+        extractor: VLMFeatureExtractor,
+        critic: DigiQCritic,
+        timer: _Timer,
+    ) -> None:
+        self.args, self.policy, self.extractor, self.critic, self.timer = args, policy, extractor, critic, timer
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        proposals = self._proposals(batch)
+        scored = [candidate_list(logged, props) for logged, props in zip(batch["action"], proposals)]
+        valid = [[try_parse_action(c) is not None for c in cands] for cands in scored]
+        advantages = self._advantages(batch, scored, valid)
+        out: dict[str, list[Any]] = defaultdict(list)
+        for logged, props, cands, ok, adv in zip(batch["action"], proposals, scored, valid, advantages):
+            # scored[0] is the logged action; it competes only when included or also proposed.
+            offset = 0 if self.args.include_logged_action or logged in props else 1
+            if offset == len(cands):
+                raise ValueError(f"no candidate for the state whose logged action is {logged!r}")
+            choice = select_best(adv[offset:], ok[offset:])
+            index = choice.index + offset
+            out["candidates"].append(cands)
+            out["candidate_advantages"].append(adv.tolist())
+            out["chosen_action"].append(cands[index])
+            out["chosen_advantage"].append(choice.advantage)
+            out["logged_advantage"].append(float(adv[0]))
+            out["chosen_is_logged"].append(index == 0)
+            out["chosen_is_valid"].append(choice.valid)
+            out["num_proposals"].append(len(props))
+            out["num_invalid_proposals"].append(sum(try_parse_action(p) is None for p in props))
+        out["weight"] = self._weights(out, batch).tolist()
+        return dict(out)
+
+    def _proposals(self, batch: dict[str, list[Any]]) -> list[list[str]]:
+        """Per state: the policy's N samples and/or the dataset's candidates, duplicates kept."""
+        states = len(batch["action"])
+        proposals: list[list[str]] = [[] for _ in range(states)]
+        if self.args.candidate_source in ("policy", "both"):
+            observations = [
+                {"image": image, "goal": goal, "history": history}
+                for image, goal, history in zip(batch["image"], batch["goal"], batch["history"])
+            ]
+            start = time.perf_counter()
+            samples = self.policy.sample(observations, self.args.num_candidates, self.args.temperature)
+            self.timer.generation += time.perf_counter() - start
+            proposals = [p + list(s) for p, s in zip(proposals, samples)]
+        if self.args.candidate_source in ("dataset", "both"):
+            if "candidate_actions" not in batch:
+                raise ValueError("candidate_source needs a 'candidate_actions' column in the dataset")
+            proposals = [p + list(c or []) for p, c in zip(proposals, batch["candidate_actions"])]
+        return proposals
+
+    def _advantages(
+        self, batch: dict[str, list[Any]], scored: list[list[str]], valid: list[list[bool]]
+    ) -> list[np.ndarray]:
+        """Critic advantages of every candidate (0 for unparsable ones), one critic call per batch."""
+        advantages = [np.zeros(len(c)) for c in scored]
+        rows = [i for i, ok in enumerate(valid) if any(ok)]
+        if not rows:
+            return advantages
+        actions = [[c for c, ok in zip(scored[i], valid[i]) if ok] for i in rows]
+        states, per_state = self.extractor.state_action_features(
+            [batch["image"][i] for i in rows], [batch["goal"][i] for i in rows],
+            [batch["history"][i] for i in rows], actions,
+        )
+        counts = torch.tensor([len(a) for a in actions])
+        device = self.critic.device
+        q = torch.cat(per_state).to(device)
+        v = states.to(device).repeat_interleave(counts.to(device), dim=0)
+        values = self.critic.advantage(q, v).float().cpu().split(counts.tolist())
+        for i, value in zip(rows, values):
+            advantages[i][np.asarray(valid[i])] = value.numpy()
+        return advantages
+
+    def _weights(self, out: dict[str, list[Any]], batch: dict[str, list[Any]]) -> np.ndarray:
+        weights = sample_weights(
+            self.args.weighting, out["chosen_advantage"], batch["trajectory_reward"],
+            advantage_threshold=self.args.advantage_threshold, awr_beta=self.args.awr_beta,
+            awr_max_weight=self.args.awr_max_weight,
+        )
+        return zero_invalid(weights, out["chosen_is_valid"])
+
+
+def _logged_targets(batch: dict[str, list[Any]], weighting: str) -> dict[str, list[Any]]:
+    """The ``datasets.map`` function of the baselines: imitate the logged action."""
+    valid = [try_parse_action(a) is not None for a in batch["action"]]
+    weights = zero_invalid(sample_weights(weighting, trajectory_rewards=batch["trajectory_reward"]), valid)
+    return {"chosen_action": list(batch["action"]), "chosen_is_valid": valid, "weight": weights.tolist()}
+
+
+class BestOfNActorTrainer(Trainer):
+    """Train a VLM actor (LoRA) on the critic's Best-of-N choices, or on the paper's baselines.
+
+    Args:
+        model: the actor: a VLM that ``AutoModelForImageTextToText`` loads, or its Hub id / path
+            (loaded with ``args.model_init_kwargs``), or a ``PeftModel`` to continue training.
+        critic: a trained :class:`~digiq_trl.models.critic.DigiQCritic` or its Hub id / path; kept
+            frozen. Required by the ``threshold``, ``awr`` and ``pg`` weightings, unused otherwise.
+        args: a :class:`BestOfNActorConfig`.
+        train_dataset: canonical transitions (:mod:`digiq_trl.data.schema`).
+        eval_dataset: transitions evaluated with the same preparation and weighted loss.
+        processing_class: the actor's processor (default: loaded from the model's name).
+        feature_extractor: the critic's frozen feature VLM; by default built from the critic's
+            config (``backbone_model_id``, ``backbone_revision``, ``feature_layer``,
+            ``feature_pooling``) with :meth:`VLMFeatureExtractor.from_pretrained`.
+        peft_config: LoRA (or other peft) config; :func:`default_lora_config` when None and the
+            model is not already a ``PeftModel``. The base weights stay frozen.
+        data_collator: default :class:`BestOfNCollator`.
+        callbacks: ``transformers`` callbacks.
+        optimizers: ``(optimizer, scheduler)``, as in ``Trainer``.
+
+    Attributes:
+        prepared_dataset: the training states with their candidates, advantages, choice and weight
+            (before weight-0 rows are dropped), for inspection.
+        preparation_metrics: the statistics of the preparation, also logged at the first log step.
+    """
+
+    _tag_names = ["trl", "digiq", "best-of-n", "offline-rl"]
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | PeftModel,
+        critic: str | DigiQCritic | None = None,
+        args: BestOfNActorConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class: ProcessorMixin | None = None,
+        feature_extractor: VLMFeatureExtractor | None = None,
+        peft_config: PeftConfig | None = None,
+        data_collator: Any = None,
+        callbacks: list[Any] | None = None,
+        optimizers: tuple[Any, Any] = (None, None),
+    ) -> None:
+        model_id = model if isinstance(model, str) else _model_id(model)
+        args = args if args is not None else BestOfNActorConfig(f"{model_id.split('/')[-1]}-BestOfN")
+        if train_dataset is None:
+            raise ValueError("BestOfNActorTrainer needs a train_dataset of transitions")
+        set_seed(args.seed)
+        if isinstance(model, str):
+            model = AutoModelForImageTextToText.from_pretrained(model, **(args.model_init_kwargs or {}))
+        processing_class = processing_class if processing_class is not None else load_processor(model_id)
+        self.critic = _load_critic(critic, args) if uses_critic(args.weighting) else None
+        self.feature_extractor = (
+            _load_extractor(feature_extractor, self.critic, args) if self.critic is not None else None
+        )
+        self.model_id, self.critic_id = model_id, _critic_id(critic)
+        self.dataset_id = _dataset_id(train_dataset)
+        model.to(args.device)
+        self.prepared_dataset, self.preparation_metrics = self._prepare(model, processing_class, train_dataset, args)
+        train = self._training_rows(self.prepared_dataset, processing_class, args, "train")
+        evaluation = None
+        if eval_dataset is not None:
+            prepared_eval, _ = self._prepare(model, processing_class, eval_dataset, args)
+            evaluation = self._training_rows(prepared_eval, processing_class, args, "eval")
+        model = _with_adapter(model, peft_config)
+        super().__init__(
+            model=model, args=args, data_collator=data_collator or BestOfNCollator(processing_class),
+            train_dataset=train, eval_dataset=evaluation, processing_class=processing_class,
+            callbacks=callbacks, optimizers=optimizers,
+        )
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._pending_preparation_log = True
+
+    def _prepare(
+        self, model: PreTrainedModel, processor: Any, dataset: Dataset, args: BestOfNActorConfig
+    ) -> tuple[Dataset, dict[str, float]]:
+        """Candidates, choice and weight per state (critic schemes) or logged targets (baselines)."""
+        fingerprint = f"digiq-best-of-n-{uuid.uuid4().hex}"
+        if self.critic is None:
+            prepared = dataset.map(
+                _logged_targets, batched=True, fn_kwargs={"weighting": args.weighting}, new_fingerprint=fingerprint
+            )
+            return prepared, _kept_metrics(prepared)
+        timer = _Timer()
+        policy = _policy(model, processor, args) if args.candidate_source != "dataset" else None
+        scorer = _CandidateScorer(args, policy, self.feature_extractor, self.critic, timer)
+        start = time.perf_counter()
+        with torch.no_grad():
+            prepared = dataset.map(
+                scorer, batched=True, batch_size=args.candidate_batch_size, new_fingerprint=fingerprint,
+                desc=f"Best-of-{args.num_candidates} candidates",
+            )
+        timer.total = time.perf_counter() - start
+        metrics = selection_stats(
+            prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
+            prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
+        )
+        metrics["generation_time_share"] = timer.generation / timer.total if timer.total else 0.0
+        metrics["preparation_seconds"] = timer.total
+        return prepared, {**metrics, **_kept_metrics(prepared)}
+
+    def _training_rows(self, prepared: Dataset, processor: Any, args: BestOfNActorConfig, split: str) -> Dataset:
+        """Drop weight-0 rows (and rows longer than ``max_length``), keep the collator's columns."""
+        kept = prepared.filter(lambda w: w != 0.0, input_columns="weight")
+        logger.info(
+            "Best-of-N %s: %d of %d states kept for training (%d with weight 0 dropped, weighting=%r).",
+            split, len(kept), len(prepared), len(prepared) - len(kept), args.weighting,
+        )
+        if args.max_length is not None:
+            before = len(kept)
+            kept = kept.filter(
+                lambda batch: _fits(processor, batch, args.max_length), batched=True,
+                batch_size=args.candidate_batch_size,
+            )
+            logger.info("Best-of-N %s: %d states longer than max_length=%d dropped.", split, before - len(kept), args.max_length)
+        if len(kept) == 0:
+            raise ValueError(
+                f"no {split} state is left to imitate (all weights are 0); with weighting='threshold' lower "
+                f"advantage_threshold (now {args.advantage_threshold}) or check the critic's advantages"
+            )
+        return kept.select_columns(list(TRAIN_COLUMNS))
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Weighted NLL of the chosen actions' tokens (:func:`weighted_nll`); a per-batch mean."""
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "weights")}
+        outputs = model(**model_inputs)
+        loss = weighted_nll(outputs.logits, inputs["labels"], inputs["weights"])
+        mode = "train" if model.training else "eval"
+        self._metrics[mode]["mean_weight"].append(float(inputs["weights"].mean()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averaged batch metrics, and the preparation statistics once, to ``logs``."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{k}": sum(v) / len(v) for k, v in self._metrics[mode].items() if v})
+        self._metrics[mode].clear()
+        if self._pending_preparation_log and mode == "train":
+            logs.update({f"best_of_n/{k}": v for k, v in self.preparation_metrics.items()})
+            self._pending_preparation_log = False
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the adapter (and processor) like ``Trainer``, plus the model card."""
+        super().save_model(output_dir, _internal_call)
+        if self.is_world_process_zero():
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, output_dir: str | None = None, **kwargs: Any
+    ) -> None:
+        """Write ``README.md``: base model, critic, data, weighting and the preparation statistics."""
+        if not self.is_world_process_zero():
+            return
+        card = ModelCard.from_template(
+            ModelCardData(
+                base_model=self.model_id if not os.path.isdir(self.model_id) else None,
+                datasets=[dataset_name or self.dataset_id] if (dataset_name or self.dataset_id) else None,
+                library_name="peft",
+                tags=list(self._tag_names) + list(kwargs.get("tags") or []),
+            ),
+            template_str=MODEL_CARD_TEMPLATE,
+            model_name=model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir)),
+            base_model_name=self.model_id,
+            critic=self.critic_id or "none (baseline weighting)",
+            dataset=dataset_name or self.dataset_id or "a local transitions dataset",
+            settings=self._card_settings(),
+        )
+        directory = output_dir or self.args.output_dir
+        os.makedirs(directory, exist_ok=True)
+        card.save(os.path.join(directory, "README.md"))
+
+    def _card_settings(self) -> str:
+        """Markdown bullet list of the method settings and preparation statistics."""
+        args = self.args
+        settings = {
+            "weighting": args.weighting,
+            "num_candidates": args.num_candidates,
+            "temperature": args.temperature,
+            "candidate_source": args.candidate_source,
+            "include_logged_action": args.include_logged_action,
+            "advantage_threshold": args.advantage_threshold,
+            "learning_rate": args.learning_rate,
+            **{k: round(v, 4) for k, v in self.preparation_metrics.items()},
+        }
+        return "\n".join(f"- `{k}`: {v}" for k, v in settings.items())
+
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A LoRA adapter for [{{ base_model_name }}](https://huggingface.co/{{ base_model_name }}), trained with
+Digi-Q Best-of-N policy extraction (`digiq_trl.BestOfNActorTrainer`): each logged state's candidate
+actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and the actor imitated
+the best one.
+
+- Base model: `{{ base_model_name }}`
+- Critic: `{{ critic }}`
+- Data: `{{ dataset }}`
+
+## Settings
+
+{{ settings }}
+
+## Usage
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText
+
+base = AutoModelForImageTextToText.from_pretrained("{{ base_model_name }}")
+actor = PeftModel.from_pretrained(base, "{{ model_name }}")
+```
+
+## Citation
+
+Hao Bai, Yifei Zhou, Li Erran Li, Sergey Levine, Aviral Kumar. *Digi-Q: Learning Q-Value Functions for
+Training Device-Control Agents*. ICLR 2025. arXiv:2502.15760.
+"""
+"""Jinja template of the adapter's model card (``huggingface_hub.ModelCard``)."""
+
+
+def _model_id(model: torch.nn.Module) -> str:
+    """The Hub id or path a model was loaded from (the base model's, for a ``PeftModel``)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return base.config.name_or_path or type(base).__name__
+
+
+def _critic_id(critic: str | DigiQCritic | None) -> str | None:
+    if critic is None or isinstance(critic, str):
+        return critic
+    return critic.config.name_or_path or None
+
+
+def _dataset_id(dataset: Dataset) -> str | None:
+    """The dataset's name when it came from the Hub or a builder (``info.dataset_name``), else None."""
+    return getattr(dataset.info, "dataset_name", None)
+
+
+def _load_critic(critic: str | DigiQCritic | None, args: BestOfNActorConfig) -> DigiQCritic:
+    """The critic, loaded when given by name, frozen, in eval mode, on the training device."""
+    if critic is None:
+        raise ValueError(f"weighting={args.weighting!r} needs a critic (weightings 'filtered_bc' and 'sft' do not)")
+    if isinstance(critic, str):
+        critic = DigiQCritic.from_pretrained(critic)
+    critic.requires_grad_(False)
+    return critic.eval().to(args.device)
+
+
+def _load_extractor(
+    extractor: VLMFeatureExtractor | None, critic: DigiQCritic, args: BestOfNActorConfig
+) -> VLMFeatureExtractor:
+    """The given extractor, or the one the critic's config names (same model, layer, pooling)."""
+    if extractor is not None:
+        return extractor
+    config = critic.config
+    if not config.backbone_model_id:
+        raise ValueError("the critic's config names no backbone_model_id: pass feature_extractor explicitly")
+    extractor = VLMFeatureExtractor.from_pretrained(
+        config.backbone_model_id, adapter=config.backbone_adapter, layer=config.feature_layer,
+        pooling=config.feature_pooling or "mean", revision=config.backbone_revision,
+    )
+    extractor.model.to(args.device)
+    return extractor
+
+
+def _policy(model: PreTrainedModel, processor: Any, args: BestOfNActorConfig) -> Any:
+    """The starting policy the candidates are sampled from."""
+    from ..models.policy import VLMPolicy
+
+    return VLMPolicy(
+        model, processor, temperature=args.temperature, max_new_tokens=args.max_completion_length,
+        batch_size=args.candidate_batch_size * args.num_candidates,
+    )
+
+
+def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | None) -> PeftModel:
+    """Wrap ``model`` with a fresh adapter (base frozen), or keep the adapter it already has."""
+    if isinstance(model, PeftModel):
+        if peft_config is not None:
+            raise ValueError("model is already a PeftModel: pass peft_config=None or a plain model")
+        return model
+    return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
+
+
+def _kept_metrics(prepared: Dataset) -> dict[str, float]:
+    weights = np.asarray(prepared["weight"], dtype=np.float64)
+    return {"frac_kept": float((weights != 0).mean()) if weights.size else 0.0, "num_states": float(weights.size)}
+
+
+def _fits(processor: Any, batch: dict[str, list[Any]], max_length: int) -> list[bool]:
+    """Whether each row's prompt (image tokens included) plus answer is at most ``max_length`` tokens."""
+    prompts = [render_prompt(processor, g, h) for g, h in zip(batch["goal"], batch["history"])]
+    encoded = processor(text=prompts, images=list(batch["image"]), padding=True, return_tensors="pt")
+    lengths = encoded["attention_mask"].sum(dim=1).tolist()
+    answers = [answer_ids(processor, g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["chosen_action"])]
+    return [p + len(a) <= max_length for p, a in zip(lengths, answers)]

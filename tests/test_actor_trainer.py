@@ -1,0 +1,239 @@
+"""BestOfNActorTrainer on tiny offline models: selection, loss masking, LoRA, saving, baselines."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, Features, Image, List, Value
+from peft import PeftModel
+from PIL import Image as PILImage
+
+from digiq_trl.actions import DeviceAction, format_action, parse_action
+from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.testing import tiny_qwen2_vl
+from digiq_trl.trainers.actor_config import BestOfNActorConfig
+from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer, BestOfNCollator, weighted_nll
+
+FEATURES = Features(
+    {
+        "image": Image(),
+        "goal": Value("string"),
+        "history": Value("string"),
+        "action": Value("string"),
+        "trajectory_reward": Value("float32"),
+        "candidate_actions": List(Value("string")),
+    }
+)
+
+
+def tap(y: float) -> str:
+    return format_action(DeviceAction.tap(y, 0.5))
+
+
+def transitions(actions, candidates, rewards=None) -> Dataset:
+    rng = np.random.default_rng(0)
+    n = len(actions)
+    return Dataset.from_dict(
+        {
+            "image": [PILImage.fromarray(rng.integers(0, 255, (224, 112, 3), dtype=np.uint8)) for _ in range(n)],
+            "goal": ["Open Settings"] * n,
+            "history": ["", "tap [0.1, 0.2]"] * (n // 2) + [""] * (n % 2),
+            "action": actions,
+            "trajectory_reward": rewards if rewards is not None else [1.0] * n,
+            "candidate_actions": candidates,
+        },
+        features=FEATURES,
+    )
+
+
+class TouchYExtractor:
+    """Stand-in feature extractor: a tap's feature is its touch y, so the critic below gives A = y."""
+
+    def state_action_features(self, images, goals, histories, actions):
+        per_state = [torch.tensor([[parse_action(a).touch_point[0], 0.0] for a in acts]) for acts in actions]
+        return torch.zeros(len(images), 2), per_state
+
+
+def linear_critic() -> DigiQCritic:
+    """Q1 = Q2 = feature[0], V1 = V2 = 0: the advantage of a tap is its touch y."""
+    critic = DigiQCritic(DigiQCriticModelConfig(q_input_dim=2, v_input_dim=2, hidden_size=4, num_hidden_layers=0))
+    with torch.no_grad():
+        for head in critic.q_heads:
+            head.layers[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+            head.layers[0].bias.zero_()
+        for head in critic.v_heads:
+            head.layers[0].weight.zero_()
+            head.layers[0].bias.zero_()
+    return critic
+
+
+def config(tmp_path, **kwargs) -> BestOfNActorConfig:
+    defaults = dict(
+        candidate_source="dataset", max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+        logging_steps=1, save_strategy="no", max_completion_length=24, num_candidates=3,
+    )
+    return BestOfNActorConfig(str(tmp_path / "out"), **{**defaults, **kwargs})
+
+
+def make_trainer(tmp_path, dataset, **kwargs) -> BestOfNActorTrainer:
+    model, processor = tiny_qwen2_vl()
+    critic_kwargs = {}
+    if kwargs.get("weighting", "threshold") in ("threshold", "awr", "pg"):
+        critic_kwargs = dict(critic=linear_critic(), feature_extractor=TouchYExtractor())
+    return BestOfNActorTrainer(
+        model, args=config(tmp_path, **kwargs), train_dataset=dataset, processing_class=processor, **critic_kwargs
+    )
+
+
+def test_chosen_action_is_argmax_advantage(tmp_path):
+    dataset = transitions(
+        [tap(0.2), tap(0.05), tap(0.9)],
+        [[tap(0.7), tap(0.4)], [tap(0.08), "not an action"], [tap(0.3)]],
+    )
+    trainer = make_trainer(tmp_path, dataset, advantage_threshold=0.1)
+    prepared = trainer.prepared_dataset
+    assert prepared["chosen_action"] == [tap(0.7), tap(0.08), tap(0.9)]
+    assert prepared["chosen_advantage"] == pytest.approx([0.7, 0.08, 0.9])
+    assert prepared["logged_advantage"] == pytest.approx([0.2, 0.05, 0.9])
+    assert prepared["chosen_is_logged"] == [False, False, True]
+    assert prepared["candidate_advantages"][1] == pytest.approx([0.05, 0.08, 0.0])
+    assert prepared["weight"] == [1.0, 0.0, 1.0]
+    assert len(trainer.train_dataset) == 2  # the state below the threshold is dropped
+    stats = trainer.preparation_metrics
+    assert stats["frac_invalid_candidates"] == pytest.approx(1 / 5)  # over the 5 proposals
+    assert stats["frac_chosen_is_logged"] == pytest.approx(1 / 3)
+    assert stats["frac_above_threshold"] == pytest.approx(2 / 3)
+
+
+def test_logged_action_excluded_when_asked(tmp_path):
+    dataset = transitions([tap(0.9), tap(0.1)], [[tap(0.3)], [tap(0.5)]])
+    trainer = make_trainer(tmp_path, dataset, include_logged_action=False, advantage_threshold=0.0)
+    assert trainer.prepared_dataset["chosen_action"] == [tap(0.3), tap(0.5)]
+    assert trainer.prepared_dataset["logged_advantage"] == pytest.approx([0.9, 0.1])
+
+
+def test_all_invalid_candidates_do_not_crash(tmp_path):
+    dataset = transitions(["garbage", tap(0.6)], [["also garbage", "nope"], [tap(0.2)]])
+    trainer = make_trainer(tmp_path, dataset, weighting="awr")
+    row = trainer.prepared_dataset[0]
+    assert row["candidate_advantages"] == [0.0, 0.0, 0.0]
+    assert row["chosen_advantage"] == 0.0 and not row["chosen_is_valid"] and row["weight"] == 0.0
+    assert row["num_invalid_proposals"] == 2
+    assert trainer.train_dataset["chosen_action"] == [tap(0.6)]
+    trainer.train()
+
+
+def test_nothing_to_imitate_raises_a_clear_error(tmp_path):
+    dataset = transitions([tap(0.05)], [[tap(0.01)]])
+    with pytest.raises(ValueError, match="advantage_threshold"):
+        make_trainer(tmp_path, dataset, advantage_threshold=0.1)
+
+
+def test_baselines_need_no_critic(tmp_path):
+    dataset = transitions([tap(0.2), tap(0.3), tap(0.4)], [[], [], []], rewards=[1.0, 0.0, 1.0])
+    filtered = make_trainer(tmp_path, dataset, weighting="filtered_bc")
+    assert filtered.critic is None and filtered.feature_extractor is None
+    assert filtered.train_dataset["chosen_action"] == [tap(0.2), tap(0.4)]
+    sft = make_trainer(tmp_path, dataset, weighting="sft")
+    assert sft.train_dataset["chosen_action"] == [tap(0.2), tap(0.3), tap(0.4)]
+    with pytest.raises(ValueError, match="needs a critic"):
+        BestOfNActorTrainer(tiny_qwen2_vl()[0], args=config(tmp_path), train_dataset=dataset,
+                            processing_class=tiny_qwen2_vl()[1])
+
+
+def test_policy_candidates_come_from_one_generate_per_batch(tmp_path):
+    model, processor = tiny_qwen2_vl()
+    calls = []
+    generate = model.generate
+
+    def counting_generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    model.generate = counting_generate
+    dataset = transitions([tap(0.2)] * 5, [[]] * 5)
+    trainer = BestOfNActorTrainer(
+        model, critic=linear_critic(), feature_extractor=TouchYExtractor(), train_dataset=dataset,
+        processing_class=processor, args=config(tmp_path, candidate_source="policy", candidate_batch_size=4,
+                                                num_candidates=3, advantage_threshold=0.0),
+    )
+    assert calls == [4, 1]  # one call per map batch of states (prompts encoded once per state)
+    assert trainer.prepared_dataset["num_proposals"] == [3] * 5
+    assert 0.0 <= trainer.preparation_metrics["generation_time_share"] <= 1.0
+
+
+def test_collator_labels_only_the_answer(tmp_path):
+    _, processor = tiny_qwen2_vl()
+    dataset = transitions([tap(0.2), tap(0.35)], [[], []])
+    rows = [dict(row, chosen_action=row["action"], weight=1.0) for row in dataset]
+    batch = BestOfNCollator(processor)(rows)
+    tokenizer = processor.tokenizer
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for row, labels, ids in zip(rows, batch["labels"], batch["input_ids"]):
+        labelled = labels[labels != -100]
+        assert tokenizer.decode(labelled) == row["action"] + "<|im_end|>"
+        assert (ids[labels != -100] == labelled).all()
+        assert not (labels == image_id).any()
+        start = int((labels != -100).nonzero()[0])
+        assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n")
+    assert (batch["mm_token_type_ids"][batch["labels"] != -100] == 0).all()
+    assert batch["pixel_values"].shape[0] > 0 and batch["weights"].tolist() == [1.0, 1.0]
+
+
+def test_prompt_positions_do_not_enter_the_loss():
+    torch.manual_seed(0)
+    labels = torch.tensor([[-100, -100, -100, 5, 6, -100], [-100, -100, 7, 8, 9, 2]])
+    logits = torch.randn(2, 6, 12, requires_grad=True)
+    weights = torch.tensor([1.0, 0.5])
+    loss = weighted_nll(logits, labels, weights)
+    loss.backward()
+    predicts_label = torch.zeros(2, 6, dtype=torch.bool)
+    predicts_label[:, :-1] = labels[:, 1:] != -100
+    assert logits.grad[~predicts_label].abs().max() == 0
+    assert logits.grad[predicts_label].abs().sum(-1).min() > 0
+    perturbed = logits.detach().clone()
+    perturbed[~predicts_label] = torch.randn_like(perturbed[~predicts_label]) * 10
+    assert weighted_nll(perturbed, labels, weights) == pytest.approx(loss.item())
+    expected = (1.0 * _nll(logits, 0, [2, 3]) + 0.5 * _nll(logits, 1, [1, 2, 3, 4])) / 6
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _nll(logits, row, positions):
+    labels = {0: [None, None, None, 5, 6, None], 1: [None, None, 7, 8, 9, 2]}[row]
+    logp = torch.log_softmax(logits.detach()[row], dim=-1)
+    return float(-sum(logp[t, labels[t + 1]] for t in positions))
+
+
+def test_lora_changes_and_base_stays(tmp_path):
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = make_trainer(tmp_path, dataset, max_steps=3, learning_rate=1e-2)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    assert lora and all(after[n].requires_grad for n in lora)
+    assert any(not torch.equal(before[n], after[n]) for n in lora if "lora_B" in n)
+    base = [n for n in before if "lora_" not in n]
+    assert all(torch.equal(before[n], after[n]) and not after[n].requires_grad for n in base)
+    assert "best_of_n/chosen_advantage" in trainer.state.log_history[0]
+
+
+def test_adapter_save_and_reload_gives_equal_outputs(tmp_path):
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = make_trainer(tmp_path, dataset, max_steps=2, learning_rate=1e-2)
+    trainer.train()
+    trainer.save_model()
+    out = tmp_path / "out"
+    card = (out / "README.md").read_text()
+    assert "BestOfN" in card or "Best-of-N" in card
+    assert "Critic" in card and "threshold" in card
+    _, processor = tiny_qwen2_vl()
+    rows = [dict(row, chosen_action=row["action"], weight=1.0) for row in dataset]
+    batch = BestOfNCollator(processor)(rows)
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+    trainer.model.eval()
+    with torch.no_grad():
+        trained = trainer.model(**inputs).logits
+        reloaded = PeftModel.from_pretrained(tiny_qwen2_vl()[0], str(out)).eval()(**inputs).logits
+        base = tiny_qwen2_vl()[0].eval()(**inputs).logits
+    assert torch.allclose(trained, reloaded, atol=1e-6)
+    assert not torch.allclose(trained, base, atol=1e-4)
