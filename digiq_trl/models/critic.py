@@ -48,6 +48,10 @@ class DigiQCriticModelConfig(PreTrainedConfig):
         initializer_range: std of the normal initialization of the linear layers.
         backbone_model_id: Hub id or path of the VLM that produced the features.
         backbone_revision: exact revision (commit) of that VLM.
+        backbone_adapter: Hub id or path of a peft adapter merged into the VLM (e.g. the stage-1
+            representation fine-tune), or None.
+        backbone_weights_digest: digest of the VLM weights (``VLMFeatureExtractor.provenance``), to
+            verify that rebuilt features come from identical weights.
         feature_layer: index into the VLM's ``hidden_states`` the features were taken from.
         feature_pooling: how token states were pooled into one vector (e.g. ``"mean"``, ``"last"``).
         prompt_template_id: id of the prompt template (``digiq_trl.prompts.PROMPT_TEMPLATE_ID``).
@@ -64,6 +68,8 @@ class DigiQCriticModelConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     backbone_model_id: str | None = None
     backbone_revision: str | None = None
+    backbone_adapter: str | None = None
+    backbone_weights_digest: str | None = None
     feature_layer: int | None = None
     feature_pooling: str | None = None
     prompt_template_id: str | None = PROMPT_TEMPLATE_ID
@@ -80,6 +86,18 @@ class DigiQCriticModelConfig(PreTrainedConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACT2FN)}")
+
+
+PROVENANCE_FIELDS: dict[str, str] = {
+    "model_id": "backbone_model_id",
+    "revision": "backbone_revision",
+    "adapter": "backbone_adapter",
+    "weights_digest": "backbone_weights_digest",
+    "layer": "feature_layer",
+    "pooling": "feature_pooling",
+    "prompt_template_id": "prompt_template_id",
+}
+"""Keys of ``VLMFeatureExtractor.provenance`` -> the critic config fields that record them."""
 
 
 @dataclass
