@@ -1,0 +1,186 @@
+"""Critic updates per second: heads on cached VLM features vs the reference design's critic.
+
+Baseline ("reference design"): three roberta-base-sized text encoders (``RobertaModel`` built from
+``RobertaConfig()``, random init) are trained and run on token ids at every step, and their CLS
+states are concatenated into the inputs of MLP heads of the reference's sizes (Q 10752->4096->4096->1
+x2, V 5120->4096->4096->1 x2) with Polyak target copies. Ours: the same update on features already
+cached in the dataset, so only the heads run.
+
+Two comparisons, both against that baseline, in one run on the same machine, alternating ours and
+the baseline inside each repeat; each prints one JSON line with the median ratio:
+
+1. ``"heads": "default"``: ours with the default ``DigiQCriticModelConfig`` heads (4096->1024->1024->1).
+2. ``"heads": "reference"``: ours with the reference's head sizes, the equal-size comparison (last line).
+
+The baseline is conservative (it favours the reference): 32-token texts (AitW observations are
+longer), no target encoders and no encoder pass over the next state. Data loading is excluded from
+both sides. Runs in about 2-3 minutes with 1 thread; other work on the machine distorts the numbers,
+so the JSON records the load average at the start and the end.
+
+Usage: ``python benchmarks/critic_throughput.py [--repeats 3] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers import RobertaConfig, RobertaModel
+
+from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.targets import td_targets, v_targets
+
+REFERENCE_HEADS = dict(q_input_dim=10752, v_input_dim=5120, hidden_size=4096, num_hidden_layers=2)
+TEXT_ENCODERS = 3
+GAMMA, TAU, LR, MAX_GRAD_NORM = 0.95, 0.1, 1e-5, 0.01
+
+
+@dataclass
+class Batch:
+    """One batch of cached inputs: full feature vectors, plus token ids for the baseline."""
+
+    q_features: torch.Tensor
+    v_features: torch.Tensor
+    next_v_features: torch.Tensor
+    reward: torch.Tensor
+    done: torch.Tensor
+    token_ids: list[torch.Tensor]
+
+
+def make_batch(config: DigiQCriticModelConfig, batch_size: int, seq_len: int, vocab: int) -> Batch:
+    """Random features of the critic's widths, rewards, dones and token ids for each encoder."""
+    return Batch(
+        q_features=torch.randn(batch_size, config.q_input_dim),
+        v_features=torch.randn(batch_size, config.v_input_dim),
+        next_v_features=torch.randn(batch_size, config.v_input_dim),
+        reward=(torch.rand(batch_size) < 0.2).float(),
+        done=torch.rand(batch_size) < 0.2,
+        token_ids=[torch.randint(5, vocab, (batch_size, seq_len)) for _ in range(TEXT_ENCODERS)],
+    )
+
+
+def td_loss(critic: DigiQCritic, q_features: torch.Tensor, v_features: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The trainer's double-Q / double-V TD loss (same math as ``DigiQCriticTrainer.compute_loss``)."""
+    q1, q2 = critic.q_values(q_features)
+    v1, v2 = critic.v_values(v_features)
+    next_v1, next_v2 = critic.target_v_values(batch.next_v_features)
+    q_targets = td_targets(batch.reward, batch.done, next_v1, next_v2, GAMMA)
+    v_target = v_targets(*critic.target_q_values(q_features), "min")
+    mse = nn.functional.mse_loss
+    return mse(q1, q_targets[0]) + mse(q2, q_targets[1]) + mse(v1, v_target[0]) + mse(v2, v_target[1])
+
+
+def apply_update(loss: torch.Tensor, params: list[nn.Parameter], optimizers: list[torch.optim.Optimizer],
+                 critic: DigiQCritic) -> None:
+    """Backward, clip, step, zero, Polyak: one optimizer step."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    critic.update_targets(TAU)
+
+
+class CachedCritic:
+    """Ours: the heads on cached features."""
+
+    def __init__(self, critic: DigiQCritic) -> None:
+        self.critic = critic
+        self.params = [p for p in critic.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=LR)
+
+    def step(self, batch: Batch) -> None:
+        loss = td_loss(self.critic, batch.q_features, batch.v_features, batch)
+        apply_update(loss, self.params, [self.optimizer], self.critic)
+
+
+class ReferenceCritic:
+    """Baseline: three trained text encoders feed the same heads every step.
+
+    It shares the head modules and their optimizer with a ``CachedCritic`` (timing is unaffected;
+    memory is halved).
+    """
+
+    def __init__(self, heads: CachedCritic, encoders: nn.ModuleList) -> None:
+        self.heads = heads
+        self.encoders = encoders
+        self.params = heads.params + list(encoders.parameters())
+        self.optimizer = torch.optim.Adam(encoders.parameters(), lr=LR)
+
+    def step(self, batch: Batch) -> None:
+        text = torch.cat([encoder(input_ids=ids).last_hidden_state[:, 0]
+                          for encoder, ids in zip(self.encoders, batch.token_ids)], dim=-1)
+        width = text.shape[-1]
+        q_features = torch.cat([text, batch.q_features[:, width:]], dim=-1)
+        v_features = torch.cat([text, batch.v_features[:, width:]], dim=-1)
+        loss = td_loss(self.heads.critic, q_features, v_features, batch)
+        apply_update(loss, self.params, [self.heads.optimizer, self.optimizer], self.heads.critic)
+
+
+def updates_per_second(step: Callable[[Batch], None], batch: Batch, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    return steps / (time.perf_counter() - start)
+
+
+def summary(name: str, ours: list[float], baseline: list[float], args: argparse.Namespace,
+            load: tuple[float, float]) -> dict:
+    ratios = [o / b for o, b in zip(ours, baseline)]
+    return {
+        "benchmark": "critic_throughput", "heads": name, "baseline_heads": "reference",
+        "ours": round(statistics.median(ours), 3), "baseline": round(statistics.median(baseline), 4),
+        "unit": "updates/s", "ratio": round(statistics.median(ratios), 1),
+        "ratios": [round(r, 1) for r in ratios], "batch_size": args.batch_size, "seq_len": args.seq_len,
+        "threads": args.threads, "repeats": args.repeats,
+        "loadavg_1min_start": load[0], "loadavg_1min_end": load[1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ours-steps", type=int, default=3, help="timed updates of ours per repeat")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
+
+    encoder_config = RobertaConfig()
+    encoders = nn.ModuleList([RobertaModel(encoder_config, add_pooling_layer=False) for _ in range(TEXT_ENCODERS)])
+    encoders.train()
+    reference_config = DigiQCriticModelConfig(**REFERENCE_HEADS)
+    default_config = DigiQCriticModelConfig()
+    ours_reference = CachedCritic(DigiQCritic(reference_config).train())
+    ours_default = CachedCritic(DigiQCritic(default_config).train())
+    baseline = ReferenceCritic(ours_reference, encoders)
+    reference_batch = make_batch(reference_config, args.batch_size, args.seq_len, encoder_config.vocab_size)
+    default_batch = make_batch(default_config, args.batch_size, args.seq_len, encoder_config.vocab_size)
+
+    with torch.enable_grad():
+        for runner, batch in ((ours_reference, reference_batch), (ours_default, default_batch),
+                              (baseline, reference_batch)):
+            runner.step(batch)
+        rates: dict[str, list[float]] = {"reference": [], "default": [], "baseline": []}
+        for _ in range(args.repeats):
+            rates["reference"].append(updates_per_second(ours_reference.step, reference_batch, args.ours_steps))
+            rates["baseline"].append(updates_per_second(baseline.step, reference_batch, 1))
+            rates["default"].append(updates_per_second(ours_default.step, default_batch, 10 * args.ours_steps))
+
+    load = (load_start, os.getloadavg()[0])
+    print(json.dumps(summary("default", rates["default"], rates["baseline"], args, load)))
+    print(json.dumps(summary("reference", rates["reference"], rates["baseline"], args, load)))
+
+
+if __name__ == "__main__":
+    main()
