@@ -1,0 +1,166 @@
+"""Running policies in many phones in lockstep, and turning the steps into a transitions dataset.
+
+:func:`run_episodes` is the one rollout loop: it keeps ``batch_size`` env copies busy, calls the
+policy once per lockstep tick on all live states (so a VLM policy generates in batches), and yields
+every step. Collection (:func:`collect_transitions`) and evaluation
+(:func:`digiq_trl.evaluation.evaluate_policy`) both consume it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import gymnasium as gym
+import numpy as np
+from datasets import Dataset
+
+from ..actions import DeviceAction, format_action, try_parse_action
+from ..data import transition_features, validate_transitions
+from ..data.returns import episode_returns
+from .phone import PhoneEnv
+from .policies import Policy
+
+NO_OP_ACTION = format_action(DeviceAction.tap(0.0, 0.0))
+"""How an unparsable action is recorded: a tap on the status bar corner, which has no effect either."""
+
+
+@dataclass
+class Step:
+    """One step of one episode, as :func:`run_episodes` yields it."""
+
+    episode: int
+    step: int
+    observation: dict[str, Any]
+    info: dict[str, Any]
+    action: str
+    reward: float
+    done: bool
+    next_observation: dict[str, Any]
+    next_info: dict[str, Any]
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The reset seed of episode ``episode`` of a run seeded ``seed`` (independent of batching)."""
+    return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
+
+
+def make_envs(env_or_id: PhoneEnv | str, count: int, **env_kwargs: Any) -> list[PhoneEnv]:
+    """``count`` independent phones configured like ``env_or_id`` (an env or a registered id)."""
+    if isinstance(env_or_id, str):
+        template = gym.make(env_or_id, **env_kwargs).unwrapped
+    else:
+        template = env_or_id
+    if not isinstance(template, PhoneEnv):
+        raise TypeError(f"expected a PhoneEnv or its id, got {type(template).__name__}")
+    return [PhoneEnv(**template.config) for _ in range(count)]
+
+
+def recorded_action(action: DeviceAction | str) -> str:
+    """The canonical AutoUI string of a policy's action (:data:`NO_OP_ACTION` if unparsable)."""
+    parsed = try_parse_action(action) if isinstance(action, str) else action
+    if isinstance(parsed, DeviceAction) and parsed.is_valid:
+        return format_action(parsed)
+    return NO_OP_ACTION
+
+
+def run_episodes(
+    env_or_id: PhoneEnv | str,
+    policy: Policy,
+    num_episodes: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    **env_kwargs: Any,
+) -> Iterator[Step]:
+    """Play ``num_episodes`` episodes with ``policy`` on ``batch_size`` phones in lockstep.
+
+    Episode ``i`` always resets with :func:`episode_seed` ``(seed, i)``, so its goal and layout do
+    not depend on batching; a seeded policy also gives identical steps for the same batch size.
+    Steps come out in the order they happen (episodes interleaved).
+    """
+    envs = make_envs(env_or_id, max(1, min(batch_size, num_episodes)), **env_kwargs)
+    slots: list[dict[str, Any] | None] = [None] * len(envs)
+    next_episode = 0
+    for k, env in enumerate(envs):
+        slots[k], next_episode = _start(env, next_episode, num_episodes, seed)
+    while any(slots):
+        live = [k for k, slot in enumerate(slots) if slot]
+        actions = policy.act([slots[k]["obs"] for k in live], [slots[k]["info"] for k in live])
+        if len(actions) != len(live):
+            raise ValueError(f"policy returned {len(actions)} actions for {len(live)} observations")
+        for k, action in zip(live, actions):
+            slot = slots[k]
+            obs, reward, terminated, truncated, info = envs[k].step(action)
+            done = terminated or truncated
+            yield Step(slot["episode"], slot["step"], slot["obs"], slot["info"], recorded_action(action),
+                       float(reward), done, obs, info)
+            if done:
+                slots[k], next_episode = _start(envs[k], next_episode, num_episodes, seed)
+            else:
+                slot.update(obs=obs, info=info, step=slot["step"] + 1)
+
+
+def _start(env: PhoneEnv, episode: int, num_episodes: int, seed: int) -> tuple[dict | None, int]:
+    if episode >= num_episodes:
+        return None, episode
+    obs, info = env.reset(seed=episode_seed(seed, episode))
+    return {"episode": episode, "step": 0, "obs": obs, "info": info}, episode + 1
+
+
+def collect_transitions(
+    env_or_id: PhoneEnv | str,
+    policy: Policy,
+    num_episodes: int,
+    seed: int = 0,
+    gamma: float = 0.95,
+    batch_size: int = 64,
+    **env_kwargs: Any,
+) -> Dataset:
+    """Roll out ``policy`` and return the steps as a validated transitions dataset.
+
+    The dataset follows the canonical schema with ``ui_boxes`` (the boxes of the screen the action
+    was taken on), rows sorted by episode and step, ``mc_return`` and ``trajectory_reward`` filled.
+    Same arguments (seed, batch size, a freshly seeded policy) give an identical dataset.
+
+    Args:
+        env_or_id: a :class:`PhoneEnv` to copy, or a registered id such as
+            ``"digiq_trl/Phone-general-v0"`` (``env_kwargs`` go to ``gym.make``).
+        policy: any :class:`~digiq_trl.envs.Policy`.
+        num_episodes: how many episodes to play.
+        seed: seeds the episodes (goals, layouts).
+        gamma: discount of the Monte-Carlo returns.
+        batch_size: phones run in lockstep (the policy's batch size).
+    """
+    steps = sorted(
+        run_episodes(env_or_id, policy, num_episodes, seed, batch_size, **env_kwargs),
+        key=lambda s: (s.episode, s.step),
+    )
+    name = _run_name(env_or_id, seed, **env_kwargs)
+    columns = _columns(steps, name)
+    mc, totals = episode_returns(columns["episode_id"], columns["reward"], gamma)
+    columns.update(mc_return=mc, trajectory_reward=totals)
+    features = transition_features(with_ui_boxes=True)
+    ds = Dataset.from_dict({key: columns[key] for key in features}, features=features)
+    return validate_transitions(ds, source=name)
+
+
+def _run_name(env_or_id: PhoneEnv | str, seed: int, **env_kwargs: Any) -> str:
+    if isinstance(env_or_id, PhoneEnv):
+        return f"{env_or_id.suite}-{env_or_id.split}-seed{seed}"
+    suite = env_or_id.rsplit("/", 1)[-1].removeprefix("Phone-").removesuffix("-v0")
+    return f"{suite}-{env_kwargs.get('split', 'train')}-seed{seed}"
+
+
+def _columns(steps: list[Step], name: str) -> dict[str, list]:
+    return {
+        "episode_id": [f"{name}-ep{s.episode:06d}" for s in steps],
+        "step_id": [s.step for s in steps],
+        "goal": [s.observation["goal"] for s in steps],
+        "history": [s.observation["history"] for s in steps],
+        "image": [s.observation["image"] for s in steps],
+        "next_image": [s.next_observation["image"] for s in steps],
+        "action": [s.action for s in steps],
+        "reward": [s.reward for s in steps],
+        "done": [s.done for s in steps],
+        "ui_boxes": [s.info["ui_boxes"] for s in steps],
+    }

@@ -1,0 +1,158 @@
+"""``PhoneEnv``: the simulated Android phone as a Gymnasium environment.
+
+Example:
+    >>> import gymnasium as gym
+    >>> import digiq_trl.envs  # registers the environments
+    >>> env = gym.make("digiq_trl/Phone-general-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+from ..actions import ActionType, DeviceAction, format_action, format_history, try_parse_action
+from .device import Device, Layout
+from .expert import expert_action
+from .render import render
+from .tasks import SUITES, Task, is_success, load_goals, parse_goal
+
+DEFAULT_HORIZONS = {"general": 10, "webshop": 20}
+"""Episode step limits of the AitW suites as used by DigiRL and Digi-Q."""
+LAYOUTS = ("fixed", "random")
+_TEXT_CHARSET = string.printable
+
+
+class ImageSpace(gym.Space):
+    """Space of RGB PIL images of one size (the screenshots)."""
+
+    def __init__(self, width: int, height: int, seed: int | None = None) -> None:
+        super().__init__(shape=(height, width, 3), dtype=np.uint8, seed=seed)
+        self.width, self.height = width, height
+
+    def sample(self, mask: Any = None, probability: Any = None) -> Image.Image:
+        """A noise image of the right size."""
+        pixels = self.np_random.integers(0, 256, size=(self.height, self.width, 3), dtype=np.uint8)
+        return Image.fromarray(pixels, "RGB")
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is an RGB PIL image of this size."""
+        return isinstance(x, Image.Image) and x.mode == "RGB" and x.size == (self.width, self.height)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        """Screenshots are not flattened into vectors."""
+        return False
+
+
+class PhoneEnv(gym.Env):
+    """A simulated Android phone with the AitW General or WebShop goals.
+
+    Observations are dicts ``{"image": PIL RGB screenshot, "goal": str, "history": str}``.
+    Actions are :class:`~digiq_trl.actions.DeviceAction` objects or AutoUI action strings; an
+    unparsable or invalid action is a wasted step (``info["valid_action"] = False``).
+    ``STATUS_TASK_COMPLETE`` / ``STATUS_TASK_IMPOSSIBLE`` end the episode. The reward is 1 on the
+    step that completes the task (``terminated``), else 0; ``truncated`` at the horizon.
+
+    ``info`` holds ``expert_action`` (the scripted expert's next action as an AutoUI string),
+    ``ui_boxes`` (normalized ``[y, x, h, w]`` of tappable elements), ``success``,
+    ``valid_action``, ``screen`` (the screen kind) and ``task`` (the parsed goal's template).
+
+    Args:
+        suite: ``"general"`` or ``"webshop"``.
+        split: ``"train"``, ``"test"`` or ``"heldout"`` (see :func:`~digiq_trl.envs.load_goals`).
+        width: screenshot width in pixels.
+        height: screenshot height in pixels.
+        layout: ``"fixed"`` (constant positions and colours, for tiny models) or ``"random"``
+            (icon order, list order and colours drawn per episode, for pretrained VLMs).
+        horizon: steps before truncation; defaults to 10 (general) or 20 (webshop).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        suite: str = "general",
+        split: str = "train",
+        width: int = 112,
+        height: int = 224,
+        layout: str = "fixed",
+        horizon: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        self.goals = load_goals(suite, split)
+        self.suite, self.split, self.layout_mode = suite, split, layout
+        self.width, self.height = width, height
+        self.horizon = horizon or DEFAULT_HORIZONS[suite]
+        self.render_mode = render_mode
+        self.config = dict(suite=suite, split=split, width=width, height=height, layout=layout,
+                           horizon=self.horizon)
+        text = gym.spaces.Text(max_length=4096, min_length=0, charset=_TEXT_CHARSET)
+        self.observation_space = gym.spaces.Dict(
+            {"image": ImageSpace(width, height), "goal": text, "history": text}
+        )
+        self.action_space = gym.spaces.Text(max_length=1024, min_length=0, charset=_TEXT_CHARSET)
+        self.device = Device(Layout.fixed())
+        self.task: Task = parse_goal(self.goals[0])
+        self.history: list[DeviceAction] = []
+        self.steps = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode on the home screen with a goal drawn from the split (or ``options["goal"]``)."""
+        super().reset(seed=seed)
+        goal = (options or {}).get("goal") or self.goals[int(self.np_random.integers(len(self.goals)))]
+        self.task = parse_goal(goal).resolve(self.np_random)
+        layout = Layout.random(self.np_random) if self.layout_mode == "random" else Layout.fixed()
+        self.device = Device(layout, self.task.initial_notifications())
+        self.history, self.steps = [], 0
+        return self._observation(), self._info(valid=True)
+
+    def step(
+        self, action: DeviceAction | str
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """Carry out one action; see the class docstring for rewards and episode ends."""
+        parsed = try_parse_action(action) if isinstance(action, str) else action
+        valid = isinstance(parsed, DeviceAction) and parsed.is_valid
+        self.steps += 1
+        stopped = False
+        if valid:
+            self.device.apply(parsed)
+            self.history.append(parsed)
+            stopped = parsed.action_type in (ActionType.STATUS_TASK_COMPLETE, ActionType.STATUS_TASK_IMPOSSIBLE)
+        success = is_success(self.task, self.device)
+        terminated = success or stopped
+        truncated = not terminated and self.steps >= self.horizon
+        return self._observation(), float(success), terminated, truncated, self._info(valid)
+
+    def render(self) -> np.ndarray:
+        """The current screenshot as an ``(height, width, 3)`` uint8 array."""
+        return np.asarray(render(self.device, self.width, self.height))
+
+    def _observation(self) -> dict[str, Any]:
+        return {
+            "image": render(self.device, self.width, self.height),
+            "goal": self.task.goal,
+            "history": format_history(self.history),
+        }
+
+    def _info(self, valid: bool) -> dict[str, Any]:
+        return {
+            "expert_action": format_action(expert_action(self.task, self.device)),
+            "ui_boxes": [element.box for element in self.device.elements()],
+            "success": is_success(self.task, self.device),
+            "valid_action": valid,
+            "screen": self.device.screen.kind,
+            "task": self.task.kind,
+        }
