@@ -224,8 +224,8 @@ def test_adapter_save_and_reload_gives_equal_outputs(tmp_path):
     trainer.save_model()
     out = tmp_path / "out"
     card = (out / "README.md").read_text()
-    assert "BestOfN" in card or "Best-of-N" in card
-    assert "Critic" in card and "threshold" in card
+    assert "Best-of-N" in card and "base model: `" in card and "critic: `" in card and "data: `" in card
+    assert "weighting: `threshold`" in card
     _, processor = tiny_qwen2_vl()
     rows = [dict(row, chosen_action=row["action"], weight=1.0) for row in dataset]
     batch = BestOfNCollator(processor)(rows)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from huggingface_hub import ModelCard, ModelCardData
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
 from transformers.utils import logging
@@ -53,6 +52,7 @@ from ..models.features import VLMFeatureExtractor
 from ..models.processing import load_processor
 from ..prompts import build_messages, render_prompt
 from .actor_config import BestOfNActorConfig
+from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 
 logger = logging.get_logger(__name__)
 
@@ -418,31 +418,34 @@ class BestOfNActorTrainer(Trainer):
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, output_dir: str | None = None, **kwargs: Any
     ) -> None:
-        """Write ``README.md``: base model, critic, data, weighting and the preparation statistics."""
+        """Write ``README.md``: base model, critic, data, settings and the preparation statistics."""
         if not self.is_world_process_zero():
             return
-        card = ModelCard.from_template(
-            ModelCardData(
-                base_model=self.model_id if not os.path.isdir(self.model_id) else None,
-                datasets=[dataset_name or self.dataset_id] if (dataset_name or self.dataset_id) else None,
-                library_name="peft",
-                tags=list(self._tag_names) + list(kwargs.get("tags") or []),
+        dataset = dataset_name or self.dataset_id
+        name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        text = render_model_card(
+            title=name,
+            summary=(
+                f"A LoRA adapter for `{self.model_id}` trained with Digi-Q Best-of-N policy extraction "
+                f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
+                "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
+                "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
             ),
-            template_str=MODEL_CARD_TEMPLATE,
-            model_name=model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir)),
-            base_model_name=self.model_id,
-            critic=self.critic_id or "none (baseline weighting)",
-            dataset=dataset_name or self.dataset_id or "a local transitions dataset",
-            settings=self._card_settings(),
+            metrics=latest_eval_metrics(self.state.log_history),
+            sections=[("Training", self._card_training()), ("Usage", self._card_usage(name))],
+            tags=[*self._tag_names, *(kwargs.get("tags") or [])],
+            base_model=self.model_id if not os.path.isdir(self.model_id) else None,
+            datasets=[dataset] if dataset else None,
         )
-        directory = output_dir or self.args.output_dir
-        os.makedirs(directory, exist_ok=True)
-        card.save(os.path.join(directory, "README.md"))
+        write_model_card(output_dir or self.args.output_dir, text)
 
-    def _card_settings(self) -> str:
-        """Markdown bullet list of the method settings and preparation statistics."""
+    def _card_training(self) -> str:
+        """Markdown: base model, critic, data, method settings and preparation statistics."""
         args = self.args
-        settings = {
+        lines = {
+            "base model": self.model_id,
+            "critic": self.critic_id or "none (baseline weighting)",
+            "data": self.dataset_id or "a local transitions dataset",
             "weighting": args.weighting,
             "num_candidates": args.num_candidates,
             "temperature": args.temperature,
@@ -450,46 +453,16 @@ class BestOfNActorTrainer(Trainer):
             "include_logged_action": args.include_logged_action,
             "advantage_threshold": args.advantage_threshold,
             "learning_rate": args.learning_rate,
-            **{k: round(v, 4) for k, v in self.preparation_metrics.items()},
+            **{f"preparation {k}": round(v, 4) for k, v in self.preparation_metrics.items()},
         }
-        return "\n".join(f"- `{k}`: {v}" for k, v in settings.items())
+        return "\n".join(f"- {k}: `{v}`" for k, v in lines.items())
 
-
-MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A LoRA adapter for [{{ base_model_name }}](https://huggingface.co/{{ base_model_name }}), trained with
-Digi-Q Best-of-N policy extraction (`digiq_trl.BestOfNActorTrainer`): each logged state's candidate
-actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and the actor imitated
-the best one.
-
-- Base model: `{{ base_model_name }}`
-- Critic: `{{ critic }}`
-- Data: `{{ dataset }}`
-
-## Settings
-
-{{ settings }}
-
-## Usage
-
-```python
-from peft import PeftModel
-from transformers import AutoModelForImageTextToText
-
-base = AutoModelForImageTextToText.from_pretrained("{{ base_model_name }}")
-actor = PeftModel.from_pretrained(base, "{{ model_name }}")
-```
-
-## Citation
-
-Hao Bai, Yifei Zhou, Li Erran Li, Sergey Levine, Aviral Kumar. *Digi-Q: Learning Q-Value Functions for
-Training Device-Control Agents*. ICLR 2025. arXiv:2502.15760.
-"""
-"""Jinja template of the adapter's model card (``huggingface_hub.ModelCard``)."""
+    def _card_usage(self, name: str) -> str:
+        return (
+            "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForImageTextToText\n\n"
+            f'base = AutoModelForImageTextToText.from_pretrained("{self.model_id}")\n'
+            f'actor = PeftModel.from_pretrained(base, "{name}")\n```'
+        )
 
 
 def _model_id(model: torch.nn.Module) -> str:
