@@ -7,12 +7,18 @@ checked with ``rtol=1e-4, atol=1e-6``: a prefix-sharing bug such as dropping the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
+from datasets import Dataset, List, Value, load_from_disk
 from PIL import Image
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action
+from digiq_trl.data import TransitionValidationError, transition_features
+from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.prompts import build_messages, render_prompt
 from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
@@ -197,3 +203,114 @@ def test_from_pretrained_with_adapter_matches_in_memory(tmp_path):
     assert provenance["adapter"] == str(tmp_path / "adapter")
     assert (provenance["layer"], provenance["pooling"]) == (3, "last")
     assert provenance["prompt_template_id"] == "digiq-trl/act-v1"
+
+
+# ----------------------------------------------------------------------------- cache_features
+
+
+def _transitions(with_candidates: bool = True) -> Dataset:
+    """Two episodes (3 and 2 steps), valid under the transition schema, with candidate lists of
+    different lengths (one empty)."""
+    screens = _screens(5, seed=1)
+    flat = [a for state in ACTIONS for a in state]
+    rows = []
+    for index, (episode, step, done) in enumerate(
+        [("e0", 0, False), ("e0", 1, False), ("e0", 2, True), ("e1", 0, False), ("e1", 1, True)]
+    ):
+        rows.append(
+            {
+                "episode_id": episode, "step_id": step, "goal": GOALS[index % 2], "history": HISTORIES[index % 2],
+                "image": screens[index], "next_image": screens[(index + 1) % 5], "action": flat[index],
+                "reward": float(done and episode == "e0"), "done": done, "mc_return": 0.0,
+                "trajectory_reward": float(episode == "e0"), "candidate_actions": flat[: index % 3],
+            }
+        )
+    return Dataset.from_list(rows, features=transition_features(with_candidates=True))
+
+
+def _column(ds: Dataset, name: str) -> np.ndarray:
+    """A feature column as a ``[rows, D]`` array (stored float16; datasets' numpy format upcasts)."""
+    return np.asarray(ds.select_columns([name]).with_format("numpy")[:][name])
+
+
+class _Counting(VLMFeatureExtractor):
+    """Counts state_action_features calls, to see whether the cache was used."""
+
+    calls = 0
+
+    def state_action_features(self, *args, **kwargs):
+        type(self).calls += 1
+        return super().state_action_features(*args, **kwargs)
+
+
+@pytest.fixture()
+def saved_transitions(tmp_path):
+    """A file-backed transitions dataset (caches next to its Arrow files)."""
+    _transitions().save_to_disk(str(tmp_path / "transitions"))
+    return load_from_disk(str(tmp_path / "transitions"))
+
+
+def test_cache_features_adds_float16_columns_with_right_values(qwen, saved_transitions):
+    extractor = VLMFeatureExtractor(*qwen)
+    ds = cache_features(saved_transitions, extractor, batch_size=2, alt_actions_column="candidate_actions")
+    vector = List(Value("float16"), length=128)
+    assert ds.features["v_features"] == vector and ds.features["q_features"] == vector
+    assert ds.features["next_v_features"] == vector and ds.features["alt_q_features"] == List(vector)
+    table = ds.select_columns(["v_features", "q_features", "next_v_features", "alt_q_features"]).with_format("numpy")
+    row = ds[2]
+    states, actions = extractor.state_action_features(
+        [row["image"]], [row["goal"]], [row["history"]], [[row["action"], *row["candidate_actions"]]]
+    )
+    assert ds.data.schema.field("v_features").type.value_type == pa.float16()
+    np.testing.assert_allclose(table[2]["v_features"], states[0].numpy(), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(table[2]["q_features"], actions[0][0].numpy(), rtol=1e-3, atol=1e-5)
+    alternatives = np.stack(list(table[2]["alt_q_features"]))
+    np.testing.assert_allclose(alternatives, actions[0][1:].numpy(), rtol=1e-3, atol=1e-5)
+    assert [len(a) for a in ds["alt_q_features"]] == [len(c) for c in ds["candidate_actions"]]
+
+
+def test_next_v_features_shift_within_episodes_with_zeros_at_done(qwen, saved_transitions):
+    ds = cache_features(saved_transitions, VLMFeatureExtractor(*qwen), batch_size=2)
+    v, following = _column(ds, "v_features"), _column(ds, "next_v_features")
+    assert "alt_q_features" not in ds.column_names
+    for i, done in enumerate(ds["done"]):
+        expected = np.zeros_like(v[i]) if done else v[i + 1]
+        np.testing.assert_array_equal(following[i], expected)
+    assert np.abs(v).sum(axis=1).min() > 0
+
+
+def test_cache_is_reused_and_a_changed_layer_recomputes(qwen, saved_transitions):
+    model, processor = qwen
+    _Counting.calls = 0
+    first = cache_features(saved_transitions, _Counting(model, processor, layer=2), batch_size=2)
+    assert _Counting.calls == 3
+    again = cache_features(saved_transitions, _Counting(model, processor, layer=2), batch_size=2)
+    assert _Counting.calls == 3
+    np.testing.assert_array_equal(_column(again, "q_features"), _column(first, "q_features"))
+    other = cache_features(saved_transitions, _Counting(model, processor, layer=1), batch_size=2)
+    assert _Counting.calls == 6
+    assert np.abs(_column(other, "q_features") - _column(first, "q_features")).max() > 1e-3
+
+
+def test_in_memory_dataset_caches_in_cache_dir(qwen, tmp_path):
+    model, processor = qwen
+    _Counting.calls = 0
+    first = cache_features(_transitions(), _Counting(model, processor), batch_size=5, cache_dir=str(tmp_path))
+    again = cache_features(_transitions(), _Counting(model, processor), batch_size=5, cache_dir=str(tmp_path))
+    assert _Counting.calls == 1
+    np.testing.assert_array_equal(_column(again, "v_features"), _column(first, "v_features"))
+    assert any(name.startswith("digiq-features-") for name in os.listdir(tmp_path))
+    with_alternatives = cache_features(
+        _transitions(), _Counting(model, processor), alt_actions_column="candidate_actions", cache_dir=str(tmp_path)
+    )
+    assert _Counting.calls == 2 and "alt_q_features" in with_alternatives.column_names
+
+
+def test_cache_features_rejects_unsorted_rows_and_bad_columns(qwen):
+    extractor = VLMFeatureExtractor(*qwen)
+    with pytest.raises(TransitionValidationError, match="row"):
+        cache_features(_transitions().select([1, 0, 2, 3, 4]), extractor)
+    with pytest.raises(ValueError, match="alt_actions_column"):
+        cache_features(_transitions(), extractor, alt_actions_column="nope")
+    with pytest.raises(ValueError, match="list of strings"):
+        cache_features(_transitions(), extractor, alt_actions_column="goal")
