@@ -1,11 +1,12 @@
 """Behavior cloning: SFT conversion, action-only labels, and a few steps that lower the loss."""
 
+import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from digiq_trl.actions import ActionType, DeviceAction, format_action
+from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.data.schema import transition_features
 from digiq_trl.prompts import build_messages
 from digiq_trl.testing import tiny_qwen2_vl
@@ -61,3 +62,19 @@ def test_behavior_clone_lowers_loss_and_saves(tmp_path) -> None:
     after = _action_loss(trained, processor, data)
     assert after < 0.7 * before
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "processor_config.json").exists()
+
+
+def _first_step_labels(demos: Dataset) -> list[tuple[str, str]]:
+    rows = demos.select_columns(["goal", "history", "action"])
+    return sorted((r["goal"], r["action"]) for r in rows if not r["history"])
+
+
+def test_expert_demonstrations_label_noisy_states_with_expert_actions() -> None:
+    pytest.importorskip("digiq_trl.envs")
+    from digiq_trl.trainers.behavior_cloning import expert_demonstrations
+
+    clean = expert_demonstrations(num_episodes=4, noise=0.0, seed=3)
+    noisy = expert_demonstrations(num_episodes=4, noise=1.0, seed=3)
+    assert all(parse_action(a) for a in noisy["action"])
+    assert _first_step_labels(noisy) == _first_step_labels(clean)  # same goals, expert labels
+    assert set(noisy["history"]) - set(clean["history"])  # but random actions were taken

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datasets import Dataset, Image, List
+from datasets import Dataset, Features, Image, List, Value
 from transformers import PreTrainedModel, ProcessorMixin
 from trl import SFTConfig, SFTTrainer
 
@@ -112,3 +112,44 @@ def behavior_clone(
     trainer.train()
     trainer.save_model(output_dir)
     return trainer.model
+
+
+DEMONSTRATION_FEATURES = Features(
+    {"goal": Value("string"), "history": Value("string"), "image": Image(), "action": Value("string")}
+)
+"""Columns of :func:`expert_demonstrations` (the subset of the transition schema BC reads)."""
+
+
+def expert_demonstrations(
+    env_id: str = "digiq_trl/Phone-general-v0",
+    num_episodes: int = 2000,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 64,
+    **env_kwargs: Any,
+) -> Dataset:
+    """States visited by a noisy expert, each labelled with the *expert's* action.
+
+    The random actions (probability ``noise``) put the phone into off-path states (wrong app,
+    wrong query, scrolled list) that a pure expert never visits; labelling every state with the
+    expert's action teaches the actor to recover from them, which a clone of clean expert
+    trajectories cannot do.
+
+    Args:
+        env_id: a registered simulated-phone id (``digiq_trl/Phone-<suite>-v0``).
+        num_episodes: episodes to play.
+        noise: probability of a random action at each step (the recorded label stays the expert's).
+        seed: seeds the episodes and the noise.
+        batch_size: phones stepped in lockstep.
+        **env_kwargs: passed to ``gymnasium.make`` (e.g. ``split``, ``layout``).
+    """
+    from ..envs import NoisyExpertPolicy, run_episodes
+
+    policy = NoisyExpertPolicy(noise=noise, seed=seed)
+    rows: dict[str, list[Any]] = {name: [] for name in DEMONSTRATION_FEATURES}
+    for step in run_episodes(env_id, policy, num_episodes, seed=seed, batch_size=batch_size, **env_kwargs):
+        rows["goal"].append(step.observation["goal"])
+        rows["history"].append(step.observation["history"])
+        rows["image"].append(step.observation["image"])
+        rows["action"].append(step.info["expert_action"])
+    return Dataset.from_dict(rows, features=DEMONSTRATION_FEATURES)
