@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from digiq_trl.data.aitw_tfrecord import (
     TFRecordError,
     convert_aitw_tfrecord,
     encode_example,
+    encode_png,
     read_tfrecord,
     write_tfrecord,
 )
@@ -300,3 +302,24 @@ def test_cli_aitw_and_refuses_a_folder_that_is_not_a_dataset(
     assert convert_cli(["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(precious)]) == 1
     assert "is not a saved dataset" in capsys.readouterr().err
     assert (precious / "todo.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_encode_png_is_lossless(channels: int) -> None:
+    pixels = np.random.default_rng(channels).integers(0, 256, size=(7, 5, channels), dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(pixels))))
+    assert np.array_equal(decoded.reshape(pixels.shape), pixels)
+
+
+def test_reader_thread_stops_on_errors(tmp_path: Path) -> None:
+    good = _aitw_record("ep", 0, 1, TAP, SCREENS[0], [])
+    bad = _aitw_record("bad", 0, 1, TAP, SCREENS[0], [], type_id=9)
+    path = tmp_path / "shard"
+    write_tfrecord(path, [bad] + [good] * 12, compress=False)  # the consumer fails, the reader is ahead
+    with pytest.raises(ConversionError, match="unknown AitW id 9"):
+        convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
+    write_tfrecord(path, [_aitw_record(f"ep{i}", 0, 1, TAP, SCREENS[0], []) for i in range(3)], compress=False)
+    path.write_bytes(path.read_bytes()[:-3])  # the reader fails: truncated last record
+    with pytest.raises(TFRecordError, match="truncated footer"):
+        convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
+    assert not [t for t in threading.enumerate() if t.name == "tfrecord-reader"]

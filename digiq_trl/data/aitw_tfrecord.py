@@ -14,7 +14,8 @@ one step of one human demonstration. Reading them needs two small pieces, neithe
 Mapping (fields as in AitW's README): steps are grouped by ``episode_id`` and sorted by ``step_id``;
 an episode is complete when it has ``episode_length`` steps (episodes may interleave within and
 across shards; one that is still incomplete after the last input is an error). ``image/encoded`` is
-raw ``uint8`` pixels of shape ``(image/height, image/width, image/channels)``, stored as PNG;
+raw ``uint8`` pixels of shape ``(image/height, image/width, image/channels)``, stored as PNG
+(:func:`encode_png`);
 ``results/action_type`` (AitW ids), ``results/yx_touch``, ``results/yx_lift`` and
 ``results/type_action`` give the action; ``image/ui_annotations_positions`` the ``ui_boxes``;
 ``goal_info`` the goal. Demonstrations succeed: reward 1 on the last step, 0 before it.
@@ -24,27 +25,28 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
+import queue
 import struct
+import threading
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
 
 import google_crc32c
 from datasets import Dataset
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+import numpy as np
 from google.protobuf.message import DecodeError, Message
-from PIL import Image
 
 from ..actions import ActionType, DeviceAction
 from .conversion import ConversionError, EpisodeStep, episode_rows, generate_transitions
 from .schema import transition_features
 
-PNG_COMPRESS_LEVEL = 1
-"""zlib level of the stored screenshots: level 1 is ~20 % faster than PIL's default 6 on phone
-screenshots and ~10 % larger; encoding is most of the conversion time."""
+PNG_ZLIB_LEVEL = 1
+"""zlib level of the stored screenshots. Encoding is most of the conversion time; see encode_png."""
 
 _CRC_MASK_DELTA = 0xA282EAD8
-_IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
 
 
 class TFRecordError(ConversionError):
@@ -94,6 +96,50 @@ def read_tfrecord(path: str | Path) -> Iterator[bytes]:
                 raise TFRecordError(f"{path}: record {index} (byte {offset}): bad data checksum")
             yield data
             offset, index = offset + 16 + length, index + 1
+
+
+_END = object()
+
+
+def _prefetched(records: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+    """Yield ``records`` while a thread reads up to ``depth`` ahead.
+
+    Reading (gunzip, checksums) and PNG encoding both run in C with the GIL released, so on two
+    cores they overlap. Errors of the reader are raised here; closing this generator stops it.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for record in records:
+                if not put(record):
+                    return
+            put(_END)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(error)
+        finally:
+            records.close()
+
+    thread = threading.Thread(target=read, name="tfrecord-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def write_tfrecord(path: str | Path, records: Iterable[bytes], compress: bool = True) -> None:
@@ -201,21 +247,43 @@ class _Record:
             raise ConversionError(f"{self.where}, field {name!r}: not UTF-8 text") from None
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Lossless PNG of ``uint8`` pixels of shape ``(height, width, channels)`` (1, 3 or 4 channels).
+
+    Every row uses PNG's "Up" filter (difference with the row above, computed by numpy) and zlib
+    level :data:`PNG_ZLIB_LEVEL`: on phone screenshots, whose rows repeat a lot, this is ~2.3x
+    faster than PIL's adaptive per-row filter choice for files ~5 % larger. Any PNG reader decodes it.
+    """
+    height, width, channels = pixels.shape
+    rows = pixels.reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), dtype=np.uint8)
+    filtered[:, 0] = 2
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return b"".join((
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", header),
+        _png_chunk(b"IDAT", zlib.compress(filtered, PNG_ZLIB_LEVEL)),
+        _png_chunk(b"IEND", b""),
+    ))
+
+
 def _png(record: _Record) -> bytes:
     """The raw ``image/encoded`` pixels of ``record`` as PNG bytes."""
     height, width = record.one("image/height", "int64_list"), record.one("image/width", "int64_list")
     channels = record.one("image/channels", "int64_list")
     raw = record.one("image/encoded", "bytes_list")
-    if channels not in _IMAGE_MODES or len(raw) != height * width * channels:
+    if channels not in _PNG_COLOR_TYPES or height <= 0 or len(raw) != height * width * channels:
         raise ConversionError(
             f"{record.where}, field 'image/encoded': {len(raw)} bytes do not form a "
             f"{height}x{width}x{channels} uint8 image (channels must be 1, 3 or 4)"
         )
-    mode = _IMAGE_MODES[channels]
-    image = Image.frombuffer(mode, (width, height), raw, "raw", mode, 0, 1)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    return encode_png(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, channels))
 
 
 def _action(record: _Record) -> DeviceAction:
@@ -285,7 +353,7 @@ def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
     pending: dict[str, _Episode] = {}
     finished: set[str] = set()
     for path in map(Path, paths):
-        for index, data in enumerate(read_tfrecord(path)):
+        for index, data in enumerate(_prefetched(read_tfrecord(path))):
             episode_id = _add_record(_Record(data, path, index), pending, finished)
             episode = pending[episode_id]
             if len(episode.steps) >= episode.length:
