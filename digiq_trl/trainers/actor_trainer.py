@@ -305,18 +305,24 @@ class BestOfNActorTrainer(Trainer):
         optimizers: tuple[Any, Any] = (None, None),
     ) -> None:
         model_id = model if isinstance(model, str) else _model_id(model)
-        args = args if args is not None else BestOfNActorConfig(f"{model_id.split('/')[-1]}-BestOfN")
+        if args is None:
+            args = BestOfNActorConfig(f"{(model_id or type(model).__name__).rstrip('/').split('/')[-1]}-BestOfN")
         if train_dataset is None:
             raise ValueError("BestOfNActorTrainer needs a train_dataset of transitions")
         set_seed(args.seed)
         if isinstance(model, str):
             model = AutoModelForImageTextToText.from_pretrained(model, **(args.model_init_kwargs or {}))
-        processing_class = processing_class if processing_class is not None else load_processor(model_id)
+        if processing_class is None:
+            if model_id is None:
+                raise ValueError("pass processing_class: the model was built in memory, so no processor can be loaded")
+            processing_class = load_processor(model_id)
         self.critic = _load_critic(critic, args) if uses_critic(args.weighting) else None
         self.feature_extractor = (
             _load_extractor(feature_extractor, self.critic, args) if self.critic is not None else None
         )
-        self.model_id, self.critic_id = model_id, _critic_id(critic)
+        self.model_id = _describe(model_id, model)
+        self.critic_id = _describe(_critic_id(critic), self.critic)
+        self._base_model_hub_id = model_id if model_id and not os.path.isdir(model_id) else None
         self.dataset_id = _dataset_id(train_dataset)
         model.to(args.device)
         self.prepared_dataset, self.preparation_metrics = self._prepare(model, processing_class, train_dataset, args)
@@ -434,7 +440,7 @@ class BestOfNActorTrainer(Trainer):
             metrics=latest_eval_metrics(self.state.log_history),
             sections=[("Training", self._card_training()), ("Usage", self._card_usage(name))],
             tags=[*self._tag_names, *(kwargs.get("tags") or [])],
-            base_model=self.model_id if not os.path.isdir(self.model_id) else None,
+            base_model=self._base_model_hub_id,
             datasets=[dataset] if dataset else None,
         )
         write_model_card(output_dir or self.args.output_dir, text)
@@ -444,7 +450,7 @@ class BestOfNActorTrainer(Trainer):
         args = self.args
         lines = {
             "base model": self.model_id,
-            "critic": self.critic_id or "none (baseline weighting)",
+            "critic": self.critic_id,
             "data": self.dataset_id or "a local transitions dataset",
             "weighting": args.weighting,
             "num_candidates": args.num_candidates,
@@ -453,7 +459,7 @@ class BestOfNActorTrainer(Trainer):
             "include_logged_action": args.include_logged_action,
             "advantage_threshold": args.advantage_threshold,
             "learning_rate": args.learning_rate,
-            **{f"preparation {k}": round(v, 4) for k, v in self.preparation_metrics.items()},
+            **{k: round(v, 4) for k, v in self.preparation_metrics.items()},
         }
         return "\n".join(f"- {k}: `{v}`" for k, v in lines.items())
 
@@ -465,10 +471,17 @@ class BestOfNActorTrainer(Trainer):
         )
 
 
-def _model_id(model: torch.nn.Module) -> str:
-    """The Hub id or path a model was loaded from (the base model's, for a ``PeftModel``)."""
+def _model_id(model: torch.nn.Module) -> str | None:
+    """The Hub id or path a model was loaded from (the base model's, for a ``PeftModel``), if any."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return base.config.name_or_path or type(base).__name__
+    return base.config.name_or_path or None
+
+
+def _describe(name: str | None, obj: Any) -> str:
+    """A model's id for cards and logs, or its class when it was built in memory."""
+    if name:
+        return name
+    return f"an in-memory {type(obj).__name__}" if obj is not None else "none (baseline weighting)"
 
 
 def _critic_id(critic: str | DigiQCritic | None) -> str | None:
