@@ -21,7 +21,8 @@ class DigiQCriticConfig(TrainingArguments):
     Only the critic-specific fields are listed here; see :class:`~transformers.TrainingArguments`
     for the rest. Defaults that differ from ``TrainingArguments``: ``learning_rate`` 1e-5,
     ``lr_scheduler_type`` ``"constant"``, ``max_grad_norm`` 0.01, ``per_device_train_batch_size``
-    32, ``gradient_accumulation_steps`` 4, ``logging_steps`` 10, ``remove_unused_columns`` False.
+    32, ``gradient_accumulation_steps`` 4, ``logging_steps`` 10, ``remove_unused_columns`` False,
+    ``ddp_find_unused_parameters`` False.
 
     Parameters:
         gamma: discount of the TD targets.
@@ -68,6 +69,13 @@ class DigiQCriticConfig(TrainingArguments):
         default=False,
         metadata={
             "help": "Kept False: the trainer selects the feature and reward columns it needs itself."
+        },
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "Kept False: every online head is used in each forward and the target heads "
+            "never require grad, so DDP can skip the search for unused parameters."
         },
     )
     gamma: float = field(
