@@ -26,7 +26,7 @@ from digiq_trl.data.aitw_tfrecord import (
     write_tfrecord,
 )
 from digiq_trl.data.conversion import ConversionError
-from digiq_trl.data.digiq_pt import UnsafePickleError, convert_digiq_pt
+from digiq_trl.data.digiq_pt import UnsafePickleError, convert_digiq_pt, load_reference_file
 
 DATA = Path(__file__).parent / "data"
 SCREENS = sorted(DATA.glob("*.png"))
@@ -323,3 +323,15 @@ def test_reader_thread_stops_on_errors(tmp_path: Path) -> None:
     with pytest.raises(TFRecordError, match="truncated footer"):
         convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
     assert not [t for t in threading.enumerate() if t.name == "tfrecord-reader"]
+
+
+def test_numpy_arrays_of_numpy_1_and_2_files_load(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    content = [[{"features": np.arange(3, dtype=np.float32), "reward": np.float32(1.0)}]]
+    torch.save(content, buffer, _use_new_zipfile_serialization=False)  # GLOBALs stay plain text
+    for module in (b"numpy._core.multiarray", b"numpy.core.multiarray"):  # numpy 2.x, 1.x names
+        path = tmp_path / "arrays.pt"
+        path.write_bytes(buffer.getvalue().replace(b"numpy._core.multiarray", module))
+        loaded = load_reference_file(path)
+        assert np.array_equal(loaded[0][0]["features"], content[0][0]["features"])
+        assert loaded[0][0]["reward"] == np.float32(1.0)

@@ -42,13 +42,16 @@ from .schema import transition_features
 CANDIDATE_SEPARATOR = "<split>"
 """How the reference joins the candidate actions of ``action_list``."""
 
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _multiarray
+
 NUMPY_SAFE_GLOBALS: list[Any] = [
     np.ndarray,
     np.dtype,
-    np._core.multiarray._reconstruct,
-    np._core.multiarray.scalar,
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    *((function, f"numpy.{package}.multiarray.{function.__name__}")
+      for function in (_multiarray._reconstruct, _multiarray.scalar) for package in ("core", "_core")),
     *(type(np.dtype(name)) for name in ("bool", "int8", "int16", "int32", "int64", "uint8",
                                         "float16", "float32", "float64")),
 ]
