@@ -1,0 +1,481 @@
+"""The whole Digi-Q method as one resumable run: ``examples/train.py`` is a thin wrapper around it.
+
+Stages, in order, each writing into its own folder of ``output_dir`` and skipped when that folder
+is already complete (so an interrupted run resumes, and a finished stage can be reused):
+
+1. ``base_actor``: the policy to improve. A Hub id / path, or (embedded default) a tiny Qwen2-VL
+   behavior-cloned in the simulated phone, the role AutoUI plays in the paper.
+2. ``data``: offline transitions: a Hub id / path, or collected in the simulator by the base actor
+   (sampling), split by episode into train/test.
+3. ``representation``: actionability fine-tuning of the feature VLM (stage 1 of Digi-Q).
+4. ``features``: frozen-VLM features cached as Arrow columns (stage 2).
+5. ``critic``: double Q / double V heads by offline TD learning (stage 3).
+6. ``actor``: Best-of-N policy extraction into a LoRA adapter, and the filtered-BC baseline (stage 4).
+7. ``evaluate``: success rates in the simulator on held-out goals, ``results.json``, ``report.md``
+   and plots.
+
+Under ``accelerate launch --num_processes K`` the critic and actor trainers run distributed; the
+other stages run on the main process while the others wait, then every process reads their output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from .actions import format_action
+from .data import split_by_episode
+from .envs import collect_transitions
+from .envs.policies import random_action
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("base_actor", "data", "representation", "features", "critic", "actor", "evaluate")
+METHODS = ("filtered_bc", "digiq")
+
+
+@dataclass
+class DigiQPipelineConfig:
+    """Options of the whole run; every field is a command-line flag and a YAML key of ``train.py``."""
+
+    output_dir: str = field(
+        default="outputs/digiq-default",
+        metadata={"help": "Where every stage writes; a stage whose output is already here is reused."},
+    )
+    skip_stages: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"Stages not to run, among {list(STAGES)} (their outputs must exist if needed)."},
+    )
+    suite: str = field(default="general", metadata={"help": "Simulator task suite: general or webshop."})
+    seed: int = field(default=0, metadata={"help": "Seed of data collection, initialization and training."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0: leave torch's default)."})
+    # base actor
+    base_actor: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of the VLM actor to improve. Default: behavior-clone a tiny Qwen2-VL "
+                  "in the simulator (offline, CPU)."},
+    )
+    bc_episodes: int = field(default=1500, metadata={"help": "Noisy-expert episodes for behavior cloning."})
+    bc_noise: float = field(default=0.15, metadata={"help": "Random-action probability of the BC demonstrations."})
+    bc_steps: int = field(default=500, metadata={"help": "Behavior-cloning optimizer steps."})
+    bc_learning_rate: float = field(default=2e-3, metadata={"help": "Behavior-cloning peak learning rate."})
+    # offline data
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
+    )
+    collect_episodes: int = field(default=600, metadata={"help": "Episodes the base actor plays to make the data."})
+    behavior_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
+    )
+    test_size: float = field(default=0.2, metadata={"help": "Fraction of episodes held out for critic evaluation."})
+    # representation
+    representation_steps: int = field(default=150, metadata={"help": "Actionability fine-tuning steps (LoRA)."})
+    representation_learning_rate: float = field(default=2e-3, metadata={"help": "Actionability learning rate."})
+    # features and critic
+    feature_layer: int | None = field(default=None, metadata={"help": "VLM layer of the features (default: middle)."})
+    feature_pooling: str = field(default="mean", metadata={"help": "Pooling over action tokens: mean or last."})
+    critic_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the Q and V heads."})
+    critic_steps: int = field(default=1500, metadata={"help": "Critic optimizer steps."})
+    critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
+    critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size."})
+    critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
+    ranking_alternatives: int = field(
+        default=4, metadata={"help": "Random alternative actions per held-out state, for the ranking metric."}
+    )
+    # actor
+    num_candidates: int = field(default=16, metadata={"help": "Best-of-N: candidate actions per state."})
+    candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    advantage_threshold: float = field(default=0.05, metadata={"help": "Best-of-N: train on states with A > this."})
+    actor_steps: int = field(default=200, metadata={"help": "Actor (LoRA) optimizer steps per method."})
+    actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
+    actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
+    # evaluation
+    eval_split: str = field(default="heldout", metadata={"help": "Goal split of the evaluation: train, test, heldout."})
+    eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
+    eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the critic and the actor adapter to the Hub."})
+    hub_model_prefix: str | None = field(
+        default=None, metadata={"help": "Hub repo prefix: pushes <prefix>-critic and <prefix>-actor."}
+    )
+
+    def __post_init__(self) -> None:
+        unknown = set(self.skip_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
+        if self.push_to_hub and not self.hub_model_prefix:
+            raise ValueError("push_to_hub needs hub_model_prefix (e.g. 'my-user/digiq-general')")
+
+    @property
+    def env_id(self) -> str:
+        """The simulator's Gymnasium id for the chosen suite."""
+        return f"digiq_trl/Phone-{self.suite}-v0"
+
+    def path(self, stage: str) -> Path:
+        """The folder of one stage's output."""
+        return Path(self.output_dir) / stage
+
+
+class DigiQPipeline:
+    """Runs the stages of :class:`DigiQPipelineConfig` in order; see the module docstring.
+
+    Example:
+        >>> from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
+        >>> results = DigiQPipeline(DigiQPipelineConfig(output_dir="outputs/run")).run()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: DigiQPipelineConfig) -> None:
+        self.config = config
+        self.state = PartialState()
+        self.timings: dict[str, float] = {}
+        self.results: dict[str, Any] = {"suite": config.suite, "config": asdict(config)}
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+
+    def run(self) -> dict[str, Any]:
+        """Run every stage not skipped; returns the results written to ``results.json``."""
+        for stage in STAGES:
+            if stage in self.config.skip_stages:
+                logger.info("stage %s: skipped", stage)
+                continue
+            start = time.perf_counter()
+            logger.info("stage %s: start", stage)
+            getattr(self, f"stage_{stage}")()
+            self.timings[stage] = round(time.perf_counter() - start, 1)
+            logger.info("stage %s: done in %.1f s", stage, self.timings[stage])
+        self.write_outputs()
+        return self.results
+
+    def _on_main(self, done_marker: Path, work: Callable[[], None]) -> None:
+        """Run ``work`` on the main process unless ``done_marker`` exists; every process waits."""
+        if self.state.is_main_process and not done_marker.exists():
+            work()
+        self.state.wait_for_everyone()
+
+    # ----------------------------------------------------------------- stage 0: base actor
+    def stage_base_actor(self) -> None:
+        """Behavior-clone the tiny base actor, unless a ``base_actor`` was given or one exists."""
+        if self.config.base_actor is None:
+            self._on_main(self.config.path("base_actor") / "config.json", self._behavior_clone)
+
+    def _behavior_clone(self) -> None:
+        from .testing import tiny_qwen2_vl
+        from .trainers.behavior_cloning import behavior_clone, expert_demonstrations
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        model, processor = tiny_qwen2_vl(seed=cfg.seed)
+        demos = expert_demonstrations(
+            cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed, split="train"
+        )
+        logger.info("behavior cloning on %d noisy-expert states", len(demos))
+        with _atomic_dir(cfg.path("base_actor")) as out:
+            behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
+                           learning_rate=cfg.bc_learning_rate, seed=cfg.seed)
+            processor.save_pretrained(out)
+
+    @property
+    def base_actor_path(self) -> str:
+        """Hub id or folder of the base actor."""
+        return self.config.base_actor or str(self.config.path("base_actor"))
+
+    def load_base_actor(self) -> tuple[torch.nn.Module, Any]:
+        """A fresh copy of the base actor and its processor."""
+        from transformers import AutoModelForImageTextToText
+
+        from .models.processing import load_processor
+
+        model = AutoModelForImageTextToText.from_pretrained(self.base_actor_path)
+        return model, load_processor(self.base_actor_path)
+
+    # ----------------------------------------------------------------- stage 1: offline data
+    def stage_data(self) -> None:
+        """Load the offline transitions, or collect them with the base actor; split by episode."""
+        self._on_main(self.config.path("data") / "dataset_dict.json", self._make_data)
+
+    def _make_data(self) -> None:
+        cfg = self.config
+        if cfg.dataset is not None:
+            from .data.hub import load_transitions
+
+            loaded = load_transitions(cfg.dataset)
+            transitions = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+        else:
+            from .models.policy import VLMPolicy
+
+            model, processor = self.load_base_actor()
+            torch.manual_seed(cfg.seed)
+            policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
+            transitions = collect_transitions(
+                cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train"
+            )
+        splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
+        splits["test"] = add_random_alternatives(splits["test"], cfg.ranking_alternatives, cfg.seed)
+        with _atomic_dir(cfg.path("data")) as out:
+            splits.save_to_disk(str(out))
+
+    def load_data(self) -> DatasetDict:
+        """The train/test transitions written by the data stage."""
+        return load_from_disk(str(self.config.path("data")))
+
+    # ----------------------------------------------------------------- stage 2: representation
+    def stage_representation(self) -> None:
+        """Actionability fine-tuning of the base VLM (LoRA, merged), the critic's feature backbone."""
+        self._on_main(self.config.path("representation") / "config.json", self._fine_tune_representation)
+
+    def _fine_tune_representation(self) -> None:
+        from .trainers.representation_config import RepresentationConfig
+        from .trainers.representation_trainer import train_representation
+
+        cfg = self.config
+        with _atomic_dir(cfg.path("representation")) as out:
+            args = RepresentationConfig(
+                output_dir=str(out), max_steps=cfg.representation_steps,
+                learning_rate=cfg.representation_learning_rate, per_device_train_batch_size=16,
+                merge_adapter=True, eval_fraction=0.2, balance=True, seed=cfg.seed,
+                logging_steps=max(1, cfg.representation_steps // 10), save_strategy="no",
+                report_to=[], bf16=False,
+            )
+            metrics = train_representation(self.base_actor_path, None, self.load_data()["train"], args)
+            _write_json(out / "metrics.json", metrics)
+
+    @property
+    def feature_backbone_path(self) -> str:
+        """The fine-tuned representation model when that stage ran, else the base actor."""
+        fine_tuned = self.config.path("representation")
+        return str(fine_tuned) if (fine_tuned / "config.json").exists() else self.base_actor_path
+
+    def load_extractor(self) -> Any:
+        """The frozen feature extractor over the feature backbone."""
+        from .models.features import VLMFeatureExtractor
+
+        return VLMFeatureExtractor.from_pretrained(
+            self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling
+        )
+
+    # ----------------------------------------------------------------- stage 3: features
+    def stage_features(self) -> None:
+        """Cache frozen-VLM features of both splits next to the data (reused by later stages)."""
+        self._on_main(self.config.path("features.done"), self._cache_features)
+
+    def _cache_features(self) -> None:
+        self.featurized(self.load_extractor())
+        self.config.path("features.done").write_text(self.feature_backbone_path + "\n")
+
+    def featurized(self, extractor: Any) -> DatasetDict:
+        """Both splits with feature columns (computed once, then read from the Arrow cache)."""
+        from .models.feature_cache import cache_features
+
+        data = self.load_data()
+        return DatasetDict(
+            train=cache_features(data["train"], extractor),
+            test=cache_features(data["test"], extractor, alt_actions_column=ALT_ACTIONS_COLUMN),
+        )
+
+    # ----------------------------------------------------------------- stage 4: critic
+    def stage_critic(self) -> None:
+        """Train the critic on cached features (distributed under ``accelerate launch``)."""
+        if (self.config.path("critic") / "model.safetensors").exists():
+            return
+        from .models.critic import DigiQCritic, DigiQCriticModelConfig
+        from .trainers.critic_config import DigiQCriticConfig
+        from .trainers.critic_trainer import DigiQCriticTrainer
+
+        cfg = self.config
+        extractor = self.load_extractor()
+        data = self.featurized(extractor)
+        dim = extractor.hidden_size
+        critic = DigiQCritic(
+            DigiQCriticModelConfig(q_input_dim=dim, v_input_dim=dim, hidden_size=cfg.critic_hidden_size)
+        )
+        args = DigiQCriticConfig(
+            output_dir=str(cfg.path("critic")), max_steps=cfg.critic_steps,
+            learning_rate=cfg.critic_learning_rate, per_device_train_batch_size=cfg.critic_batch_size,
+            per_device_eval_batch_size=256, max_grad_norm=cfg.critic_max_grad_norm,
+            logging_steps=max(1, cfg.critic_steps // 30), eval_strategy="steps",
+            eval_steps=max(1, cfg.critic_steps // 5), save_strategy="no", report_to=[], seed=cfg.seed,
+            push_to_hub=cfg.push_to_hub,
+            hub_model_id=f"{cfg.hub_model_prefix}-critic" if cfg.hub_model_prefix else None,
+        )
+        trainer = DigiQCriticTrainer(critic, args, train_dataset=data["train"], eval_dataset=data["test"],
+                                     feature_extractor=extractor)
+        trainer.train()
+        metrics = trainer.evaluate()
+        if self.state.is_main_process:
+            _write_json(cfg.path("critic") / "eval_metrics.json", metrics)
+            _write_json(cfg.path("critic") / "log_history.json", trainer.state.log_history)
+        trainer.save_model()
+        if cfg.push_to_hub:
+            trainer.push_to_hub()
+        self.state.wait_for_everyone()
+
+    # ----------------------------------------------------------------- stage 5: actor
+    def stage_actor(self) -> None:
+        """Filtered BC (baseline) and Digi-Q Best-of-N, each a LoRA adapter on the base actor."""
+        for method in METHODS:
+            if not (self.config.path("actor") / method / "adapter_config.json").exists():
+                self._train_actor(method)
+
+    def _train_actor(self, method: str) -> None:
+        from .trainers.actor_config import BestOfNActorConfig
+        from .trainers.actor_trainer import BestOfNActorTrainer
+
+        cfg = self.config
+        is_digiq = method == "digiq"
+        out = cfg.path("actor") / method
+        args = BestOfNActorConfig(
+            output_dir=str(out), weighting="threshold" if is_digiq else "filtered_bc",
+            num_candidates=cfg.num_candidates, temperature=cfg.candidate_temperature,
+            advantage_threshold=cfg.advantage_threshold, max_steps=cfg.actor_steps,
+            learning_rate=cfg.actor_learning_rate, per_device_train_batch_size=cfg.actor_batch_size,
+            logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=cfg.seed,
+            push_to_hub=cfg.push_to_hub and is_digiq,
+            hub_model_id=f"{cfg.hub_model_prefix}-actor" if cfg.hub_model_prefix else None,
+        )
+        model, processor = self.load_base_actor()
+        torch.manual_seed(cfg.seed)
+        trainer = BestOfNActorTrainer(
+            model, critic=str(cfg.path("critic")) if is_digiq else None, args=args,
+            train_dataset=self.load_data()["train"], processing_class=processor,
+            feature_extractor=self.load_extractor() if is_digiq else None,
+        )
+        trainer.train()
+        if self.state.is_main_process:
+            _write_json(out / "preparation_metrics.json", trainer.preparation_metrics)
+        trainer.save_model()
+        if args.push_to_hub:
+            trainer.push_to_hub()
+        self.state.wait_for_everyone()
+
+    # ----------------------------------------------------------------- stage 6: evaluation
+    def stage_evaluate(self) -> None:
+        """Success rates of base / filtered BC / Digi-Q on held-out goals; report and plots."""
+        if self.state.is_main_process:
+            self._evaluate()
+        self.state.wait_for_everyone()
+
+    def _evaluate(self) -> None:
+        from .evaluation import evaluate_policy_seeds
+        from .models.policy import VLMPolicy
+
+        cfg = self.config
+        methods: dict[str, dict[str, Any]] = {}
+        for name, model, processor in self._trained_policies():
+            run = evaluate_policy_seeds(VLMPolicy(model, processor), cfg.suite, seeds=cfg.eval_seeds,
+                                        split=cfg.eval_split, num_episodes=cfg.eval_episodes)
+            methods[name] = {
+                "success_rate": run["success_rate"],
+                "stderr": run["stderr"],
+                "per_seed": [r["success_rate"] for r in run["per_seed"]],
+                "mean_episode_length": run["mean_episode_length"],
+            }
+            logger.info("%s: success rate %.3f", name, run["success_rate"])
+        self.results.update(
+            eval_split=cfg.eval_split, num_eval_episodes=cfg.eval_episodes, seeds=list(cfg.eval_seeds),
+            methods=methods, behavior_data=self._behavior_stats(),
+            critic=_read_json(cfg.path("critic") / "eval_metrics.json"),
+            representation=_read_json(cfg.path("representation") / "metrics.json"),
+        )
+
+    def _trained_policies(self) -> Iterator[tuple[str, torch.nn.Module, Any]]:
+        """``(name, model, processor)`` for the base actor and each trained adapter found."""
+        from peft import PeftModel
+
+        model, processor = self.load_base_actor()
+        yield "base", model, processor
+        for method in METHODS:
+            adapter = self.config.path("actor") / method
+            if (adapter / "adapter_config.json").exists():
+                base, processor = self.load_base_actor()
+                yield method, PeftModel.from_pretrained(base, str(adapter)), processor
+
+    def _behavior_stats(self) -> dict[str, float]:
+        """Size and success rate of the offline data (the behavior policy's own success)."""
+        data = self.load_data()
+        firsts = [row for split in data.values()
+                  for row in split.select_columns(["step_id", "trajectory_reward"]) if row["step_id"] == 0]
+        return {
+            "episodes": len(firsts),
+            "transitions": sum(len(split) for split in data.values()),
+            "success_rate": sum(r["trajectory_reward"] > 0 for r in firsts) / max(1, len(firsts)),
+        }
+
+    def write_outputs(self) -> None:
+        """``results.json``, plots and ``report.md`` in ``output_dir`` (main process)."""
+        from .report import plot_critic_losses, plot_success_rates, plot_values_by_step, render_report, write_results
+
+        if not self.state.is_main_process or "methods" not in self.results:
+            return
+        out = Path(self.config.output_dir)
+        self.results["timings_s"] = dict(self.timings)
+        plots = [plot_success_rates(self.results["methods"], out / "success_rates.png")]
+        history = _read_json(self.config.path("critic") / "log_history.json")
+        if history:
+            plots.append(plot_critic_losses(history, out / "critic_losses.png"))
+        if (self.config.path("critic") / "model.safetensors").exists():
+            plots.append(plot_values_by_step(*self._critic_values(), out / "critic_values.png"))
+        write_results(out / "results.json", self.results)
+        (out / "report.md").write_text(render_report(self.results, plots))
+
+    def _critic_values(self) -> tuple[list[int], dict[str, list[float]], list[bool]]:
+        """max(Q1, Q2)(s, a) and max(V1, V2)(s) of the held-out steps, with episode success."""
+        from .models.critic import DigiQCritic
+
+        critic = DigiQCritic.from_pretrained(str(self.config.path("critic"))).eval()
+        test = self.featurized(self.load_extractor())["test"].with_format("torch")
+        with torch.no_grad():
+            q = torch.maximum(*critic.q_values(test["q_features"].float()))
+            v = torch.maximum(*critic.v_values(test["v_features"].float()))
+        success = [r > 0 for r in test["trajectory_reward"].tolist()]
+        return test["step_id"].tolist(), {"Q": q.flatten().tolist(), "V": v.flatten().tolist()}, success
+
+
+ALT_ACTIONS_COLUMN = "alt_actions"
+"""Held-out column of random alternative actions, for the critic's ranking metric."""
+
+
+def add_random_alternatives(ds: Dataset, count: int, seed: int) -> Dataset:
+    """Add ``alt_actions``: ``count`` uniformly random actions per state (seeded, reproducible)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    goals = ds["goal"]
+    alternatives = [[format_action(random_action(rng, goal)) for _ in range(count)] for goal in goals]
+    return ds.add_column(ALT_ACTIONS_COLUMN, alternatives)
+
+
+class _atomic_dir:
+    """Context manager: yields ``<path>.tmp``; renames it to ``path`` only when the block succeeds,
+    so a crash never leaves a half-written stage that a resumed run would take as finished."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+
+    def __enter__(self) -> Path:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.tmp.replace(self.path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else {}
