@@ -156,6 +156,7 @@ def test_other_family_uses_full_forwards_and_matches_reference():
         VLMFeatureExtractor(model, processor, prefix_sharing=True)
     image = _screens(1)[0]
     states, actions = extractor.state_action_features([image], GOALS[:1], [""], ACTIONS[:1])
+    torch.testing.assert_close(extractor.state_features([image], GOALS[:1], [""]), states, **CLOSE)
     for j, action in enumerate(ACTIONS[0]):
         ref_state, ref_action = _reference(model, processor, image, GOALS[0], "", action, 2, "mean")
         torch.testing.assert_close(states[0], ref_state, **CLOSE)
@@ -314,3 +315,40 @@ def test_cache_features_rejects_unsorted_rows_and_bad_columns(qwen):
         cache_features(_transitions(), extractor, alt_actions_column="nope")
     with pytest.raises(ValueError, match="list of strings"):
         cache_features(_transitions(), extractor, alt_actions_column="goal")
+
+
+def _tiny_qwen2_5_vl(processor):
+    """A tiny random Qwen2.5-VL from a config, sharing the tiny Qwen2-VL's tokenizer/processor."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = processor.tokenizer
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+            num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128, patch_size=14,
+            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+        ),
+        image_token_id=processor.image_token_id,
+        video_token_id=processor.video_token_id,
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def test_qwen2_5_vl_prefix_sharing_equals_full_conversation_forward(qwen):
+    _, processor = qwen
+    model = _tiny_qwen2_5_vl(processor)
+    extractor = VLMFeatureExtractor(model, processor, layer=3, candidate_batch_size=2)
+    assert extractor.prefix_sharing
+    images = _screens(2)
+    states, actions = extractor.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    for i, state_actions in enumerate(ACTIONS):
+        for j, action in enumerate(state_actions):
+            ref_state, ref_action = _reference(model, processor, images[i], GOALS[i], HISTORIES[i], action, 3, "mean")
+            torch.testing.assert_close(states[i], ref_state, **CLOSE)
+            torch.testing.assert_close(actions[i][j], ref_action, **CLOSE)

@@ -17,7 +17,7 @@ Layers are numbered like ``output_hidden_states``: layer ``k`` (1-based) is the 
 decoder layer, before any final norm; the default is the middle layer, as in the paper. Only the
 first ``k`` decoder layers run.
 
-The N candidate actions of one state share the screenshot and the prompt. For the Qwen2-VL family
+The N candidate actions of one state share the screenshot and the prompt. For Qwen2-VL and Qwen2.5-VL
 the prompt runs once with a KV cache, the cache is repeated for the candidates, and only the short
 answers run, batched ("prefix sharing"); other families run one full forward per candidate (batched)
 and give the same numbers more slowly.
@@ -45,7 +45,7 @@ from ..prompts import PROMPT_TEMPLATE_ID, build_messages, render_prompt
 Pooling = Literal["mean", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "last")
 
-PREFIX_SHARING_MODEL_TYPES: tuple[str, ...] = ("qwen2_vl",)
+PREFIX_SHARING_MODEL_TYPES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
 """Model types whose candidate features reuse the prompt's KV cache (3-D M-RoPE positions wired)."""
 
 
@@ -104,6 +104,9 @@ class VLMFeatureExtractor:
             ``name_or_path``).
         revision: the model's revision, for :attr:`provenance`.
         adapter: the peft adapter's Hub id or path, for :attr:`provenance`.
+
+    During a call the text decoder's layer list is temporarily cut to ``layer`` layers, so the
+    model must not be used by another thread at the same time.
     """
 
     def __init__(
@@ -219,7 +222,7 @@ class VLMFeatureExtractor:
         with self._inference():
             hidden = self._hidden(inputs)
         last = inputs["attention_mask"].sum(dim=1) - 1
-        return hidden[torch.arange(len(prompts)), last].float().cpu()
+        return hidden[torch.arange(len(prompts)), last.to(hidden.device)].float().cpu()
 
     def action_features(
         self,
@@ -254,12 +257,13 @@ class VLMFeatureExtractor:
                 if len(state_actions) == 0:
                     raise ValueError(f"no actions given for the state with goal {goal!r}")
                 answers = [self.answer_ids(goal, history, a) for a in state_actions]
-                inputs = self.processor(text=[render_prompt(self.processor, goal, history)], images=[image], return_tensors="pt")
+                prompt = render_prompt(self.processor, goal, history)
+                inputs = self.processor(text=[prompt], images=[image], return_tensors="pt")
                 run = self._shared_prefix if self.prefix_sharing else self._full_forwards
                 state, pooled = run(inputs, answers)
                 states.append(state)
-                candidates.append(pooled.float().cpu())
-        return torch.stack(states).float().cpu(), candidates
+                candidates.append(pooled)
+        return torch.stack(states), candidates
 
     def answer_ids(self, goal: str, history: str, action: str) -> list[int]:
         """Token ids the full conversation puts after the prompt for ``action``: the action text
@@ -297,26 +301,32 @@ class VLMFeatureExtractor:
             self.model.train(was_training)
 
     def _hidden(self, inputs: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
-        """Output of the last kept decoder layer, ``[B, L, D]`` (captured before the final norm)."""
+        """Output of the last kept decoder layer, ``[B, L, D]`` on the model's device (captured
+        before the final norm). Tensors in ``inputs`` and ``kwargs`` move to that device."""
         captured: list[torch.Tensor] = []
 
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             captured.append(output[0] if isinstance(output, tuple) else output)
 
         handle = self._layers[self.layer - 1].register_forward_hook(hook)
+        device = self._base.device
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in {**inputs, **kwargs}.items()}
         try:
-            device = self._base.device
-            self._base.base_model(**{k: v.to(device) for k, v in inputs.items()}, **kwargs)
+            self._base.base_model(**moved)
         finally:
             handle.remove()
         return captured[-1]
 
     def _pool(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Pool ``[N, L, D]`` answer hidden states over each row's first ``lengths[i]`` tokens."""
+        """Pool ``[N, L, D]`` answer hidden states over each row's first ``lengths[i]`` tokens;
+        float32 on the CPU."""
+        hidden, lengths = hidden.float(), lengths.to(hidden.device)
         if self.pooling == "last":
-            return hidden[torch.arange(hidden.shape[0]), lengths - 1]
-        mask = (torch.arange(hidden.shape[1])[None, :] < lengths[:, None]).to(hidden)
-        return (hidden * mask[..., None]).sum(dim=1) / lengths[:, None].to(hidden)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        else:
+            mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+            pooled = (hidden * mask[..., None]).sum(dim=1) / lengths[:, None]
+        return pooled.cpu()
 
     def _shared_prefix(
         self, inputs: dict[str, torch.Tensor], answers: list[list[int]]
@@ -349,7 +359,7 @@ class VLMFeatureExtractor:
             )
             pooled.append(self._pool(hidden, lengths))
             cache.crop(-ids.shape[1])
-        return prefix[0, -1], torch.cat(pooled)
+        return prefix[0, -1].float().cpu(), torch.cat(pooled)
 
     def _full_forwards(
         self, inputs: dict[str, torch.Tensor], answers: list[list[int]]
@@ -358,21 +368,23 @@ class VLMFeatureExtractor:
         prompt_length = inputs["input_ids"].shape[1]
         state, pooled = None, []
         for start in range(0, len(answers), self.candidate_batch_size):
-            batch = answers[start : start + self.candidate_batch_size]
-            hidden = self._hidden(self._append_answers(inputs, batch))
-            ids, lengths = self._pad(batch)
+            ids, lengths = self._pad(answers[start : start + self.candidate_batch_size])
+            hidden = self._hidden(self._append_answers(inputs, ids, lengths))
             state = hidden[0, prompt_length - 1]
             pooled.append(self._pool(hidden[:, prompt_length:], lengths))
-        return state, torch.cat(pooled)
+        return state.float().cpu(), torch.cat(pooled)
 
-    def _append_answers(self, inputs: dict[str, torch.Tensor], answers: list[list[int]]) -> dict[str, torch.Tensor]:
-        """One batch row per answer: the prompt's inputs repeated, answer ids right-padded after it.
+    @staticmethod
+    def _append_answers(
+        inputs: dict[str, torch.Tensor], ids: torch.Tensor, lengths: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """One batch row per answer: the prompt's inputs repeated, the right-padded answer ids
+        ``[N, L]`` after them.
 
         Per-token tensors (``[1, L]``) are extended: ids with the answer, the attention mask with
         1 for real answer tokens, any other (token types) with 0; image tensors are repeated.
         """
-        ids, lengths = self._pad(answers)
-        n, prompt_length = len(answers), inputs["input_ids"].shape[1]
+        n, prompt_length = ids.shape[0], inputs["input_ids"].shape[1]
         real = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
         extended = {}
         for key, value in inputs.items():
