@@ -352,3 +352,19 @@ def test_qwen2_5_vl_prefix_sharing_equals_full_conversation_forward(qwen):
             ref_state, ref_action = _reference(model, processor, images[i], GOALS[i], HISTORIES[i], action, 3, "mean")
             torch.testing.assert_close(states[i], ref_state, **CLOSE)
             torch.testing.assert_close(actions[i][j], ref_action, **CLOSE)
+
+
+def test_weights_digest_follows_training(qwen):
+    model, processor = qwen
+    extractor = VLMFeatureExtractor(model, processor)
+    before = extractor.provenance["weights_digest"]
+    assert extractor.provenance["weights_digest"] == before
+    weight = model.model.language_model.layers[0].mlp.down_proj.weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.mul_(1.01)
+    try:
+        assert extractor.provenance["weights_digest"] != before
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)

@@ -104,6 +104,7 @@ class VLMFeatureExtractor:
             ``name_or_path``).
         revision: the model's revision, for :attr:`provenance`.
         adapter: the peft adapter's Hub id or path, for :attr:`provenance`.
+        adapter_revision: the adapter's revision, for :attr:`provenance`.
 
     During a call the text decoder's layer list is temporarily cut to ``layer`` layers, so the
     model must not be used by another thread at the same time.
@@ -120,6 +121,7 @@ class VLMFeatureExtractor:
         model_id: str | None = None,
         revision: str | None = None,
         adapter: str | None = None,
+        adapter_revision: str | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -146,7 +148,7 @@ class VLMFeatureExtractor:
         self._model_id = model_id if model_id is not None else self._base.config.name_or_path
         self._revision = revision
         self._adapter = adapter
-        self._weights_digest: str | None = None
+        self._adapter_revision = adapter_revision
 
     @classmethod
     def from_pretrained(
@@ -185,7 +187,7 @@ class VLMFeatureExtractor:
             processor = load_processor(name_or_path, revision=revision)
         return cls(
             model, processor, layer=layer, pooling=pooling, model_id=name_or_path,
-            revision=revision, adapter=adapter, **kwargs,
+            revision=revision, adapter=adapter, adapter_revision=adapter_revision, **kwargs,
         )
 
     @property
@@ -195,15 +197,15 @@ class VLMFeatureExtractor:
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """What rebuilds these features: model id, revision, adapter, weights digest, layer,
-        pooling and prompt template. Critics record it; :func:`cache_features` fingerprints it."""
-        if self._weights_digest is None:
-            self._weights_digest = weights_digest(self.model)
+        """What rebuilds these features: model id, revision, adapter, weights digest (of the weights
+        now), layer, pooling and prompt template. Critics record it; ``cache_features`` keys its
+        cache with it."""
         return {
             "model_id": self._model_id,
             "revision": self._revision,
             "adapter": self._adapter,
-            "weights_digest": self._weights_digest,
+            "adapter_revision": self._adapter_revision,
+            "weights_digest": weights_digest(self.model),
             "layer": self.layer,
             "pooling": self.pooling,
             "prompt_template_id": PROMPT_TEMPLATE_ID,
