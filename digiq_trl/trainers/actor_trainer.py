@@ -6,7 +6,9 @@ both, plus the logged action. The frozen critic scores them with the advantage
 ``A = max(Q1, Q2) - max(V1, V2)`` on frozen-VLM features (unparsable candidates get A = 0) and
 the argmax becomes the state's imitation target. As in the reference, candidates are prepared
 once from the frozen starting policy, not re-sampled as the actor changes: the critic was trained
-on that policy's data, and preparing once keeps training a plain weighted SFT.
+on that policy's data, and preparing once keeps training a plain weighted SFT. Under several
+processes each prepares a contiguous shard of the states and all gather the result, so every
+process trains on the same prepared data.
 
 Training minimizes the NLL of the chosen action's tokens only (prompt and image tokens are masked
 with -100), times a per-sample weight (:func:`digiq_trl.best_of_n.sample_weights`). Samples with
@@ -33,7 +35,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from datasets import Dataset, concatenate_datasets
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
 from transformers.utils import logging
@@ -353,13 +357,16 @@ class BestOfNActorTrainer(Trainer):
         timer = _Timer()
         policy = _policy(model, processor, args) if args.candidate_source != "dataset" else None
         scorer = _CandidateScorer(args, policy, self.feature_extractor, self.critic, timer)
+        state = PartialState()
+        shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
         start = time.perf_counter()
         with torch.no_grad():
-            prepared = dataset.map(
-                scorer, batched=True, batch_size=args.candidate_batch_size, new_fingerprint=fingerprint,
-                desc=f"Best-of-{args.num_candidates} candidates",
+            scored = shard.map(
+                scorer, batched=True, batch_size=args.candidate_batch_size, remove_columns=shard.column_names,
+                new_fingerprint=fingerprint, desc=f"Best-of-{args.num_candidates} candidates",
             )
         timer.total = time.perf_counter() - start
+        prepared = concatenate_datasets([dataset, Dataset.from_dict(_gathered_columns(scored))], axis=1)
         metrics = selection_stats(
             prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
             prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
@@ -539,6 +546,16 @@ def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | 
             raise ValueError("model is already a PeftModel: pass peft_config=None or a plain model")
         return model
     return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
+
+
+def _gathered_columns(scored: Dataset) -> dict[str, list[Any]]:
+    """The prepared columns of every process's shard, concatenated in process order, on every process.
+
+    Each process prepares a contiguous shard of the states, so candidate sampling and scoring are
+    split across processes and all of them then train on identical prepared data.
+    """
+    shards = gather_object([scored.to_dict()])
+    return {name: [value for shard in shards for value in shard[name]] for name in scored.column_names}
 
 
 def _kept_metrics(prepared: Dataset) -> dict[str, float]:
