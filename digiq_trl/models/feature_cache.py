@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from datasets import Dataset, Features, List, Value, concatenate_datasets
@@ -76,6 +76,7 @@ def _check_alternatives(dataset: Dataset, column: str | None) -> None:
 
 
 def _output_features(dim: int, with_alternatives: bool) -> Features:
+    """Types of the columns the feature map writes (fixed-size float16 vectors)."""
     vector = List(Value("float16"), length=dim)
     columns = {"v_features": vector, "q_features": vector}
     if with_alternatives:
@@ -83,10 +84,13 @@ def _output_features(dim: int, with_alternatives: bool) -> Features:
     return Features(columns)
 
 
-def _compute(extractor: VLMFeatureExtractor, alt_actions_column: str | None):
+def _compute(extractor: VLMFeatureExtractor, alt_actions_column: str | None) -> Callable[..., dict[str, Any]]:
     """The batched map function: one prompt forward per state for v, q and the alternatives."""
 
-    def compute(goals, histories, images, actions, alternatives=None) -> dict[str, Any]:
+    def compute(
+        goals: list[str], histories: list[str], images: list[Any], actions: list[str],
+        alternatives: list[list[str]] | None = None,
+    ) -> dict[str, Any]:
         candidates = [
             [action, *(alternatives[i] if alternatives is not None else [])] for i, action in enumerate(actions)
         ]
@@ -103,7 +107,7 @@ def _compute(extractor: VLMFeatureExtractor, alt_actions_column: str | None):
     return compute
 
 
-def _shift_next(v_features: Dataset, dones: Dataset, dim: int):
+def _shift_next(v_features: Dataset, dones: Dataset, dim: int) -> Callable[..., dict[str, np.ndarray]]:
     """The batched map function for ``next_v_features``: the next row's ``v_features``, or zeros
     where ``done`` (rows are validated to be sorted by episode and step, so the next row of a
     not-done step is the episode's next step)."""
@@ -119,6 +123,7 @@ def _shift_next(v_features: Dataset, dones: Dataset, dim: int):
 
 
 def _cache_file(cache_dir: str | None, fingerprint: str) -> str | None:
+    """The Arrow file for ``fingerprint`` in ``cache_dir`` (None: datasets' default placement)."""
     if cache_dir is None:
         return None
     os.makedirs(cache_dir, exist_ok=True)
