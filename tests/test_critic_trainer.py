@@ -225,9 +225,9 @@ def test_feature_extractor_caches_features_and_records_provenance(tmp_path, trai
         calls.append((extractor, batch_size, alt_actions_column))
         return train_ds.select(range(len(dataset)))
 
-    module = types.ModuleType("digiq_trl.models.features")
+    module = types.ModuleType("digiq_trl.models.feature_cache")
     module.cache_features = fake_cache_features
-    monkeypatch.setitem(sys.modules, "digiq_trl.models.features", module)
+    monkeypatch.setitem(sys.modules, "digiq_trl.models.feature_cache", module)
     extractor = types.SimpleNamespace(provenance={
         "model_id": "org/vlm", "revision": "r1", "adapter": None, "weights_digest": "d",
         "layer": 3, "pooling": "last", "prompt_template_id": "digiq-trl/act-v1"})
@@ -241,3 +241,44 @@ def test_feature_extractor_caches_features_and_records_provenance(tmp_path, trai
     with pytest.raises(ValueError, match="backbone_model_id is 'other/vlm'"):
         DigiQCriticTrainer(_critic(backbone_model_id="other/vlm"), _args(tmp_path), train_dataset=raw,
                            feature_extractor=extractor)
+
+
+def _raw_transitions() -> Dataset:
+    """Two schema-valid episodes with screenshots and candidate actions (one state has none)."""
+    from PIL import Image
+
+    from digiq_trl.actions import ActionType, DeviceAction, format_action
+    from digiq_trl.data import transition_features
+
+    rng = np.random.default_rng(0)
+    screens = [Image.fromarray(rng.integers(0, 256, (56, 28, 3), dtype=np.uint8)) for _ in range(5)]
+    home, back = (format_action(DeviceAction(t)) for t in (ActionType.PRESS_HOME, ActionType.PRESS_BACK))
+    layout = [("e0", 0, False), ("e0", 1, False), ("e0", 2, True), ("e1", 0, False), ("e1", 1, True)]
+    rows = [{
+        "episode_id": episode, "step_id": step, "goal": "Open Settings", "history": "",
+        "image": screens[index], "next_image": screens[(index + 1) % 5], "action": home,
+        "reward": float(done and episode == "e0"), "done": done, "mc_return": 0.0,
+        "trajectory_reward": float(episode == "e0"), "candidate_actions": [back] * (index % 2),
+    } for index, (episode, step, done) in enumerate(layout)]
+    return Dataset.from_list(rows, features=transition_features(with_candidates=True))
+
+
+def test_raw_transitions_with_a_real_extractor(tmp_path) -> None:
+    from digiq_trl.models.features import VLMFeatureExtractor
+    from digiq_trl.testing import tiny_qwen2_vl
+
+    extractor = VLMFeatureExtractor(*tiny_qwen2_vl(), model_id="tiny/qwen2-vl")
+    dim = extractor.hidden_size
+    critic = DigiQCritic(DigiQCriticModelConfig(q_input_dim=dim, v_input_dim=dim, hidden_size=8))
+    raw = _raw_transitions()
+    trainer = DigiQCriticTrainer(critic, _args(tmp_path, max_steps=2, per_device_train_batch_size=4),
+                                 train_dataset=raw, eval_dataset=raw, feature_extractor=extractor)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_ranking_accuracy"] <= 1.0
+    assert metrics["eval_v0_auroc"] in (0.0, 0.5, 1.0)
+    assert critic.config.backbone_model_id == "tiny/qwen2-vl"
+    assert critic.config.feature_layer == extractor.layer
+    with pytest.raises(ValueError, match=rf"dimension {dim} but the critic's config.q_input_dim is {dim + 1}"):
+        DigiQCriticTrainer(DigiQCritic(DigiQCriticModelConfig(q_input_dim=dim + 1, v_input_dim=dim)),
+                           _args(tmp_path), train_dataset=raw, feature_extractor=extractor)

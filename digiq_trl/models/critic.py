@@ -1,7 +1,7 @@
 """Digi-Q critic heads: double Q and double V MLPs on frozen VLM features, with target copies.
 
 The critic never sees pixels or tokens: it reads features that a frozen VLM computed once and that
-were cached as dataset columns (``digiq_trl.models.features``). Its config records which backbone,
+were cached as dataset columns (``digiq_trl.models.feature_cache``). Its config records which backbone,
 revision, layer, pooling and prompt template produced them, so whoever downloads the critic can
 rebuild identical features.
 

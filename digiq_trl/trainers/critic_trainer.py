@@ -165,6 +165,7 @@ class DigiQCriticTrainer(Trainer):
         args = args if args is not None else DigiQCriticConfig(output_dir="digiq-critic")
         self.feature_extractor = feature_extractor
         if feature_extractor is not None:
+            _check_extractor_width(model, feature_extractor)
             _record_provenance(model, feature_extractor)
         column_of = {key: getattr(args, field) for key, field in _CANONICAL_FEATURES.items()}
         if train_dataset is not None:
@@ -222,9 +223,9 @@ class DigiQCriticTrainer(Trainer):
             missing = [c for c in _needed_feature_columns(args) if c not in dataset.column_names]
             raise ValueError(
                 f"{split} dataset is missing feature column(s) {missing}; cache them first with "
-                "digiq_trl.models.features.cache_features, or pass feature_extractor= to the trainer"
+                "digiq_trl.models.feature_cache.cache_features, or pass feature_extractor= to the trainer"
             )
-        from ..models.features import cache_features
+        from ..models.feature_cache import cache_features
 
         alt_column = args.alt_actions_column
         use_alt = is_eval and alt_column is not None and alt_column in dataset.column_names
@@ -403,6 +404,18 @@ def _check_dimensions(row: Mapping[str, Any], model: DigiQCritic, args: DigiQCri
             )
 
 
+def _check_extractor_width(model: DigiQCritic, extractor: Any) -> None:
+    """Fail before any VLM forward when the extractor's features cannot fit the critic."""
+    width = getattr(extractor, "hidden_size", None)
+    for field in ("q_input_dim", "v_input_dim"):
+        dim = getattr(model.config, field)
+        if width is not None and width != dim:
+            raise ValueError(
+                f"the feature extractor's features have dimension {width} but the critic's "
+                f"config.{field} is {dim}; build the critic with {field}={width}"
+            )
+
+
 def _record_provenance(model: DigiQCritic, extractor: Any) -> None:
     """Copy the extractor's provenance into the critic config; refuse a contradicting one."""
     provenance = getattr(extractor, "provenance", None) or {}
@@ -446,7 +459,8 @@ def _features_section(config: Any) -> str:
     return (
         "The heads only make sense on features computed exactly as during training:\n\n"
         f"| setting | value |\n|---|---|\n{rows}\n\n"
-        "```python\nfrom digiq_trl.models.features import VLMFeatureExtractor, cache_features\n\n"
+        "```python\nfrom digiq_trl.models.feature_cache import cache_features\n"
+        "from digiq_trl.models.features import VLMFeatureExtractor\n\n"
         f"extractor = VLMFeatureExtractor.from_pretrained(\n    {config.backbone_model_id!r}, "
         f"revision={config.backbone_revision!r}, adapter={config.backbone_adapter!r},\n"
         f"    layer={config.feature_layer!r}, pooling={config.feature_pooling!r},\n)\n"
