@@ -218,7 +218,10 @@ class DigiQCriticTrainer(Trainer):
 
     def _featurize(self, dataset: Dataset, args: DigiQCriticConfig, split: str,
                    is_eval: bool) -> Dataset:
-        """Cache the VLM features of raw transitions with ``cache_features`` (imported lazily)."""
+        """Cache the VLM features of raw transitions with ``cache_features`` (imported lazily).
+
+        The main process computes first; under DDP the other ranks then reuse its on-disk cache.
+        """
         if self.feature_extractor is None:
             missing = [c for c in _needed_feature_columns(args) if c not in dataset.column_names]
             raise ValueError(
@@ -229,8 +232,9 @@ class DigiQCriticTrainer(Trainer):
 
         alt_column = args.alt_actions_column
         use_alt = is_eval and alt_column is not None and alt_column in dataset.column_names
-        dataset = cache_features(dataset, self.feature_extractor, batch_size=args.feature_batch_size,
-                                 alt_actions_column=alt_column if use_alt else None)
+        with args.main_process_first(desc=f"caching {split} features"):
+            dataset = cache_features(dataset, self.feature_extractor, batch_size=args.feature_batch_size,
+                                     alt_actions_column=alt_column if use_alt else None)
         renames = {key: getattr(args, field) for key, field in _CANONICAL_FEATURES.items()
                    if key != getattr(args, field) and key in dataset.column_names}
         return dataset.rename_columns(renames) if renames else dataset
