@@ -115,7 +115,7 @@ def advantage(
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks of ``values``, tied values sharing the mean of their ranks."""
-    uniques, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     starts = np.cumsum(counts) - counts
     group_ranks = starts + (counts + 1) / 2.0
     return group_ranks[inverse.reshape(-1)]
