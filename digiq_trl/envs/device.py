@@ -11,7 +11,6 @@ Coordinates are normalized ``(y, x)`` as in AitW. The layout is designed on a 11
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -220,16 +219,6 @@ class Device:
     def screen(self) -> Screen:
         """The screen on top of the back stack (what is shown)."""
         return self.stack[-1]
-
-    def state_key(self) -> tuple:
-        """A hashable snapshot of everything that affects the picture (for tests and caching)."""
-        return (
-            tuple(dataclasses.astuple(s) for s in self.stack),
-            self.shade_open,
-            tuple(self.installed),
-            tuple(sorted(self.notifications.items())),
-            len(self.cart),
-        )
 
     def elements(self) -> list[Element]:
         """Tappable elements of what is on screen, in drawing order."""
