@@ -110,3 +110,9 @@ def test_noisy_dataset_has_recoveries():
     rows = ds.select_columns(["episode_id", "action", "reward"]).to_list()
     backs = sum(1 for r in rows if '"PRESS_BACK"' in r["action"] or '"PRESS_HOME"' in r["action"])
     assert backs > 0 and 0 < np.mean([r["reward"] for r in rows]) < 0.2
+
+
+def test_env_kwargs_override_the_template():
+    ds = collect_transitions("digiq_trl/Phone-webshop-v0", ExpertPolicy(), 2, seed=0, split="test", width=56,
+                             height=112)
+    assert ds[0]["episode_id"].startswith("webshop-test-seed0") and ds[0]["image"].size == (56, 112)

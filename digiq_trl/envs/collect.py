@@ -46,14 +46,14 @@ def episode_seed(seed: int, episode: int) -> int:
 
 
 def make_envs(env_or_id: PhoneEnv | str, count: int, **env_kwargs: Any) -> list[PhoneEnv]:
-    """``count`` independent phones configured like ``env_or_id`` (an env or a registered id)."""
-    if isinstance(env_or_id, str):
-        template = gym.make(env_or_id, **env_kwargs).unwrapped
-    else:
-        template = env_or_id
+    """``count`` independent phones configured like ``env_or_id`` (an env or a registered id).
+
+    ``env_kwargs`` override the configuration (e.g. ``split="test"``).
+    """
+    template = gym.make(env_or_id).unwrapped if isinstance(env_or_id, str) else env_or_id
     if not isinstance(template, PhoneEnv):
         raise TypeError(f"expected a PhoneEnv or its id, got {type(template).__name__}")
-    return [PhoneEnv(**template.config) for _ in range(count)]
+    return [PhoneEnv(**{**template.config, **env_kwargs}) for _ in range(count)]
 
 
 def recorded_action(action: DeviceAction | str) -> str:
@@ -124,18 +124,16 @@ def collect_transitions(
 
     Args:
         env_or_id: a :class:`PhoneEnv` to copy, or a registered id such as
-            ``"digiq_trl/Phone-general-v0"`` (``env_kwargs`` go to ``gym.make``).
+            ``"digiq_trl/Phone-general-v0"``; ``env_kwargs`` override its configuration.
         policy: any :class:`~digiq_trl.envs.Policy`.
         num_episodes: how many episodes to play.
         seed: seeds the episodes (goals, layouts).
         gamma: discount of the Monte-Carlo returns.
         batch_size: phones run in lockstep (the policy's batch size).
     """
-    steps = sorted(
-        run_episodes(env_or_id, policy, num_episodes, seed, batch_size, **env_kwargs),
-        key=lambda s: (s.episode, s.step),
-    )
-    name = _run_name(env_or_id, seed, **env_kwargs)
+    env = make_envs(env_or_id, 1, **env_kwargs)[0]
+    steps = sorted(run_episodes(env, policy, num_episodes, seed, batch_size), key=lambda s: (s.episode, s.step))
+    name = _run_name(env, seed)
     columns = _columns(steps, name)
     mc, totals = episode_returns(columns["episode_id"], columns["reward"], gamma)
     columns.update(mc_return=mc, trajectory_reward=totals)
@@ -144,11 +142,8 @@ def collect_transitions(
     return validate_transitions(ds, source=name)
 
 
-def _run_name(env_or_id: PhoneEnv | str, seed: int, **env_kwargs: Any) -> str:
-    if isinstance(env_or_id, PhoneEnv):
-        return f"{env_or_id.suite}-{env_or_id.split}-seed{seed}"
-    suite = env_or_id.rsplit("/", 1)[-1].removeprefix("Phone-").removesuffix("-v0")
-    return f"{suite}-{env_kwargs.get('split', 'train')}-seed{seed}"
+def _run_name(env: PhoneEnv, seed: int) -> str:
+    return f"{env.suite}-{env.split}-seed{seed}"
 
 
 def _columns(steps: list[Step], name: str) -> dict[str, list]:

@@ -69,7 +69,8 @@ class Canvas:
         self.sx, self.sy = width / DESIGN_W, height / DESIGN_H
 
     def _xy(self, top: float, left: float, height: float, width: float) -> list[float]:
-        return [left * self.sx, top * self.sy, (left + width) * self.sx - 1, (top + height) * self.sy - 1]
+        x0, y0 = left * self.sx, top * self.sy
+        return [x0, y0, max(x0, (left + width) * self.sx - 1), max(y0, (top + height) * self.sy - 1)]
 
     def rect(self, box: tuple, fill: Colour, outline: Colour | None = None, radius: float = 0,
              width: int = 1) -> None:
