@@ -69,14 +69,34 @@ def _reference_file(tmp_path: Path) -> Path:
     """Two trajectories: a success with candidates, and a failure with numpy rewards."""
     names = [s.name for s in SCREENS]
     success = [
-        _step("Search for milk", f"/nfs/old/{names[0]}", format_action(TAP, with_plan=True), 0.0,
-              action_list=f"{format_action(TAP)}<split>not an action<split>{format_action(ENTER)}",
-              traj_id=7, q_rep_out_list=torch.zeros(4, 16)),
-        _step("Search for milk", names[1], format_action(TYPE), np.float32(0.0), action_list=format_action(TYPE)),
-        _step("Search for milk", names[2], format_action(COMPLETE), torch.tensor(1.0), action_list=""),
+        _step(
+            "Search for milk",
+            f"/nfs/old/{names[0]}",
+            format_action(TAP, with_plan=True),
+            0.0,
+            action_list=f"{format_action(TAP)}<split>not an action<split>{format_action(ENTER)}",
+            traj_id=7,
+            q_rep_out_list=torch.zeros(4, 16),
+        ),
+        _step(
+            "Search for milk",
+            names[1],
+            format_action(TYPE),
+            np.float32(0.0),
+            action_list=format_action(TYPE),
+        ),
+        _step(
+            "Search for milk", names[2], format_action(COMPLETE), torch.tensor(1.0), action_list=""
+        ),
     ]
     failure = [
-        _step("Open the alarm", names[2], format_action(SWIPE), np.float64(0.0), image_array=np.ones((2, 2))),
+        _step(
+            "Open the alarm",
+            names[2],
+            format_action(SWIPE),
+            np.float64(0.0),
+            image_array=np.ones((2, 2)),
+        ),
         _step("Open the alarm", names[0], format_action(ENTER), 0),
     ]
     path = tmp_path / "general_train.pt"
@@ -85,26 +105,40 @@ def _reference_file(tmp_path: Path) -> Path:
 
 
 def test_digiq_pt_converts_every_field(tmp_path: Path, images: Path) -> None:
-    ds = convert_digiq_pt([_reference_file(tmp_path)], images_dir=images, gamma=0.5, cache_dir=tmp_path / "c")
+    ds = convert_digiq_pt(
+        [_reference_file(tmp_path)], images_dir=images, gamma=0.5, cache_dir=tmp_path / "c"
+    )
     names = [s.name for s in SCREENS]
     screen = {n: (images / n).read_bytes() for n in names}
     assert ds["episode_id"] == ["general_train/7"] * 3 + ["general_train/1"] * 2
     assert ds["step_id"] == [0, 1, 2, 0, 1]
     assert ds["goal"] == ["Search for milk"] * 3 + ["Open the alarm"] * 2
-    assert ds["history"] == ["", format_history([TAP]), format_history([TAP, TYPE]), "", format_history([SWIPE])]
+    assert ds["history"] == [
+        "",
+        format_history([TAP]),
+        format_history([TAP, TYPE]),
+        "",
+        format_history([SWIPE]),
+    ]
     assert ds["action"] == [format_action(a) for a in (TAP, TYPE, COMPLETE, SWIPE, ENTER)]
     assert ds["reward"] == [0.0, 0.0, 1.0, 0.0, 0.0]
     assert ds["done"] == [False, False, True, False, True]
     assert ds["mc_return"] == [0.25, 0.5, 1.0, 0.0, 0.0]
     assert ds["trajectory_reward"] == [1.0] * 3 + [0.0] * 2
     assert ds["candidate_actions"] == [
-        [format_action(TAP), "not an action", format_action(ENTER)], [format_action(TYPE)], [], [], [],
+        [format_action(TAP), "not an action", format_action(ENTER)],
+        [format_action(TYPE)],
+        [],
+        [],
+        [],
     ]
     raw = ds.cast_column("image", ds.features["image"].__class__(decode=False))
     raw = raw.cast_column("next_image", ds.features["next_image"].__class__(decode=False))
     order = [names[0], names[1], names[2], names[2], names[0]]
     assert [r["bytes"] for r in raw["image"]] == [screen[n] for n in order]
-    assert [r["bytes"] for r in raw["next_image"]] == [screen[n] for n in (order[1], order[2], order[2], order[4], order[4])]
+    assert [r["bytes"] for r in raw["next_image"]] == [
+        screen[n] for n in (order[1], order[2], order[2], order[4], order[4])
+    ]
     assert ds[0]["image"].size == Image.open(images / names[0]).size
 
 
@@ -128,12 +162,17 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path, writer: str
         path.write_bytes(pickle.dumps(payload))
     with pytest.raises(UnsafePickleError) as caught:
         convert_digiq_pt([path], cache_dir=tmp_path / "c")
-    assert str(path) in str(caught.value) and "Nothing in the file was executed" in str(caught.value)
+    assert str(path) in str(caught.value) and "Nothing in the file was executed" in str(
+        caught.value
+    )
     if writer == "torch.save":
         assert "'posix.system'" in str(caught.value) or "'os.system'" in str(caught.value)
     assert not marker.exists()
-    unsafe_load = (lambda: torch.load(path, weights_only=False)) if writer == "torch.save" else (
-        lambda: pickle.loads(path.read_bytes()))
+    unsafe_load = (
+        (lambda: torch.load(path, weights_only=False))
+        if writer == "torch.save"
+        else (lambda: pickle.loads(path.read_bytes()))
+    )
     unsafe_load()
     assert marker.exists(), "the payload is live: an unsafe load runs it"
 
@@ -172,22 +211,38 @@ def _pixels(screen: Path) -> np.ndarray:
     return np.asarray(Image.open(screen).convert("RGB"))
 
 
-def _aitw_record(episode: str, step: int, length: int, action: DeviceAction, screen: Path,
-                 boxes: list[float], type_id: int | None = None) -> bytes:
+def _aitw_record(
+    episode: str,
+    step: int,
+    length: int,
+    action: DeviceAction,
+    screen: Path,
+    boxes: list[float],
+    type_id: int | None = None,
+) -> bytes:
     """One AitW step as the original shards store it (raw pixels, AitW action ids)."""
     pixels = _pixels(screen)
-    return encode_example({
-        "episode_id": [episode], "episode_length": [length], "step_id": [step],
-        "goal_info": [f"goal of {episode}"], "device_type": ["pixel"], "current_activity": ["a.b/.Main"],
-        "image/height": [pixels.shape[0]], "image/width": [pixels.shape[1]], "image/channels": [3],
-        "image/encoded": [pixels.tobytes()],
-        "image/ui_annotations_positions": boxes,
-        "image/ui_annotations_text": ["Search"] * (len(boxes) // 4),
-        "image/ui_annotations_ui_types": ["TEXT"] * (len(boxes) // 4),
-        "results/action_type": [type_id if type_id is not None else int(action.action_type)],
-        "results/type_action": [action.typed_text],
-        "results/yx_touch": list(action.touch_point), "results/yx_lift": list(action.lift_point),
-    })
+    return encode_example(
+        {
+            "episode_id": [episode],
+            "episode_length": [length],
+            "step_id": [step],
+            "goal_info": [f"goal of {episode}"],
+            "device_type": ["pixel"],
+            "current_activity": ["a.b/.Main"],
+            "image/height": [pixels.shape[0]],
+            "image/width": [pixels.shape[1]],
+            "image/channels": [3],
+            "image/encoded": [pixels.tobytes()],
+            "image/ui_annotations_positions": boxes,
+            "image/ui_annotations_text": ["Search"] * (len(boxes) // 4),
+            "image/ui_annotations_ui_types": ["TEXT"] * (len(boxes) // 4),
+            "results/action_type": [type_id if type_id is not None else int(action.action_type)],
+            "results/type_action": [action.typed_text],
+            "results/yx_touch": list(action.touch_point),
+            "results/yx_lift": list(action.lift_point),
+        }
+    )
 
 
 BOX = [0.125, 0.25, 0.0625, 0.5]  # exact in float32
@@ -210,17 +265,32 @@ def test_aitw_tfrecord_converts_every_field(tmp_path: Path) -> None:
     assert ds["step_id"] == [0, 1, 0, 1, 2]
     assert ds["goal"] == ["goal of ep2"] * 2 + ["goal of ep1"] * 3
     assert ds["action"] == [format_action(x) for x in (SWIPE, COMPLETE, TAP, TYPE, ENTER)]
-    assert ds["history"] == ["", format_history([SWIPE]), "", format_history([TAP]), format_history([TAP, TYPE])]
+    assert ds["history"] == [
+        "",
+        format_history([SWIPE]),
+        "",
+        format_history([TAP]),
+        format_history([TAP, TYPE]),
+    ]
     assert ds["reward"] == [0.0, 1.0, 0.0, 0.0, 1.0]
     assert ds["done"] == [False, True, False, False, True]
     assert ds["mc_return"] == [0.5, 1.0, 0.25, 0.5, 1.0]
     assert ds["trajectory_reward"] == [1.0] * 5
     assert ds["ui_boxes"] == [[BOX], [], [BOX, BOX], [], [BOX]]
-    for row, (now, after) in zip(ds, [(c, a), (a, a), (a, b), (b, c), (c, c)]):
+    for row, (now, after) in zip(ds, [(c, a), (a, a), (a, b), (b, c), (c, c)], strict=True):
         assert np.array_equal(np.asarray(row["image"]), _pixels(now))
         assert np.array_equal(np.asarray(row["next_image"]), _pixels(after))
-    assert ds.features["image"].decode and Image.open(io.BytesIO(
-        ds.cast_column("image", ds.features["image"].__class__(decode=False))[0]["image"]["bytes"])).format == "PNG"
+    assert (
+        ds.features["image"].decode
+        and Image.open(
+            io.BytesIO(
+                ds.cast_column("image", ds.features["image"].__class__(decode=False))[0]["image"][
+                    "bytes"
+                ]
+            )
+        ).format
+        == "PNG"
+    )
 
 
 def test_example_encoding_matches_tensorflow_wire_format() -> None:
@@ -246,10 +316,15 @@ def test_tfrecord_round_trip_and_corruption(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "record, message",
     [
-        (lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [], type_id=8),
-         r"record 0 \(episode 'ep', step 0\), field 'results/action_type': unknown AitW id 8"),
+        (
+            lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [], type_id=8),
+            r"record 0 \(episode 'ep', step 0\), field 'results/action_type': unknown AitW id 8",
+        ),
         (lambda: _aitw_record("ep", 0, 2, TAP, SCREENS[0], []), r"1/2 steps"),
-        (lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [0.1, 0.2]), r"'image/ui_annotations_positions'"),
+        (
+            lambda: _aitw_record("ep", 0, 1, TAP, SCREENS[0], [0.1, 0.2]),
+            r"'image/ui_annotations_positions'",
+        ),
         (lambda: encode_example({"episode_id": ["ep"]}), r"record 0, field 'step_id': missing"),
     ],
 )
@@ -272,8 +347,17 @@ def test_cli_converts_and_keeps_old_output_on_failure(
     tmp_path: Path, images: Path, convert_cli, capsys: pytest.CaptureFixture
 ) -> None:
     output = tmp_path / "out" / "general"
-    args = ["convert", "--format", "digiq-pt", "--input", str(_reference_file(tmp_path)),
-            "--images", str(images), "--output", str(output)]
+    args = [
+        "convert",
+        "--format",
+        "digiq-pt",
+        "--input",
+        str(_reference_file(tmp_path)),
+        "--images",
+        str(images),
+        "--output",
+        str(output),
+    ]
     assert convert_cli(args) == 0
     saved = load_from_disk(str(output))
     assert len(saved) == 5 and saved["mc_return"][0] == pytest.approx(0.95**2)
@@ -294,12 +378,30 @@ def test_cli_aitw_and_refuses_a_folder_that_is_not_a_dataset(
     shard = tmp_path / "shard"
     write_tfrecord(shard, [_aitw_record("ep", 0, 1, COMPLETE, SCREENS[0], BOX)])
     output = tmp_path / "aitw"
-    assert convert_cli(["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(output)]) == 0
+    assert (
+        convert_cli(
+            ["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(output)]
+        )
+        == 0
+    )
     assert load_from_disk(str(output))["ui_boxes"] == [[BOX]]
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
-    assert convert_cli(["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(precious)]) == 1
+    assert (
+        convert_cli(
+            [
+                "convert",
+                "--format",
+                "aitw-tfrecord",
+                "--input",
+                str(shard),
+                "--output",
+                str(precious),
+            ]
+        )
+        == 1
+    )
     assert "is not a saved dataset" in capsys.readouterr().err
     assert (precious / "todo.txt").read_text() == "keep me"
 
@@ -315,10 +417,14 @@ def test_reader_thread_stops_on_errors(tmp_path: Path) -> None:
     good = _aitw_record("ep", 0, 1, TAP, SCREENS[0], [])
     bad = _aitw_record("bad", 0, 1, TAP, SCREENS[0], [], type_id=9)
     path = tmp_path / "shard"
-    write_tfrecord(path, [bad] + [good] * 12, compress=False)  # the consumer fails, the reader is ahead
+    write_tfrecord(
+        path, [bad] + [good] * 12, compress=False
+    )  # the consumer fails, the reader is ahead
     with pytest.raises(ConversionError, match="unknown AitW id 9"):
         convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
-    write_tfrecord(path, [_aitw_record(f"ep{i}", 0, 1, TAP, SCREENS[0], []) for i in range(3)], compress=False)
+    write_tfrecord(
+        path, [_aitw_record(f"ep{i}", 0, 1, TAP, SCREENS[0], []) for i in range(3)], compress=False
+    )
     path.write_bytes(path.read_bytes()[:-3])  # the reader fails: truncated last record
     with pytest.raises(TFRecordError, match="truncated footer"):
         convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")

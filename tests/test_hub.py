@@ -19,10 +19,19 @@ SCREEN = next((Path(__file__).parent / "data").glob("*.png")).read_bytes()
 def _transitions(episode: str = "e0", steps: int = 2) -> Dataset:
     image = {"bytes": SCREEN, "path": None}
     rows = [
-        {"episode_id": episode, "step_id": i, "goal": "open the app", "history": "",
-         "image": image, "next_image": image, "action": format_action(DeviceAction.tap(0.5, 0.5)),
-         "reward": float(i == steps - 1), "done": i == steps - 1, "mc_return": 0.0,
-         "trajectory_reward": 1.0}
+        {
+            "episode_id": episode,
+            "step_id": i,
+            "goal": "open the app",
+            "history": "",
+            "image": image,
+            "next_image": image,
+            "action": format_action(DeviceAction.tap(0.5, 0.5)),
+            "reward": float(i == steps - 1),
+            "done": i == steps - 1,
+            "mc_return": 0.0,
+            "trajectory_reward": 1.0,
+        }
         for i in range(steps)
     ]
     return Dataset.from_list(rows, features=transition_features())
@@ -64,17 +73,28 @@ def test_push_failure_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(Dataset, "push_to_hub", refuse)
-    with pytest.raises(HubPushError, match=r"'me/t' failed \(ConnectionError: no route to host\); the local"):
+    with pytest.raises(
+        HubPushError, match=r"'me/t' failed \(ConnectionError: no route to host\); the local"
+    ):
         push_transitions(_transitions(), "me/t")
 
 
 def test_push_writes_card_with_schema_and_citations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)
     pushed: dict = {}
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo_id, **kw: pushed.update(data=(repo_id, kw)))
-    monkeypatch.setattr(DatasetCard, "load", classmethod(
-        lambda cls, repo_id, **kw: cls("---\nconfigs:\n- config_name: default\n---\nold text")))
-    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo_id, **kw: pushed.update(card=str(self)))
+    monkeypatch.setattr(
+        Dataset, "push_to_hub", lambda self, repo_id, **kw: pushed.update(data=(repo_id, kw))
+    )
+    monkeypatch.setattr(
+        DatasetCard,
+        "load",
+        classmethod(
+            lambda cls, repo_id, **kw: cls("---\nconfigs:\n- config_name: default\n---\nold text")
+        ),
+    )
+    monkeypatch.setattr(
+        DatasetCard, "push_to_hub", lambda self, repo_id, **kw: pushed.update(card=str(self))
+    )
     url = push_transitions(_transitions(), "me/t", private=True, description="From the simulator.")
     assert url == "https://huggingface.co/datasets/me/t"
     assert pushed["data"] == ("me/t", {"private": True, "token": None})

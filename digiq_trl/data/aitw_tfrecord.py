@@ -1,12 +1,13 @@
 """Original Android-in-the-Wild (AitW) TFRecord shards -> canonical transitions, without TensorFlow.
 
 AitW ships gzip-compressed TFRecord files; each record is a serialized ``tf.train.Example`` holding
-one step of one human demonstration. Reading them needs two small pieces, neither of them TensorFlow:
+one step of one human demonstration. Reading them needs two small pieces, neither of them
+TensorFlow:
 
 * **TFRecord framing**: each record is ``uint64 length | uint32 masked crc32c(length) | data |
   uint32 masked crc32c(data)`` (little endian). Both checksums are verified (``google-crc32c``, a
   C implementation: the screenshots make records of several MB each).
-* **``tf.train.Example``**: decoded by the ``protobuf`` runtime from a descriptor of its five
+* **``tf.train.Example``**: decoded by the ``protobuf`` runtime from a descriptor of its six
   messages (``Example``, ``Features``, ``Feature``, ``BytesList``, ``FloatList``, ``Int64List``)
   built here in a private pool, so there is no generated code to go stale and no clash with a
   TensorFlow install.
@@ -15,9 +16,8 @@ Mapping (fields as in AitW's README): steps are grouped by ``episode_id`` and so
 an episode is complete when it has ``episode_length`` steps (episodes may interleave within and
 across shards; one that is still incomplete after the last input is an error). ``image/encoded`` is
 raw ``uint8`` pixels of shape ``(image/height, image/width, image/channels)``, stored as PNG
-(:func:`encode_png`);
-``results/action_type`` (AitW ids), ``results/yx_touch``, ``results/yx_lift`` and
-``results/type_action`` give the action; ``image/ui_annotations_positions`` the ``ui_boxes``;
+(:func:`encode_png`); ``results/action_type`` (AitW ids), ``results/yx_touch``, ``results/yx_lift``
+and ``results/type_action`` give the action; ``image/ui_annotations_positions`` the ``ui_boxes``;
 ``goal_info`` the goal. Demonstrations succeed: reward 1 on the last step, 0 before it.
 """
 
@@ -29,13 +29,14 @@ import queue
 import struct
 import threading
 import zlib
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
 
 import google_crc32c
+import numpy as np
 from datasets import Dataset
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-import numpy as np
 from google.protobuf.message import DecodeError, Message
 
 from ..actions import ActionType, DeviceAction
@@ -66,7 +67,9 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
-def _read_exact(stream: BinaryIO, size: int, path: Path, index: int, offset: int, what: str) -> bytes:
+def _read_exact(
+    stream: BinaryIO, size: int, path: Path, index: int, offset: int, what: str
+) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise TFRecordError(
@@ -87,7 +90,10 @@ def read_tfrecord(path: str | Path) -> Iterator[bytes]:
         offset, index = 0, 0
         while header := stream.read(12):
             header += _read_exact(stream, 12 - len(header), path, index, offset, "header")
-            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            (length,), (length_crc,) = (
+                struct.unpack("<Q", header[:8]),
+                struct.unpack("<I", header[8:]),
+            )
             if _masked_crc(header[:8]) != length_crc:
                 raise TFRecordError(f"{path}: record {index} (byte {offset}): bad length checksum")
             data = _read_exact(stream, length, path, index, offset, "data")
@@ -101,7 +107,7 @@ def read_tfrecord(path: str | Path) -> Iterator[bytes]:
 _END = object()
 
 
-def _prefetched(records: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+def _prefetched(records: Generator[bytes, None, None], depth: int = 4) -> Iterator[bytes]:
     """Yield ``records`` while a thread reads up to ``depth`` ahead.
 
     Reading (gunzip, checksums) and PNG encoding both run in C with the GIL released, so on two
@@ -144,7 +150,7 @@ def _prefetched(records: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
 
 def write_tfrecord(path: str | Path, records: Iterable[bytes], compress: bool = True) -> None:
     """Write ``records`` as a TFRecord file (gzip-compressed by default, like AitW's shards)."""
-    with (gzip.open(path, "wb", compresslevel=6) if compress else open(path, "wb")) as stream:
+    with gzip.open(path, "wb", compresslevel=6) if compress else open(path, "wb") as stream:
         for data in records:
             length = struct.pack("<Q", len(data))
             stream.write(length + struct.pack("<I", _masked_crc(length)))
@@ -152,11 +158,19 @@ def write_tfrecord(path: str | Path, records: Iterable[bytes], compress: bool = 
             stream.write(struct.pack("<I", _masked_crc(data)))
 
 
-def _field(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind: int,
-           type_name: str = "", repeated: bool = False) -> None:
+def _field(
+    message: descriptor_pb2.DescriptorProto,
+    name: str,
+    number: int,
+    kind: int,
+    type_name: str = "",
+    repeated: bool = False,
+) -> None:
     label = descriptor_pb2.FieldDescriptorProto
     field = message.field.add(
-        name=name, number=number, type=kind,
+        name=name,
+        number=number,
+        type=kind,
         label=label.LABEL_REPEATED if repeated else label.LABEL_OPTIONAL,
     )
     if type_name:
@@ -165,13 +179,16 @@ def _field(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind
 
 @functools.cache
 def example_message_class() -> type[Message]:
-    """The ``tensorflow.Example`` message class, built from a descriptor (wire-compatible with TF)."""
+    """The ``tensorflow.Example`` message class, from a descriptor (wire-compatible with TF)."""
     proto = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
         name="digiq_trl/tf_example.proto", package="tensorflow", syntax="proto3"
     )
-    for name, kind in (("BytesList", proto.TYPE_BYTES), ("FloatList", proto.TYPE_FLOAT),
-                       ("Int64List", proto.TYPE_INT64)):
+    for name, kind in (
+        ("BytesList", proto.TYPE_BYTES),
+        ("FloatList", proto.TYPE_FLOAT),
+        ("Int64List", proto.TYPE_INT64),
+    ):
         _field(file.message_type.add(name=name), "value", 1, kind, repeated=True)
     feature = file.message_type.add(name="Feature")
     feature.oneof_decl.add(name="kind")
@@ -185,8 +202,13 @@ def example_message_class() -> type[Message]:
     _field(entry, "key", 1, proto.TYPE_STRING)
     _field(entry, "value", 2, proto.TYPE_MESSAGE, ".tensorflow.Feature")
     _field(features, "feature", 1, proto.TYPE_MESSAGE, ".tensorflow.Features.FeatureEntry", True)
-    _field(file.message_type.add(name="Example"), "features", 1, proto.TYPE_MESSAGE,
-           ".tensorflow.Features")
+    _field(
+        file.message_type.add(name="Example"),
+        "features",
+        1,
+        proto.TYPE_MESSAGE,
+        ".tensorflow.Features",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
@@ -235,7 +257,9 @@ class _Record:
         """The single value of ``name``."""
         values = self.values(name, kind)
         if len(values) != 1:
-            raise ConversionError(f"{self.where}, field {name!r}: expected 1 value, got {len(values)}")
+            raise ConversionError(
+                f"{self.where}, field {name!r}: expected 1 value, got {len(values)}"
+            )
         return values[0]
 
     def text(self, name: str) -> str:
@@ -256,7 +280,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
     Every row uses PNG's "Up" filter (difference with the row above, computed by numpy) and zlib
     level :data:`PNG_ZLIB_LEVEL`: on phone screenshots, whose rows repeat a lot, this is ~2.3x
-    faster than PIL's adaptive per-row filter choice for files ~5 % larger. Any PNG reader decodes it.
+    faster than PIL's adaptive per-row filter choice, for files ~5 % larger. Any PNG reader
+    decodes it.
     """
     height, width, channels = pixels.shape
     rows = pixels.reshape(height, width * channels)
@@ -265,17 +290,22 @@ def encode_png(pixels: np.ndarray) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", header),
-        _png_chunk(b"IDAT", zlib.compress(filtered, PNG_ZLIB_LEVEL)),
-        _png_chunk(b"IEND", b""),
-    ))
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered, PNG_ZLIB_LEVEL)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def _png(record: _Record) -> bytes:
     """The raw ``image/encoded`` pixels of ``record`` as PNG bytes."""
-    height, width = record.one("image/height", "int64_list"), record.one("image/width", "int64_list")
+    height, width = (
+        record.one("image/height", "int64_list"),
+        record.one("image/width", "int64_list"),
+    )
     channels = record.one("image/channels", "int64_list")
     raw = record.one("image/encoded", "bytes_list")
     if channels not in _PNG_COLOR_TYPES or height <= 0 or len(raw) != height * width * channels:
@@ -290,10 +320,15 @@ def _action(record: _Record) -> DeviceAction:
     """The step's action from ``results/*``; unknown ids and points outside [0, 1] are errors."""
     type_id = record.one("results/action_type", "int64_list")
     if type_id not in ActionType._value2member_map_:
-        raise ConversionError(f"{record.where}, field 'results/action_type': unknown AitW id {type_id}")
+        raise ConversionError(
+            f"{record.where}, field 'results/action_type': unknown AitW id {type_id}"
+        )
     action_type = ActionType(type_id)
     if action_type == ActionType.DUAL_POINT:
-        touch, lift = record.values("results/yx_touch", "float_list"), record.values("results/yx_lift", "float_list")
+        touch, lift = (
+            record.values("results/yx_touch", "float_list"),
+            record.values("results/yx_lift", "float_list"),
+        )
         action = DeviceAction(action_type, tuple(touch), tuple(lift))
         if not action.is_valid:
             raise ConversionError(
@@ -336,14 +371,18 @@ def _add_record(record: _Record, pending: dict[str, _Episode], finished: set[str
     step_id = record.one("step_id", "int64_list")
     record.where += f" (episode {episode_id!r}, step {step_id})"
     if episode_id in finished:
-        raise ConversionError(f"{record.where}, field 'step_id': the episode already had all its steps")
+        raise ConversionError(
+            f"{record.where}, field 'step_id': the episode already had all its steps"
+        )
     episode = pending.get(episode_id)
     if episode is None:
         length = record.one("episode_length", "int64_list")
         episode = pending[episode_id] = _Episode(record.text("goal_info"), length)
     if step_id in episode.steps:
         raise ConversionError(f"{record.where}, field 'step_id': duplicate step {step_id}")
-    episode.steps[step_id] = EpisodeStep(_png(record), _action(record), 0.0, ui_boxes=_ui_boxes(record))
+    episode.steps[step_id] = EpisodeStep(
+        _png(record), _action(record), 0.0, ui_boxes=_ui_boxes(record)
+    )
     return episode_id
 
 
@@ -359,9 +398,13 @@ def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
             if len(episode.steps) >= episode.length:
                 del pending[episode_id]
                 finished.add(episode_id)
-                yield from episode_rows(episode_id, episode.goal, episode.complete_steps(), gamma, features)
+                yield from episode_rows(
+                    episode_id, episode.goal, episode.complete_steps(), gamma, features
+                )
     if pending:
-        incomplete = {eid: f"{len(e.steps)}/{e.length} steps" for eid, e in list(pending.items())[:5]}
+        incomplete = {
+            eid: f"{len(e.steps)}/{e.length} steps" for eid, e in list(pending.items())[:5]
+        }
         raise ConversionError(
             f"{', '.join(paths)}: {len(pending)} episode(s) end before 'episode_length' steps were "
             f"seen, e.g. {incomplete}; pass every shard that holds their steps"

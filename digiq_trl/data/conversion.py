@@ -10,9 +10,10 @@ bounded by a few episodes whatever the size of the input.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from datasets import Dataset, Features
 from datasets.exceptions import DatasetGenerationError
@@ -26,7 +27,7 @@ WRITER_BATCH_SIZE = 32
 
 
 class ConversionError(ValueError):
-    """An input cannot be converted; the message names the file, the trajectory or row, and the field."""
+    """An input cannot be converted; the message names the file, trajectory or row, and field."""
 
 
 @dataclass
@@ -37,7 +38,7 @@ class EpisodeStep:
         image: the screenshot before the action, as encoded image bytes (PNG, JPEG, ...).
         action: the action taken.
         reward: reward of the step, in ``[0, 1]``.
-        candidate_actions: candidate action strings, for datasets with a ``candidate_actions`` column.
+        candidate_actions: candidate action strings (for a ``candidate_actions`` column).
         ui_boxes: normalized ``[y, x, h, w]`` UI element boxes, for datasets with ``ui_boxes``.
     """
 

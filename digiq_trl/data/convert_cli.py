@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
     parser.add_argument("--input", required=True, nargs="+", help="input files")
     parser.add_argument("--images", help="folder of the screenshots named by image_path (digiq-pt)")
-    parser.add_argument("--output", required=True, help="folder to write the dataset to (save_to_disk)")
+    parser.add_argument(
+        "--output", required=True, help="folder to write the dataset to (save_to_disk)"
+    )
     parser.add_argument("--gamma", type=float, default=0.95, help="discount of mc_return")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push to this Hub dataset repo")
     parser.set_defaults(func=run)
@@ -49,19 +51,25 @@ def _check_output(output: Path) -> None:
         not output.is_dir()
         or (any(output.iterdir()) and not any((output / m).exists() for m in _DATASET_MARKERS))
     ):
-        raise ConversionError(f"{output}: exists and is not a saved dataset; choose another --output")
+        raise ConversionError(
+            f"{output}: exists and is not a saved dataset; choose another --output"
+        )
 
 
 def _convert(args: argparse.Namespace, cache_dir: Path) -> Dataset:
     if args.format == "digiq-pt":
-        return convert_digiq_pt(args.input, images_dir=args.images, gamma=args.gamma, cache_dir=cache_dir)
+        return convert_digiq_pt(
+            args.input, images_dir=args.images, gamma=args.gamma, cache_dir=cache_dir
+        )
     if args.images:
-        raise ConversionError("--images applies to --format digiq-pt only (AitW records hold the pixels)")
+        raise ConversionError(
+            "--images applies to --format digiq-pt only (AitW records hold the pixels)"
+        )
     return convert_aitw_tfrecord(args.input, gamma=args.gamma, cache_dir=cache_dir)
 
 
 def _move_into_place(new: Path, output: Path, scratch: Path) -> None:
-    """Replace ``output`` by ``new``; the old output is moved aside first and restored on failure."""
+    """Replace ``output`` by ``new``; the old output is moved aside, and restored on failure."""
     if not output.exists():
         new.rename(output)
         return
@@ -76,11 +84,12 @@ def _move_into_place(new: Path, output: Path, scratch: Path) -> None:
 
 def _description(args: argparse.Namespace) -> str:
     names = ", ".join(f"`{Path(p).name}`" for p in args.input)
-    return f"Converted by `digiq-trl convert --format {args.format}` from {names} (gamma={args.gamma})."
+    command = f"digiq-trl convert --format {args.format}"
+    return f"Converted by `{command}` from {names} (gamma={args.gamma})."
 
 
 def write_dataset(args: argparse.Namespace) -> Path:
-    """Convert, save beside ``--output`` with a card, then move into place; return the output path."""
+    """Convert, save beside ``--output`` with a card, move into place; return the output path."""
     output = Path(args.output).resolve()
     _check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.push_to_hub:
         try:
-            url = push_transitions(load_from_disk(str(output)), args.push_to_hub, description=_description(args))
+            url = push_transitions(
+                load_from_disk(str(output)), args.push_to_hub, description=_description(args)
+            )
         except HubPushError as error:
             print(f"digiq-trl convert: error: {error} (at {output})", file=sys.stderr)
             return 1

@@ -1,4 +1,4 @@
-"""The dataset card (``README.md``) written with every transitions dataset the library saves or pushes.
+"""The dataset card (``README.md``) written with every transitions dataset saved or pushed.
 
 The schema table is taken from :mod:`digiq_trl.data.schema`'s docstring, so the card, the README and
 the code describe the same columns.

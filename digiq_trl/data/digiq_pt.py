@@ -27,8 +27,9 @@ import math
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,12 +51,27 @@ except ImportError:  # numpy < 2
 NUMPY_SAFE_GLOBALS: list[Any] = [
     np.ndarray,
     np.dtype,
-    *((function, f"numpy.{package}.multiarray.{function.__name__}")
-      for function in (_multiarray._reconstruct, _multiarray.scalar) for package in ("core", "_core")),
-    *(type(np.dtype(name)) for name in ("bool", "int8", "int16", "int32", "int64", "uint8",
-                                        "float16", "float32", "float64")),
+    *(
+        (function, f"numpy.{package}.multiarray.{function.__name__}")
+        for function in (_multiarray._reconstruct, _multiarray.scalar)
+        for package in ("core", "_core")
+    ),
+    *(
+        type(np.dtype(name))
+        for name in (
+            "bool",
+            "int8",
+            "int16",
+            "int32",
+            "int64",
+            "uint8",
+            "float16",
+            "float32",
+            "float64",
+        )
+    ),
 ]
-"""Globals allowed besides torch's own: numpy arrays, dtypes and scalars (numpy 1.x and 2.x names)."""
+"""Globals allowed besides torch's own: numpy arrays, dtypes, scalars (numpy 1.x and 2.x names)."""
 
 
 class UnsafePickleError(ConversionError):
@@ -89,7 +105,9 @@ def load_reference_file(path: str | Path) -> Any:
         raise ConversionError(f"{path}: no such file")
     try:
         with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            return torch.load(
+                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+            )
     except pickle.UnpicklingError as error:
         raise _refusal(path, error) from None
     except (RuntimeError, EOFError, OSError) as error:
@@ -144,7 +162,9 @@ def _image_bytes(step: dict, where: str, images_dir: Path | None, base: Path) ->
     """The screenshot file's bytes, checked to be an image by its header (not decoded)."""
     image_path = _get(step, "image_path", where)
     if not isinstance(image_path, str) or not image_path:
-        raise ConversionError(f"{where}, field 'image_path': expected a file path, got {image_path!r}")
+        raise ConversionError(
+            f"{where}, field 'image_path': expected a file path, got {image_path!r}"
+        )
     tried = _image_candidates(image_path, images_dir, base)
     found = next((p for p in tried if p.is_file()), None)
     if found is None:
@@ -157,7 +177,9 @@ def _image_bytes(step: dict, where: str, images_dir: Path | None, base: Path) ->
         with Image.open(found):
             pass
     except (UnidentifiedImageError, OSError):
-        raise ConversionError(f"{where}, field 'image_path': {found} is not an image file") from None
+        raise ConversionError(
+            f"{where}, field 'image_path': {found} is not an image file"
+        ) from None
     return found.read_bytes()
 
 
@@ -176,7 +198,9 @@ def _candidates(step: dict, where: str) -> list[str] | None:
     if isinstance(raw, str):
         raw = raw.split(CANDIDATE_SEPARATOR)
     if not isinstance(raw, (list, tuple)) or not all(isinstance(c, str) for c in raw):
-        raise ConversionError(f"{where}, field 'action_list': expected a string, got {type(raw).__name__}")
+        raise ConversionError(
+            f"{where}, field 'action_list': expected a string, got {type(raw).__name__}"
+        )
     candidates = []
     for text in (c.strip() for c in raw):
         if text:
@@ -193,7 +217,9 @@ def _episode(
     """The goal and steps of one trajectory."""
     goal = _get(trajectory[0], "task", f"{where}, step 0")
     if not isinstance(goal, str) or not goal.strip():
-        raise ConversionError(f"{where}, step 0, field 'task': expected a goal string, got {goal!r}")
+        raise ConversionError(
+            f"{where}, step 0, field 'task': expected a goal string, got {goal!r}"
+        )
     steps = []
     for index, step in enumerate(trajectory):
         step_where = f"{where}, step {index}"
@@ -224,7 +250,9 @@ def _generate_rows(
     for path in map(Path, paths):
         for index, trajectory in enumerate(_trajectories(path)):
             goal, steps = _episode(trajectory, f"{path}, trajectory {index}", images, path.parent)
-            yield from episode_rows(_episode_id(path, trajectory, index), goal, steps, gamma, features)
+            yield from episode_rows(
+                _episode_id(path, trajectory, index), goal, steps, gamma, features
+            )
 
 
 def _has_candidates(paths: Sequence[str]) -> bool:
@@ -264,8 +292,12 @@ def convert_digiq_pt(
     with_candidates = _has_candidates(paths)
     return generate_transitions(
         _generate_rows,
-        {"paths": paths, "images_dir": None if images_dir is None else str(images_dir),
-         "gamma": gamma, "with_candidates": with_candidates},
+        {
+            "paths": paths,
+            "images_dir": None if images_dir is None else str(images_dir),
+            "gamma": gamma,
+            "with_candidates": with_candidates,
+        },
         transition_features(with_candidates=with_candidates),
         source=", ".join(paths),
         cache_dir=cache_dir,

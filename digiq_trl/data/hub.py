@@ -1,4 +1,4 @@
-"""Transitions datasets in and out: from disk or the Hugging Face Hub, validated; to the Hub with a card."""
+"""Transitions datasets in and out: from disk or the Hub (validated), to the Hub (with a card)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def _from_disk(path: Path, split: str | None) -> Dataset | DatasetDict:
     if split is None:
         return ds
     if isinstance(ds, Dataset):
-        raise ValueError(f"{path}: holds a single dataset, not splits; call without split={split!r}")
+        raise ValueError(
+            f"{path}: holds a single dataset, not splits; call without split={split!r}"
+        )
     if split not in ds:
         raise ValueError(f"{path}: no split {split!r}; it has {list(ds)}")
     return ds[split]
@@ -87,14 +89,20 @@ def push_transitions(
     _validate(ds, "dataset to push")
     untouched = "the local copy is untouched"
     if huggingface_hub.is_offline_mode():
-        raise HubPushError(f"cannot push to the Hub dataset {repo_id!r}: offline mode (HF_HUB_OFFLINE) is on; {untouched}")
+        raise HubPushError(
+            f"cannot push to the Hub dataset {repo_id!r}: offline mode (HF_HUB_OFFLINE) is on; "
+            f"{untouched}"
+        )
     try:
         ds.push_to_hub(repo_id, private=private, token=token)
         card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
         card.text = card_text(ds, description)
-        card.push_to_hub(repo_id, repo_type="dataset", token=token, commit_message="Add dataset card")
+        card.push_to_hub(
+            repo_id, repo_type="dataset", token=token, commit_message="Add dataset card"
+        )
     except Exception as error:
         raise HubPushError(
-            f"pushing to the Hub dataset {repo_id!r} failed ({type(error).__name__}: {error}); {untouched}"
+            f"pushing to the Hub dataset {repo_id!r} failed ({type(error).__name__}: {error}); "
+            f"{untouched}"
         ) from error
     return f"https://huggingface.co/datasets/{repo_id}"
