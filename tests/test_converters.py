@@ -441,3 +441,15 @@ def test_numpy_arrays_of_numpy_1_and_2_files_load(tmp_path: Path) -> None:
         loaded = load_reference_file(path)
         assert np.array_equal(loaded[0][0]["features"], content[0][0]["features"])
         assert loaded[0][0]["reward"] == np.float32(1.0)
+
+
+def test_cli_push_offline_keeps_the_converted_output(
+    tmp_path: Path, convert_cli, capsys: pytest.CaptureFixture
+) -> None:
+    shard = tmp_path / "shard"
+    write_tfrecord(shard, [_aitw_record("ep", 0, 1, COMPLETE, SCREENS[0], [])])
+    output = tmp_path / "aitw"
+    argv = ["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(output)]
+    assert convert_cli([*argv, "--push-to-hub", "me/aitw"]) == 1
+    assert "'me/aitw'" in capsys.readouterr().err
+    assert len(load_from_disk(str(output))) == 1
