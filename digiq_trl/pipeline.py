@@ -431,7 +431,8 @@ class DigiQPipeline:
         from .models.critic import DigiQCritic
 
         critic = DigiQCritic.from_pretrained(str(self.config.path("critic"))).eval()
-        test = self.featurized(self.load_extractor())["test"].with_format("torch")
+        columns = ["q_features", "v_features", "step_id", "trajectory_reward"]
+        test = self.featurized(self.load_extractor())["test"].select_columns(columns).with_format("torch")[:]
         with torch.no_grad():
             q = torch.maximum(*critic.q_values(test["q_features"].float()))
             v = torch.maximum(*critic.v_values(test["v_features"].float()))
