@@ -1,4 +1,7 @@
-"""A montage of typical screens for the docs: ``python -m digiq_trl.envs.screenshots docs/screens.png``.
+"""A montage of typical screens for the docs.
+
+``python -m digiq_trl.envs.screenshots docs/screens.png [fixed|random]`` (the layout mode; a random
+layout is drawn from seed 0).
 
 Each panel is the state reached by the scripted expert (or the listed actions) on a real AitW goal.
 """
@@ -35,17 +38,17 @@ def expert_screen(suite: str, goal: str, steps: int, scale: int = 2, layout: str
     return obs["image"]
 
 
-def shade_screen(scale: int = 2) -> Image.Image:
+def shade_screen(scale: int = 2, layout: str = "fixed") -> Image.Image:
     """The notification shade pulled down over the home screen."""
-    env = PhoneEnv(width=112 * scale, height=224 * scale)
+    env = PhoneEnv(width=112 * scale, height=224 * scale, layout=layout)
     env.reset(seed=0, options={"goal": "Show me my notifications"})
     return env.step(OPEN_SHADE)[0]["image"]
 
 
-def montage(scale: int = 2) -> Image.Image:
+def montage(scale: int = 2, layout: str = "fixed") -> Image.Image:
     """All panels side by side with captions."""
-    images = [(name, expert_screen(suite, goal, steps, scale)) for name, suite, goal, steps in PANELS]
-    images.append(("shade", shade_screen(scale)))
+    images = [(name, expert_screen(suite, goal, steps, scale, layout)) for name, suite, goal, steps in PANELS]
+    images.append(("shade", shade_screen(scale, layout)))
     width, height = 112 * scale, 224 * scale
     sheet = Image.new("RGB", ((width + 8) * len(images) + 8, height + 30), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
@@ -57,10 +60,10 @@ def montage(scale: int = 2) -> Image.Image:
 
 
 def main(argv: list[str]) -> None:
-    """Write the montage to ``argv[0]`` (default ``docs/screens.png``)."""
+    """Write the montage to ``argv[0]`` (default ``docs/screens.png``) in layout ``argv[1]``."""
     path = Path(argv[0] if argv else "docs/screens.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    montage().save(path)
+    montage(layout=argv[1] if len(argv) > 1 else "fixed").save(path)
     print(path)
 
 
