@@ -124,6 +124,17 @@ def actionability_metrics(margins: torch.Tensor, labels: Sequence[bool]) -> dict
     }
 
 
+def _warn_if_constant(predicted_yes_rate: float) -> None:
+    """Warn when the model gives one answer to every held-out example: its features learned nothing."""
+    if predicted_yes_rate in (0.0, 1.0):
+        logger.warning(
+            "the model answers %r to every held-out example: the actionability task was not learned. "
+            "Train longer or with a higher learning rate; a random-init model needs full fine-tuning "
+            "(use_peft=False), since LoRA cannot sharpen its frozen, near-uniform output layer.",
+            YES if predicted_yes_rate else NO,
+        )
+
+
 class RepresentationTrainer(SFTTrainer):
     """``trl.SFTTrainer`` for the actionability task (see the module docstring).
 
@@ -182,6 +193,7 @@ class RepresentationTrainer(SFTTrainer):
         }
         self.log(extra)
         metrics.update(extra)
+        _warn_if_constant(extra[f"{metric_key_prefix}_predicted_yes_rate"])
         return metrics
 
     def save_representation(self, output_dir: str | None = None) -> str:
