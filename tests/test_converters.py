@@ -9,6 +9,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import datasets.config
 import numpy as np
 import pytest
 import torch
@@ -358,7 +359,9 @@ def test_cli_converts_and_keeps_old_output_on_failure(
         "--output",
         str(output),
     ]
+    row_group_size = datasets.config.MAX_ROW_GROUP_SIZE
     assert convert_cli(args) == 0
+    assert datasets.config.MAX_ROW_GROUP_SIZE == row_group_size  # set only while saving
     saved = load_from_disk(str(output))
     assert len(saved) == 5 and saved["mc_return"][0] == pytest.approx(0.95**2)
     card = (output / "README.md").read_text()

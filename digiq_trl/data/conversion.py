@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets.config
 from datasets import Dataset, Features
 from datasets.exceptions import DatasetGenerationError
 
@@ -24,6 +26,9 @@ from .validation import validate_transitions
 
 WRITER_BATCH_SIZE = 32
 """Rows buffered before each Arrow write: with two screenshots a row, about 10-30 MB."""
+
+SAVE_ROW_GROUP_SIZE = "16MB"
+"""Row group size of :func:`save_transitions` (``datasets`` defaults to 100 MB)."""
 
 
 class ConversionError(ValueError):
@@ -123,3 +128,24 @@ def generate_transitions(
             raise cause from None
         raise
     return validate_transitions(ds, source=source)
+
+
+@contextmanager
+def _row_group_size(size: str) -> Iterator[None]:
+    previous = datasets.config.MAX_ROW_GROUP_SIZE
+    datasets.config.MAX_ROW_GROUP_SIZE = size
+    try:
+        yield
+    finally:
+        datasets.config.MAX_ROW_GROUP_SIZE = previous
+
+
+def save_transitions(ds: Dataset, path: str | Path) -> None:
+    """``ds.save_to_disk(path)`` in row groups of :data:`SAVE_ROW_GROUP_SIZE`.
+
+    ``save_to_disk`` copies each row group in memory while it embeds the images, so with the
+    default 100 MB groups saving a screenshot dataset costs a few hundred MB; 16 MB groups
+    (about a dozen transitions) keep that small and are still cheap to read.
+    """
+    with _row_group_size(SAVE_ROW_GROUP_SIZE):
+        ds.save_to_disk(str(path))

@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import Dataset, load_from_disk
 
 from .aitw_tfrecord import convert_aitw_tfrecord
-from .conversion import ConversionError
+from .conversion import ConversionError, save_transitions
 from .dataset_card import card_text
 from .digiq_pt import convert_digiq_pt
 from .hub import HubPushError, push_transitions
@@ -96,7 +96,7 @@ def write_dataset(args: argparse.Namespace) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.converting-", dir=output.parent))
     try:
         ds = _convert(args, scratch / "cache")
-        ds.save_to_disk(str(scratch / "dataset"))
+        save_transitions(ds, scratch / "dataset")
         (scratch / "dataset" / "README.md").write_text(card_text(ds, _description(args)))
         print(f"wrote {len(ds)} transitions to {output}", file=sys.stderr)
         del ds
