@@ -203,6 +203,9 @@ def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
     )
     trainer.train()
     trainer.save_representation()
+    card = (out_dir / "README.md").read_text()
+    assert "actionability" in card and "change_threshold" not in card and "30.0" in card
+    assert ("adapter=" in card) != merge
     if merge:
         extractor = VLMFeatureExtractor.from_pretrained(str(out_dir), dtype=torch.float32)
     else:

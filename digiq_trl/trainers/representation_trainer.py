@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -30,24 +32,18 @@ from transformers import AutoModelForImageTextToText
 from trl import SFTTrainer
 
 from ..data import split_by_episode
-from ..representation import NO, YES, build_actionability_dataset, label_stats
+from ..representation import (
+    ACTIONABILITY_TEMPLATE_ID,
+    NO,
+    QUESTION,
+    YES,
+    build_actionability_dataset,
+    label_stats,
+)
+from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 from .representation_config import RepresentationConfig
 
 logger = logging.getLogger(__name__)
-
-DIGIQ_PAPER = {
-    "title": "Digi-Q: Learning Q-Value Functions for Training Device-Control Agents",
-    "id": "2502.15760",
-    "citation": (
-        "@inproceedings{bai2025digiq,\n"
-        "    title     = {{Digi-Q: Learning Q-Value Functions for Training Device-Control Agents}},\n"
-        "    author    = {Hao Bai and Yifei Zhou and Li Erran Li and Sergey Levine and Aviral Kumar},\n"
-        "    booktitle = {The Thirteenth International Conference on Learning Representations},\n"
-        "    year      = 2025\n"
-        "}"
-    ),
-}
-
 
 def answer_token_ids(processor: Any) -> tuple[int, int]:
     """Ids of the first token of ``"Yes"`` and of ``"No"`` where the chat template puts the answer.
@@ -151,7 +147,6 @@ class RepresentationTrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "digiq", "digiq-representation"]
     _name = "Digi-Q representation (actionability)"
-    _paper = DIGIQ_PAPER
 
     def __init__(
         self,
@@ -207,9 +202,79 @@ class RepresentationTrainer(SFTTrainer):
         if self.args.merge_adapter and isinstance(self.model, PeftModel):
             self.model = self.model_wrapped = self.model.merge_and_unload()
         self.save_model(output_dir)
-        if self.is_world_process_zero():
-            self.create_model_card(model_name=output_dir.rstrip("/").split("/")[-1])
+        self.create_model_card()
         return output_dir
+
+    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
+        """Write ``README.md`` to ``args.output_dir`` (``push_to_hub`` calls this before uploading)."""
+        if self.is_world_process_zero():
+            name = model_name or self.args.hub_model_id or Path(self.args.output_dir).name
+            write_model_card(self.args.output_dir, self._card_text(name))
+
+    def _card_text(self, model_name: str) -> str:
+        """The card: what the model is, held-out metrics, the task, usage, training settings."""
+        base = self.model.config.name_or_path or None
+        hub_base = base if base and not os.path.isdir(base) else None
+        merged = not isinstance(self.model, PeftModel)
+        kind = "full fine-tuning" if not self.args.use_peft else "LoRA" + (" (merged)" if merged else " adapter")
+        summary = (
+            f"A vision-language model fine-tuned with digiq-trl on the actionability task of "
+            f"[Digi-Q](https://arxiv.org/abs/2502.15760) (stage 1, representation fine-tuning): "
+            f"{kind} of {f'`{base}`' if base else 'an in-memory model'}, {self.state.global_step} optimizer "
+            "steps. Its hidden "
+            "states are the frozen features of a Digi-Q critic."
+        )
+        labels = (
+            label_stats(self.train_dataset["screen_changed"])
+            if isinstance(self.train_dataset, Dataset) and "screen_changed" in self.train_dataset.column_names
+            else {}
+        )
+        return render_model_card(
+            title=model_name, summary=summary, metrics=latest_eval_metrics(self.state.log_history),
+            sections=[
+                ("Actionability task", _task_section(self.args, labels)),
+                ("Usage", _usage_section(model_name, base, merged)),
+                ("Training", _training_section(self.args)),
+            ],
+            tags=["representation", "actionability", "gui-agent", "vision-language"], base_model=hub_base,
+        )
+
+
+def _task_section(args: RepresentationConfig, labels: dict[str, float]) -> str:
+    counts = (
+        f" Training labels: {labels['num_yes']} Yes / {labels['num_no']} No." if labels else ""
+    )
+    return (
+        f"Prompt `{ACTIONABILITY_TEMPLATE_ID}`: the screenshot with the action drawn on it (a dot at the "
+        "touch point, an arrow for a swipe), the goal, the previous actions and the action, then "
+        f"\"{QUESTION}\" The answer is {YES!r} when the mean squared RGB difference of the "
+        f"screenshots before and after the step, each side divided by {args.screen_downscale}, is above "
+        f"{args.change_threshold} (0..255 scale), else {NO!r}.{counts}"
+    )
+
+
+def _usage_section(model_name: str, base: str | None, merged: bool) -> str:
+    load = (
+        f"VLMFeatureExtractor.from_pretrained({model_name!r})"
+        if merged
+        else f"VLMFeatureExtractor.from_pretrained({base!r}, adapter={model_name!r})"
+    )
+    return (
+        "```python\nfrom digiq_trl.models.features import VLMFeatureExtractor\n\n"
+        f"extractor = {load}\n"
+        "v = extractor.state_features(images, goals, histories)  # critic inputs\n```"
+    )
+
+
+def _training_section(args: RepresentationConfig) -> str:
+    settings = {
+        "use_peft": args.use_peft, "lora_r": args.lora_r if args.use_peft else "-",
+        "lora_alpha": args.lora_alpha if args.use_peft else "-", "learning_rate": args.learning_rate,
+        "batch size": args.per_device_train_batch_size * args.gradient_accumulation_steps,
+        "balance": args.balance, "eval_fraction": args.eval_fraction, "seed": args.seed,
+    }
+    rows = "\n".join(f"| {name} | {value} |" for name, value in settings.items())
+    return f"| setting | value |\n|---|---|\n{rows}"
 
 
 def _load(model: torch.nn.Module | str, processor: Any) -> tuple[torch.nn.Module, Any]:
