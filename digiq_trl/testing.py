@@ -189,12 +189,20 @@ def _set_generation_defaults(model: torch.nn.Module, tokenizer: PreTrainedTokeni
     model.generation_config.do_sample = False
 
 
+def _default_mrope_section(head_dim: int) -> tuple[int, int, int]:
+    """A quarter of the rotary pairs for time, the rest split between height and width."""
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return (temporal, height, half - temporal - height)
+
+
 def tiny_qwen2_vl(
     vocab_size: int = 600,
     hidden_size: int = 128,
     num_hidden_layers: int = 2,
     num_attention_heads: int = 2,
-    mrope_section: tuple[int, int, int] = (8, 12, 12),
+    mrope_section: tuple[int, int, int] | None = None,
     vision_depth: int = 2,
     vision_embed_dim: int = 64,
     vision_num_heads: int = 2,
@@ -208,7 +216,8 @@ def tiny_qwen2_vl(
         hidden_size: text hidden size; the head dim is ``hidden_size // num_attention_heads``.
         num_hidden_layers: text decoder layers.
         num_attention_heads: text attention heads (no grouped-query sharing).
-        mrope_section: multimodal RoPE split of the rotary half of a head (sums to head_dim / 2).
+        mrope_section: multimodal RoPE split (temporal, height, width) of half a head; sums to
+            head_dim / 2. Default: a quarter temporal, the rest split evenly ((8, 12, 12) for head_dim 64).
         vision_depth: vision transformer blocks (patch 14, 2x2 merge).
         vision_embed_dim: vision transformer width.
         vision_num_heads: vision attention heads.
@@ -217,6 +226,7 @@ def tiny_qwen2_vl(
     """
     tokenizer = tiny_tokenizer(vocab_size)
     head_dim = hidden_size // num_attention_heads
+    mrope_section = mrope_section or _default_mrope_section(head_dim)
     if sum(mrope_section) != head_dim // 2:
         raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {head_dim // 2}")
     config = Qwen2VLConfig(

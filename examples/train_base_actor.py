@@ -35,6 +35,10 @@ class BaseActorArguments:
     output_dir: str = field(default="outputs/base-actor", metadata={"help": "Where the actor and results.json go."})
     suite: str = field(default="general", metadata={"help": "Task suite: general or webshop."})
     demo_episodes: int = field(default=2000, metadata={"help": "Noisy-expert episodes to collect (train split)."})
+    vocab_size: int = field(default=600, metadata={"help": "Tiny tokenizer vocabulary size."})
+    hidden_size: int = field(default=128, metadata={"help": "Tiny Qwen2-VL hidden size."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Tiny Qwen2-VL decoder layers."})
+    num_attention_heads: int = field(default=2, metadata={"help": "Tiny Qwen2-VL attention heads."})
     noise: float = field(default=0.15, metadata={"help": "Random-action probability while collecting."})
     max_steps: int = field(default=600, metadata={"help": "Behavior-cloning optimizer steps."})
     batch_size: int = field(default=32, metadata={"help": "Behavior-cloning batch size."})
@@ -97,7 +101,13 @@ def main(args: BaseActorArguments) -> dict[str, Any]:
     demos = expert_demonstrations(f"digiq_trl/Phone-{args.suite}-v0", args.demo_episodes, args.noise, args.seed)
     results.update(demo_steps=len(demos), collect_seconds=round(time.perf_counter() - start, 1))
 
-    model, processor = tiny_qwen2_vl(seed=args.seed)
+    model, processor = tiny_qwen2_vl(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        seed=args.seed,
+    )
     start = time.perf_counter()
     model = behavior_clone(model, processor, demos, args.output_dir, max_steps=args.max_steps,
                            batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)

@@ -96,10 +96,12 @@ def test_save_reload_gives_equal_outputs_and_generates(factory, tmp_path) -> Non
 def test_models_are_tiny_and_sizes_overridable() -> None:
     model, _ = tiny_qwen2_vl()
     assert model.num_parameters() < 1_000_000
-    bigger, _ = tiny_qwen2_vl(hidden_size=256, num_hidden_layers=3, mrope_section=(16, 24, 24))
+    assert model.config.text_config.rope_parameters["mrope_section"] == [8, 12, 12]
+    bigger, _ = tiny_qwen2_vl(hidden_size=256, num_hidden_layers=3, num_attention_heads=4)
     assert bigger.config.text_config.num_hidden_layers == 3
+    assert sum(bigger.config.text_config.rope_parameters["mrope_section"]) == 32
     with pytest.raises(ValueError, match="mrope_section"):
-        tiny_qwen2_vl(hidden_size=256)
+        tiny_qwen2_vl(mrope_section=(8, 8, 8))
 
 
 def test_load_processor_stands_in_for_qwen2_vl_processor(tmp_path) -> None:
