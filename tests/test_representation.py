@@ -28,6 +28,7 @@ from digiq_trl.trainers.representation_trainer import (
     RepresentationTrainer,
     actionability_metrics,
     answer_token_ids,
+    yes_no_margins,
 )
 
 SIZE = (56, 112)  # (width, height) of the crafted screenshots
@@ -165,6 +166,17 @@ def _args(tmp_path, **kwargs) -> RepresentationConfig:
 def test_answer_tokens_differ(tiny_vlm):
     yes_id, no_id = answer_token_ids(tiny_vlm[1])
     assert yes_id != no_id
+
+
+def test_yes_no_margins_do_not_depend_on_padding(tiny_vlm):
+    model, processor = tiny_vlm
+    ds = build_actionability_dataset(_transitions([True, False, False, True, False, True]))
+    lengths = {len(row[0]["content"][1]["text"]) for row in ds["prompt"]}
+    assert len(lengths) > 1, "prompts of different lengths are needed to exercise the padding"
+    one_by_one = yes_no_margins(model, processor, ds, batch_size=1)
+    batched = yes_no_margins(model, processor, ds, batch_size=6)
+    assert one_by_one.shape == (6,)
+    assert torch.allclose(one_by_one, batched, atol=1e-5)
 
 
 def test_lora_training_changes_adapters_and_freezes_base(tiny_vlm, tmp_path):
