@@ -98,11 +98,12 @@ def write_dataset(args: argparse.Namespace) -> Path:
         ds = _convert(args, scratch / "cache")
         save_transitions(ds, scratch / "dataset")
         (scratch / "dataset" / "README.md").write_text(card_text(ds, _description(args)))
-        print(f"wrote {len(ds)} transitions to {output}", file=sys.stderr)
+        count = len(ds)
         del ds
         _move_into_place(scratch / "dataset", output, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    print(f"wrote {count} transitions to {output}", file=sys.stderr)
     return output
 
 
