@@ -9,7 +9,7 @@ from digiq_trl.actions import ActionType, DeviceAction, parse_action
 from digiq_trl.envs import PhoneEnv, load_goals, parse_goal, random_action
 from digiq_trl.envs.device import SETTINGS_APPS, Device, Layout, element_named
 from digiq_trl.envs.expert import OPEN_SHADE, SCROLL_DOWN, SCROLL_UP, expert_action
-from digiq_trl.envs.tasks import is_success
+from digiq_trl.envs.tasks import is_success, query_matches
 
 BACK = DeviceAction.press(ActionType.PRESS_BACK)
 HOME = DeviceAction.press(ActionType.PRESS_HOME)
@@ -248,10 +248,11 @@ def test_goal_templates():
     assert parse_goal("Open a new incognito tab in Chrome").incognito is True
     assert parse_goal("Open the downloads").app == "Files"
     assert parse_goal("Search for coffee shops on Maps").app == "Maps"
-    assert parse_goal("What's the news in Chile?").query == "news Chile"
+    assert parse_goal("What's the news in Chile?").query == "news in Chile"
     shop = parse_goal("Go to ebay.com, search for 'usb-a to usb-b', and select the first entry")
     assert (shop.kind, shop.site, shop.query) == ("site_first", "ebay.com", "usb-a to usb-b")
     assert parse_goal("Book a flight to Mars").kind == "search"
+    assert query_matches("Chile news today", "news in Chile") and not query_matches("news", "news in Chile")
     for goal in load_goals("general", "test"):
         if "settings for" in goal or "notifications for" in goal:
             assert parse_goal(goal).kind in ("app_settings", "toggle"), goal

@@ -175,18 +175,6 @@ def default_colours() -> dict[str, tuple[int, int, int]]:
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
-def normalize_words(text: str) -> list[str]:
-    """Lower-case words with surrounding punctuation stripped (for query matching)."""
-    words = (w.strip(".,;:!?\"'()") for w in text.lower().split())
-    return [w for w in words if w]
-
-
-def query_matches(shown: str, wanted: str) -> bool:
-    """Whether a query on screen covers every word of the wanted one (case/punctuation-insensitive)."""
-    wanted_words = set(normalize_words(wanted))
-    return bool(wanted_words) and wanted_words <= set(normalize_words(shown))
-
-
 def site_for_address(text: str) -> str:
     """The shop a typed address points to (``"www.costco.com"`` -> ``"costco.com"``), or ``""``."""
     address = re.sub(r"^(https?://)?(www\.)?", "", text.strip().lower()).rstrip("/")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..actions import ActionType, DeviceAction
-from .device import SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, query_matches, site_for_address
-from .tasks import Task, is_success
+from .device import SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
+from .tasks import Task, is_success, query_matches
 
 BACK = DeviceAction.press(ActionType.PRESS_BACK)
 HOME = DeviceAction.press(ActionType.PRESS_HOME)

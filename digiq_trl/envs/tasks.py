@@ -2,7 +2,8 @@
 
 Each AitW goal is parsed into a :class:`Task` (a template plus its entities), e.g.
 ``"Install the Spotify app"`` -> ``Task(kind="install", app="Spotify")``. Goals that fit no template
-become a web search for the goal's key terms. Success is judged from the device state, the way the
+become a web search (the expert types the goal from its first content word on; any query holding the
+goal's key terms counts). Success is judged from the device state, the way the
 AitW evaluator judges a screenshot: the results of a search for the goal's terms on screen, the named
 app's settings page open, the first entry of the right query opened, and so on.
 """
@@ -18,7 +19,7 @@ from importlib import resources
 
 import numpy as np
 
-from .device import SETTINGS_APPS, SITES, Device, query_matches
+from .device import SETTINGS_APPS, SITES, Device
 
 SUITES = ("general", "webshop")
 SPLITS = ("train", "test", "heldout")
@@ -39,7 +40,7 @@ STOPWORDS = frozenset(
     "a an and are at can did do does find for from get go google how i in is it like me much my of "
     "on please search show the to was what what's whats where who".split()
 )
-"""Words dropped from a question to get the key terms a user would search for."""
+"""Question and command words: not key terms, and dropped from the start of a typed query."""
 
 _TYPOS = {"Checkthe": "Check the", "Searchfor": "Search for", "alarmfor": "alarm for",
           "rateagainst": "rate against", "theFalkland": "the Falkland", "WHat": "What"}
@@ -83,11 +84,33 @@ def _clean(goal: str) -> str:
     return " ".join(goal.split())
 
 
-def key_terms(text: str) -> str:
-    """The words of a question worth searching for: ``"What's the news in Chile?"`` -> ``"news Chile"``."""
-    words = [w.strip(".,;:!?\"'()") for w in text.split()]
-    kept = [w for w in words if w and w.lower() not in STOPWORDS]
-    return " ".join(kept) or " ".join(w for w in words if w)
+def _words(text: str) -> list[str]:
+    """Words with surrounding punctuation stripped, case kept."""
+    words = (w.strip(".,;:!?\"'()") for w in text.split())
+    return [w for w in words if w]
+
+
+def search_text(text: str) -> str:
+    """What a user types to look a question up: the goal from its first content word on.
+
+    Leading question and command words are dropped, the rest is kept verbatim (a contiguous span of
+    the goal, which a small model can copy): ``"What's the news in Chile?"`` -> ``"news in Chile"``.
+    """
+    words = _words(text)
+    start = next((i for i, w in enumerate(words) if w.lower() not in STOPWORDS), 0)
+    return " ".join(words[start:])
+
+
+def key_terms(text: str) -> set[str]:
+    """The lower-cased content words of ``text`` (all its words if it has no content word)."""
+    words = [w.lower() for w in _words(text)]
+    return {w for w in words if w not in STOPWORDS} or set(words)
+
+
+def query_matches(shown: str, wanted: str) -> bool:
+    """Whether a query on screen contains every key term of the wanted one (case-insensitive)."""
+    terms = key_terms(wanted)
+    return bool(terms) and terms <= {w.lower() for w in _words(shown)}
 
 
 def _settings_app(name: str) -> str:
@@ -129,9 +152,9 @@ def _from_match(goal: str, kind: str, match: re.Match) -> Task | None:
     if kind == "install":
         return Task(goal, kind, app=groups["app"].strip(), query=groups["app"].strip())
     if kind == "video":
-        return Task(goal, kind, app="YouTube", query=key_terms(groups["q"]))
+        return Task(goal, kind, app="YouTube", query=" ".join(_words(groups["q"])))
     if kind == "maps":
-        return Task(goal, "search", app="Maps", query=key_terms(groups["q"]))
+        return Task(goal, "search", app="Maps", query=search_text(groups["q"]))
     if kind == "gmail":
         return Task(goal, "open_app", app="Gmail")
     if kind == "open_app":
@@ -149,7 +172,7 @@ def parse_goal(goal: str) -> Task:
         task = _from_match(goal, kind, match) if match else None
         if task is not None:
             return task
-    return Task(goal, "search", app="Chrome", query=key_terms(text))
+    return Task(goal, "search", app="Chrome", query=search_text(text))
 
 
 def is_success(task: Task, device: Device) -> bool:
