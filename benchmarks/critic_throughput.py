@@ -1,10 +1,14 @@
 """Critic updates per second: heads on cached VLM features vs the reference design's critic.
 
-Baseline ("reference design"): three roberta-base-sized text encoders (``RobertaModel`` built from
-``RobertaConfig()``, random init) are trained and run on token ids at every step, and their CLS
-states are concatenated into the inputs of MLP heads of the reference's sizes (Q 10752->4096->4096->1
-x2, V 5120->4096->4096->1 x2) with Polyak target copies. Ours: the same update on features already
-cached in the dataset, so only the heads run.
+Baseline ("reference design", as in the Digi-Q reference code): three roberta-base-sized text
+encoders (``RobertaModel`` built from ``RobertaConfig()``, random init; one for the goal, one for
+action types, one for typed texts) are trained and run at every step: five passes (goal, previous
+action types, previous typed texts, action type, action text), whose pooled outputs join cached image
+features (2 x 1408) and the VLM state-action feature (4096) as inputs of MLP heads of the
+reference's sizes (Q 10752->4096->4096->1 x2, V 5120->4096->4096->1 x2). Targets are Polyak copies
+of encoders and heads; they encode s' (three passes) for Vbar(s') and (s, a) (five passes) for
+Qbar(s, a), without grad. Ours: the same TD update on features already cached in the dataset, so
+only the heads run.
 
 Two comparisons, both against that baseline, in one run on the same machine, alternating ours and
 the baseline inside each repeat; each prints one JSON line with the median ratio:
@@ -12,10 +16,9 @@ the baseline inside each repeat; each prints one JSON line with the median ratio
 1. ``"heads": "default"``: ours with the default ``DigiQCriticModelConfig`` heads (4096->1024->1024->1).
 2. ``"heads": "reference"``: ours with the reference's head sizes, the equal-size comparison (last line).
 
-The baseline is conservative (it favours the reference): 32-token texts (AitW observations are
-longer), no target encoders and no encoder pass over the next state. Data loading is excluded from
-both sides. Runs in about 2-3 minutes with 1 thread; other work on the machine distorts the numbers,
-so the JSON records the load average at the start and the end.
+Texts are 16 tokens each (short AitW goals and action strings; the reference pads to the longest in
+the batch). Data loading is excluded from both sides. Runs in about 3 minutes with 1 thread on an idle
+machine; other work distorts the numbers, so the JSON records the load average at the start and end.
 
 Usage: ``python benchmarks/critic_throughput.py [--repeats 3] [--threads 1]``
 """
@@ -23,6 +26,7 @@ Usage: ``python benchmarks/critic_throughput.py [--repeats 3] [--threads 1]``
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -35,10 +39,12 @@ from torch import nn
 from transformers import RobertaConfig, RobertaModel
 
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
-from digiq_trl.targets import td_targets, v_targets
+from digiq_trl.targets import polyak_update, td_targets, v_targets
 
 REFERENCE_HEADS = dict(q_input_dim=10752, v_input_dim=5120, hidden_size=4096, num_hidden_layers=2)
-TEXT_ENCODERS = 3
+STATE_TEXTS = ("goal", "previous_types", "previous_texts")
+ACTION_TEXTS = ("action_type", "action_text")
+ENCODER_OF = {"goal": 0, "previous_types": 1, "action_type": 1, "previous_texts": 2, "action_text": 2}
 GAMMA, TAU, LR, MAX_GRAD_NORM = 0.95, 0.1, 1e-5, 0.01
 
 
@@ -51,41 +57,45 @@ class Batch:
     next_v_features: torch.Tensor
     reward: torch.Tensor
     done: torch.Tensor
-    token_ids: list[torch.Tensor]
+    tokens: dict[str, torch.Tensor]
+    next_tokens: dict[str, torch.Tensor]
 
 
 def make_batch(config: DigiQCriticModelConfig, batch_size: int, seq_len: int, vocab: int) -> Batch:
-    """Random features of the critic's widths, rewards, dones and token ids for each encoder."""
+    """Random features of the critic's widths, rewards, dones and token ids of every text."""
+    def ids(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return {name: torch.randint(5, vocab, (batch_size, seq_len)) for name in names}
+
     return Batch(
         q_features=torch.randn(batch_size, config.q_input_dim),
         v_features=torch.randn(batch_size, config.v_input_dim),
         next_v_features=torch.randn(batch_size, config.v_input_dim),
         reward=(torch.rand(batch_size) < 0.2).float(),
         done=torch.rand(batch_size) < 0.2,
-        token_ids=[torch.randint(5, vocab, (batch_size, seq_len)) for _ in range(TEXT_ENCODERS)],
+        tokens=ids(STATE_TEXTS + ACTION_TEXTS),
+        next_tokens=ids(STATE_TEXTS),
     )
 
 
-def td_loss(critic: DigiQCritic, q_features: torch.Tensor, v_features: torch.Tensor, batch: Batch) -> torch.Tensor:
+def td_loss(critic: DigiQCritic, q_features: torch.Tensor, v_features: torch.Tensor,
+            target_q_features: torch.Tensor, next_v_features: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The trainer's double-Q / double-V TD loss (same math as ``DigiQCriticTrainer.compute_loss``)."""
     q1, q2 = critic.q_values(q_features)
     v1, v2 = critic.v_values(v_features)
-    next_v1, next_v2 = critic.target_v_values(batch.next_v_features)
+    next_v1, next_v2 = critic.target_v_values(next_v_features)
     q_targets = td_targets(batch.reward, batch.done, next_v1, next_v2, GAMMA)
-    v_target = v_targets(*critic.target_q_values(q_features), "min")
+    v_target = v_targets(*critic.target_q_values(target_q_features), "min")
     mse = nn.functional.mse_loss
     return mse(q1, q_targets[0]) + mse(q2, q_targets[1]) + mse(v1, v_target[0]) + mse(v2, v_target[1])
 
 
-def apply_update(loss: torch.Tensor, params: list[nn.Parameter], optimizers: list[torch.optim.Optimizer],
-                 critic: DigiQCritic) -> None:
-    """Backward, clip, step, zero, Polyak: one optimizer step."""
+def apply_update(loss: torch.Tensor, params: list[nn.Parameter], optimizers: list[torch.optim.Optimizer]) -> None:
+    """Backward, clip, step, zero: one optimizer step."""
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
     for optimizer in optimizers:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    critic.update_targets(TAU)
 
 
 class CachedCritic:
@@ -97,31 +107,49 @@ class CachedCritic:
         self.optimizer = torch.optim.Adam(self.params, lr=LR)
 
     def step(self, batch: Batch) -> None:
-        loss = td_loss(self.critic, batch.q_features, batch.v_features, batch)
-        apply_update(loss, self.params, [self.optimizer], self.critic)
+        loss = td_loss(self.critic, batch.q_features, batch.v_features, batch.q_features,
+                       batch.next_v_features, batch)
+        apply_update(loss, self.params, [self.optimizer])
+        self.critic.update_targets(TAU)
+
+
+def encode(encoders: nn.ModuleList, tokens: dict[str, torch.Tensor], names: tuple[str, ...]) -> torch.Tensor:
+    """Pooled outputs of the named texts, each through its encoder, concatenated."""
+    return torch.cat([encoders[ENCODER_OF[name]](input_ids=tokens[name]).pooler_output for name in names], -1)
 
 
 class ReferenceCritic:
-    """Baseline: three trained text encoders feed the same heads every step.
+    """Baseline: three trained text encoders (five passes) feed the same heads every step.
 
     It shares the head modules and their optimizer with a ``CachedCritic`` (timing is unaffected;
-    memory is halved).
+    memory is saved).
     """
 
     def __init__(self, heads: CachedCritic, encoders: nn.ModuleList) -> None:
         self.heads = heads
         self.encoders = encoders
+        self.target_encoders = copy.deepcopy(encoders).requires_grad_(False).eval()
         self.params = heads.params + list(encoders.parameters())
         self.optimizer = torch.optim.Adam(encoders.parameters(), lr=LR)
 
+    def _features(self, encoders: nn.ModuleList, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        state_text = encode(encoders, batch.tokens, STATE_TEXTS)
+        action_text = encode(encoders, batch.tokens, ACTION_TEXTS)
+        width = state_text.shape[-1]
+        image = batch.v_features[:, width:]
+        q_rep = batch.q_features[:, width + image.shape[-1] + action_text.shape[-1]:]
+        return torch.cat([state_text, image, action_text, q_rep], -1), torch.cat([state_text, image], -1)
+
     def step(self, batch: Batch) -> None:
-        text = torch.cat([encoder(input_ids=ids).last_hidden_state[:, 0]
-                          for encoder, ids in zip(self.encoders, batch.token_ids)], dim=-1)
-        width = text.shape[-1]
-        q_features = torch.cat([text, batch.q_features[:, width:]], dim=-1)
-        v_features = torch.cat([text, batch.v_features[:, width:]], dim=-1)
-        loss = td_loss(self.heads.critic, q_features, v_features, batch)
-        apply_update(loss, self.params, [self.heads.optimizer, self.optimizer], self.heads.critic)
+        q_features, v_features = self._features(self.encoders, batch)
+        with torch.no_grad():
+            target_q_features, _ = self._features(self.target_encoders, batch)
+            next_text = encode(self.target_encoders, batch.next_tokens, STATE_TEXTS)
+            next_v_features = torch.cat([next_text, batch.next_v_features[:, next_text.shape[-1]:]], -1)
+        loss = td_loss(self.heads.critic, q_features, v_features, target_q_features, next_v_features, batch)
+        apply_update(loss, self.params, [self.heads.optimizer, self.optimizer])
+        self.heads.critic.update_targets(TAU)
+        polyak_update(self.target_encoders, self.encoders, TAU)
 
 
 def updates_per_second(step: Callable[[Batch], None], batch: Batch, steps: int) -> float:
@@ -147,7 +175,7 @@ def summary(name: str, ours: list[float], baseline: list[float], args: argparse.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=16, help="tokens of each of the five texts")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ours-steps", type=int, default=3, help="timed updates of ours per repeat")
     parser.add_argument("--threads", type=int, default=1)
@@ -157,7 +185,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
 
     encoder_config = RobertaConfig()
-    encoders = nn.ModuleList([RobertaModel(encoder_config, add_pooling_layer=False) for _ in range(TEXT_ENCODERS)])
+    encoders = nn.ModuleList([RobertaModel(encoder_config) for _ in range(3)])
     encoders.train()
     reference_config = DigiQCriticModelConfig(**REFERENCE_HEADS)
     default_config = DigiQCriticModelConfig()
