@@ -224,8 +224,10 @@ class Device:
     def apply(self, action: DeviceAction) -> None:
         """Carry out one valid action as Android would; actions with no effect change nothing."""
         kind = action.action_type
-        if kind == ActionType.DUAL_POINT:
-            self._tap(*action.touch_point) if action.is_tap else self._swipe(action)
+        if kind == ActionType.DUAL_POINT and action.is_tap:
+            self._tap(*action.touch_point)
+        elif kind == ActionType.DUAL_POINT:
+            self._swipe(action)
         elif kind == ActionType.TYPE:
             self._type(action.typed_text)
         elif kind == ActionType.PRESS_BACK:
