@@ -57,6 +57,11 @@ class DigiQPipelineConfig:
     suite: str = field(default="general", metadata={"help": "Simulator task suite: general or webshop."})
     seed: int = field(default=0, metadata={"help": "Seed of data collection, initialization and training."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0: leave torch's default)."})
+    bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 (GPUs); False on CPU."})
+    layout: str = field(
+        default="fixed",
+        metadata={"help": "Simulator layout: fixed (strong cues, for tiny models) or random (for pretrained VLMs)."},
+    )
     # base actor
     base_actor: str | None = field(
         default=None,
@@ -86,7 +91,10 @@ class DigiQPipelineConfig:
     critic_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the Q and V heads."})
     critic_steps: int = field(default=1500, metadata={"help": "Critic optimizer steps."})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
-    critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size."})
+    critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size per device."})
+    critic_gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Critic gradient accumulation (the paper: batch 32 x 4)."}
+    )
     critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
     ranking_alternatives: int = field(
         default=4, metadata={"help": "Random alternative actions per held-out state, for the ranking metric."}
@@ -108,6 +116,8 @@ class DigiQPipelineConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.layout not in ("fixed", "random"):
+            raise ValueError(f"layout must be 'fixed' or 'random', got {self.layout!r}")
         unknown = set(self.skip_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
@@ -175,7 +185,8 @@ class DigiQPipeline:
         torch.manual_seed(cfg.seed)
         model, processor = tiny_qwen2_vl(seed=cfg.seed)
         demos = expert_demonstrations(
-            cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed, split="train"
+            cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed, split="train",
+            layout=cfg.layout,
         )
         logger.info("behavior cloning on %d noisy-expert states", len(demos))
         with _atomic_dir(cfg.path("base_actor")) as out:
@@ -216,7 +227,7 @@ class DigiQPipeline:
             torch.manual_seed(cfg.seed)
             policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
             transitions = collect_transitions(
-                cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train"
+                cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train", layout=cfg.layout
             )
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
         splits["test"] = add_random_alternatives(splits["test"], cfg.ranking_alternatives, cfg.seed)
@@ -243,7 +254,7 @@ class DigiQPipeline:
                 learning_rate=cfg.representation_learning_rate, per_device_train_batch_size=16,
                 merge_adapter=True, eval_fraction=0.2, balance=True, seed=cfg.seed,
                 logging_steps=max(1, cfg.representation_steps // 10), save_strategy="no",
-                report_to=[], bf16=False,
+                report_to=[], bf16=cfg.bf16,
             )
             metrics = train_representation(self.base_actor_path, None, self.load_data()["train"], args)
             _write_json(out / "metrics.json", metrics)
@@ -301,6 +312,7 @@ class DigiQPipeline:
             output_dir=str(cfg.path("critic")), max_steps=cfg.critic_steps,
             learning_rate=cfg.critic_learning_rate, per_device_train_batch_size=cfg.critic_batch_size,
             per_device_eval_batch_size=256, max_grad_norm=cfg.critic_max_grad_norm,
+            gradient_accumulation_steps=cfg.critic_gradient_accumulation_steps, bf16=cfg.bf16,
             logging_steps=max(1, cfg.critic_steps // 30), eval_strategy="steps",
             eval_steps=max(1, cfg.critic_steps // 5), save_strategy="no", report_to=[], seed=cfg.seed,
             push_to_hub=cfg.push_to_hub,
@@ -338,6 +350,7 @@ class DigiQPipeline:
             advantage_threshold=cfg.advantage_threshold, max_steps=cfg.actor_steps,
             learning_rate=cfg.actor_learning_rate, per_device_train_batch_size=cfg.actor_batch_size,
             logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=cfg.seed,
+            bf16=cfg.bf16,
             push_to_hub=cfg.push_to_hub and is_digiq,
             hub_model_id=f"{cfg.hub_model_prefix}-actor" if cfg.hub_model_prefix else None,
         )
@@ -371,7 +384,8 @@ class DigiQPipeline:
         methods: dict[str, dict[str, Any]] = {}
         for name, model, processor in self._trained_policies():
             run = evaluate_policy_seeds(VLMPolicy(model, processor), cfg.suite, seeds=cfg.eval_seeds,
-                                        split=cfg.eval_split, num_episodes=cfg.eval_episodes)
+                                        split=cfg.eval_split, num_episodes=cfg.eval_episodes,
+                                        layout=cfg.layout)
             methods[name] = {
                 "success_rate": run["success_rate"],
                 "stderr": run["stderr"],
