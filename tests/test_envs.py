@@ -248,7 +248,7 @@ def test_goal_templates():
     assert parse_goal("Open a new incognito tab in Chrome").incognito is True
     assert parse_goal("Open the downloads").app == "Files"
     assert parse_goal("Search for coffee shops on Maps").app == "Maps"
-    assert parse_goal("What's the news in Chile?").query == "news in Chile"
+    assert parse_goal("What's the news in Chile?").query == "news Chile"
     shop = parse_goal("Go to ebay.com, search for 'usb-a to usb-b', and select the first entry")
     assert (shop.kind, shop.site, shop.query) == ("site_first", "ebay.com", "usb-a to usb-b")
     assert parse_goal("Book a flight to Mars").kind == "search"

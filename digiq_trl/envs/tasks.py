@@ -2,8 +2,7 @@
 
 Each AitW goal is parsed into a :class:`Task` (a template plus its entities), e.g.
 ``"Install the Spotify app"`` -> ``Task(kind="install", app="Spotify")``. Goals that fit no template
-become a web search (the expert types the goal from its first content word on; any query holding the
-goal's key terms counts). Success is judged from the device state, the way the
+become a web search for the goal's content words (any query holding them counts). Success is judged from the device state, the way the
 AitW evaluator judges a screenshot: the results of a search for the goal's terms on screen, the named
 app's settings page open, the first entry of the right query opened, and so on.
 """
@@ -91,14 +90,13 @@ def _words(text: str) -> list[str]:
 
 
 def search_text(text: str) -> str:
-    """What a user types to look a question up: the goal from its first content word on.
+    """What a user types to look a question up: its content words, in order, case kept.
 
-    Leading question and command words are dropped, the rest is kept verbatim (a contiguous span of
-    the goal, which a small model can copy): ``"What's the news in Chile?"`` -> ``"news in Chile"``.
+    ``"What's the news in Chile?"`` -> ``"news Chile"``. Short queries keep the TYPE action short,
+    which matters for a small model (each typed token is a chance to go wrong).
     """
     words = _words(text)
-    start = next((i for i, w in enumerate(words) if w.lower() not in STOPWORDS), 0)
-    return " ".join(words[start:])
+    return " ".join(w for w in words if w.lower() not in STOPWORDS) or " ".join(words)
 
 
 def key_terms(text: str) -> set[str]:
