@@ -28,6 +28,7 @@ from digiq_trl.trainers.representation_trainer import (
     RepresentationTrainer,
     actionability_metrics,
     answer_token_ids,
+    train_representation,
     yes_no_margins,
 )
 
@@ -227,3 +228,16 @@ def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
     untouched = VLMFeatureExtractor(*tiny_qwen2_vl()).state_features([_screen(0)], ["Open Settings"], [""])
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, untouched, atol=1e-5), "the fine-tuning did not reach the loaded model"
+
+
+def test_train_representation_end_to_end(tmp_path):
+    from digiq_trl.testing import tiny_qwen2_vl
+
+    model, processor = tiny_qwen2_vl()
+    changed = [True, False, False, True, False, True, True, False]
+    metrics = train_representation(
+        model, processor, _transitions(changed), _args(tmp_path, max_steps=2, eval_fraction=0.5)
+    )
+    assert metrics["labels_num_examples"] == 8 and metrics["labels_num_yes"] == 4
+    assert "eval_yes_no_accuracy" in metrics and "train_loss" in metrics
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()

@@ -315,15 +315,17 @@ def train_representation(
         transitions, threshold=args.change_threshold, balance=args.balance, seed=args.seed,
         downscale=args.screen_downscale,
     )
-    splits = split_by_episode(dataset, args.eval_fraction, seed=args.seed) if args.eval_fraction > 0 else None
-    train, held_out = (splits["train"], splits["test"]) if splits else (dataset, None)
+    train, held_out = dataset, None
+    if args.eval_fraction > 0:
+        splits = split_by_episode(dataset, args.eval_fraction, seed=args.seed)
+        train, held_out = splits["train"], splits["test"] if len(splits["test"]) else None
     trainer = RepresentationTrainer(
         model, args, train_dataset=train, eval_dataset=held_out, processing_class=processor,
         peft_config=peft_config,
     )
     metrics = {f"labels_{k}": v for k, v in label_stats(dataset["screen_changed"]).items()}
     metrics.update(trainer.train().metrics)
-    if held_out is not None and len(held_out):
+    if held_out is not None:
         metrics.update(trainer.evaluate())
     trainer.save_representation()
     if args.push_to_hub:
