@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 from importlib import resources
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -107,14 +107,18 @@ def _goals() -> list[str]:
     return goals
 
 
+def _random_point(rng: random.Random) -> tuple[float, float]:
+    """A normalized point written with 2 to 4 decimals."""
+    return (round(rng.random(), rng.choice([2, 3, 4])), round(rng.random(), rng.choice([2, 3, 4])))
+
+
 def _random_action(rng: random.Random, goals: list[str]) -> DeviceAction:
     """One action of any type; TYPE texts are goals or runs of goal words (what agents type)."""
     kind = rng.choice(["tap", "tap", "swipe", "type", "press"])
-    point = lambda: (round(rng.random(), rng.choice([2, 3, 4])), round(rng.random(), rng.choice([2, 3, 4])))  # noqa: E731
     if kind == "tap":
-        return DeviceAction.tap(*point())
+        return DeviceAction.tap(*_random_point(rng))
     if kind == "swipe":
-        return DeviceAction.swipe(point(), point())
+        return DeviceAction.swipe(_random_point(rng), _random_point(rng))
     if kind == "type":
         words = rng.choice(goals).split()
         start = rng.randrange(len(words))

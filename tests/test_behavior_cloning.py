@@ -22,8 +22,11 @@ def _transitions(n: int = 12) -> Dataset:
     for i in range(n):
         image = Image.new("RGB", (112, 224), COLORS[i % 3])
         rows.append(
-            dict(episode_id=f"e{i}", step_id=0, goal="Search for milk", history="", image=image, next_image=image,
-                 action=format_action(ACTIONS[i % 3]), reward=1.0, done=True, mc_return=1.0, trajectory_reward=1.0)
+            {
+                "episode_id": f"e{i}", "step_id": 0, "goal": "Search for milk", "history": "",
+                "image": image, "next_image": image, "action": format_action(ACTIONS[i % 3]),
+                "reward": 1.0, "done": True, "mc_return": 1.0, "trajectory_reward": 1.0,
+            }
         )
     return Dataset.from_list(rows, features=transition_features())
 

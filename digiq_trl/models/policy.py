@@ -22,7 +22,8 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,7 +84,9 @@ class VLMPolicy:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
-    def act(self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+    def act(
+        self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[str]:
         """One action string per observation (``infos`` is accepted for the policy protocol, unused)."""
         answers: list[str] = []
         for start in range(0, len(observations), self.batch_size):
@@ -104,14 +107,17 @@ class VLMPolicy:
         states_per_call = max(1, self.batch_size // num_samples)
         samples: list[list[str]] = []
         for start in range(0, len(observations), states_per_call):
-            samples.extend(self._generate(observations[start : start + states_per_call], num_samples, temperature))
+            chunk = observations[start : start + states_per_call]
+            samples.extend(self._generate(chunk, num_samples, temperature))
         return samples
 
     def _encode(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Left-padded model inputs (with ``mm_token_type_ids`` where the processor makes them)."""
         prompts = [render_prompt(self.processor, obs["goal"], obs["history"]) for obs in observations]
         images = [_as_rgb(obs["image"]) for obs in observations]
-        inputs = self.processor(images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt")
+        inputs = self.processor(
+            images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt"
+        )
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     def _generate(
@@ -122,7 +128,9 @@ class VLMPolicy:
             return []
         inputs = self._encode(observations)
         tokenizer = self.processor.tokenizer
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
+        sampling = {"do_sample": False}
+        if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         with _eval_mode(self.model):
             output = self.model.generate(
                 **inputs,
