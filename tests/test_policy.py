@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 
 from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.testing import tiny_qwen2_vl
+from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
 
 
 def _observations() -> list[dict]:
@@ -55,3 +55,9 @@ def test_generation_keeps_train_mode_and_works_for_peft(tiny) -> None:
         assert [len(s) for s in policy.sample(_observations()[:2], num_samples=3)] == [3, 3]
     finally:
         peft_model.unload()
+
+
+def test_act_works_for_llava() -> None:
+    policy = VLMPolicy(*tiny_llava(), max_new_tokens=6)
+    samples = policy.sample(_observations(), num_samples=2)
+    assert len(policy.act(_observations())) == 3 and [len(s) for s in samples] == [2, 2, 2]
