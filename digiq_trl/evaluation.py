@@ -1,4 +1,5 @@
-"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds.
+"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds, and the
+offline AitW action-matching accuracy on a transitions dataset (for real data, with no device).
 
 Uses the same lockstep rollout loop as data collection (:func:`digiq_trl.envs.run_episodes`), so a
 VLM policy is called on batches of ``batch_size`` screenshots.
@@ -15,6 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from datasets import Dataset
+
+from .actions import actions_match, parse_action, try_parse_action
 from .envs.collect import run_episodes
 from .envs.phone import PhoneEnv
 from .envs.policies import Policy
@@ -72,4 +76,41 @@ def evaluate_policy_seeds(
         "num_seeds": len(rates),
         "mean_episode_length": sum(run["mean_episode_length"] for run in runs) / len(runs),
         "per_seed": runs,
+    }
+
+
+def action_matching_accuracy(policy: Policy, dataset: Dataset, batch_size: int = 64) -> dict[str, Any]:
+    """Offline AitW metric: how often the policy's action matches the logged one, step by step.
+
+    For real data, where no device is available. Each row's screenshot, goal and history are shown
+    to the policy; its answer is compared with the row's ``action`` by
+    :func:`digiq_trl.actions.actions_match` (using ``ui_boxes`` when the dataset has them).
+
+    Returns:
+        ``accuracy``, ``stderr``, ``valid_rate`` (answers that parse), ``num_steps`` and
+        ``accuracy_by_type`` (per logged action type).
+    """
+    has_boxes = "ui_boxes" in dataset.column_names
+    matched: dict[str, list[bool]] = {}
+    valid = 0
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        observations = [
+            {"image": image, "goal": goal, "history": history}
+            for image, goal, history in zip(rows["image"], rows["goal"], rows["history"])
+        ]
+        answers = policy.act(observations, [{} for _ in observations])
+        for index, answer in enumerate(answers):
+            pred, gold = try_parse_action(answer), parse_action(rows["action"][index])
+            valid += pred is not None
+            boxes = rows["ui_boxes"][index] if has_boxes else None
+            matched.setdefault(gold.action_type.name, []).append(actions_match(pred, gold, boxes))
+    flat = [m for ms in matched.values() for m in ms]
+    rate = sum(flat) / max(1, len(flat))
+    return {
+        "accuracy": rate,
+        "stderr": math.sqrt(rate * (1.0 - rate) / max(1, len(flat))),
+        "valid_rate": valid / max(1, len(flat)),
+        "num_steps": len(flat),
+        "accuracy_by_type": {name: sum(ms) / len(ms) for name, ms in sorted(matched.items())},
     }

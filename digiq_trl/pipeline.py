@@ -107,6 +107,11 @@ class DigiQPipelineConfig:
     actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
     # evaluation
+    evaluation: str = field(
+        default="simulator",
+        metadata={"help": "simulator: success rate in the simulated phone; offline: AitW action matching on the "
+                  "held-out split of the data (real data, no device)."},
+    )
     eval_split: str = field(default="heldout", metadata={"help": "Goal split of the evaluation: train, test, heldout."})
     eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
     eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds."})
@@ -116,6 +121,8 @@ class DigiQPipelineConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.evaluation not in ("simulator", "offline"):
+            raise ValueError(f"evaluation must be 'simulator' or 'offline', got {self.evaluation!r}")
         if self.layout not in ("fixed", "random"):
             raise ValueError(f"layout must be 'fixed' or 'random', got {self.layout!r}")
         unknown = set(self.skip_stages) - set(STAGES)
@@ -377,40 +384,56 @@ class DigiQPipeline:
         self.state.wait_for_everyone()
 
     def _evaluate(self) -> None:
-        from .evaluation import evaluate_policy_seeds
-        from .models.policy import VLMPolicy
-
         cfg = self.config
-        methods: dict[str, dict[str, Any]] = {}
-        for name, model, processor in self._trained_policies():
-            run = evaluate_policy_seeds(VLMPolicy(model, processor), cfg.suite, seeds=cfg.eval_seeds,
-                                        split=cfg.eval_split, num_episodes=cfg.eval_episodes,
-                                        layout=cfg.layout)
-            methods[name] = {
-                "success_rate": run["success_rate"],
-                "stderr": run["stderr"],
-                "per_seed": [r["success_rate"] for r in run["per_seed"]],
-                "mean_episode_length": run["mean_episode_length"],
-            }
-            logger.info("%s: success rate %.3f", name, run["success_rate"])
+        offline = cfg.evaluation == "offline"
+        methods = {
+            name: self._score_offline(policy) if offline else self._score_in_simulator(policy)
+            for name, policy in self._trained_policies()
+        }
         self.results.update(
-            eval_split=cfg.eval_split, num_eval_episodes=cfg.eval_episodes, seeds=list(cfg.eval_seeds),
+            metric="action_matching_accuracy" if offline else "success_rate",
+            eval_split="test (offline action matching)" if offline else cfg.eval_split,
+            num_eval_episodes=cfg.eval_episodes, seeds=[] if offline else list(cfg.eval_seeds),
             methods=methods, behavior_data=self._behavior_stats(),
             critic=_read_json(cfg.path("critic") / "eval_metrics.json"),
             representation=_read_json(cfg.path("representation") / "metrics.json"),
         )
 
-    def _trained_policies(self) -> Iterator[tuple[str, torch.nn.Module, Any]]:
-        """``(name, model, processor)`` for the base actor and each trained adapter found."""
+    def _score_in_simulator(self, policy: Any) -> dict[str, Any]:
+        """Greedy success rate on the evaluation goals, over every evaluation seed."""
+        from .evaluation import evaluate_policy_seeds
+
+        cfg = self.config
+        run = evaluate_policy_seeds(policy, cfg.suite, seeds=cfg.eval_seeds, split=cfg.eval_split,
+                                    num_episodes=cfg.eval_episodes, layout=cfg.layout)
+        return {
+            "success_rate": run["success_rate"],
+            "stderr": run["stderr"],
+            "per_seed": [r["success_rate"] for r in run["per_seed"]],
+            "mean_episode_length": run["mean_episode_length"],
+        }
+
+    def _score_offline(self, policy: Any) -> dict[str, Any]:
+        """AitW action matching on the held-out split (real data: no device to play in)."""
+        from .evaluation import action_matching_accuracy
+
+        run = action_matching_accuracy(policy, self.load_data()["test"])
+        return {"action_matching_accuracy": run["accuracy"], "stderr": run["stderr"],
+                "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
+
+    def _trained_policies(self) -> Iterator[tuple[str, Any]]:
+        """``(name, greedy VLMPolicy)`` for the base actor and each trained adapter found."""
         from peft import PeftModel
 
+        from .models.policy import VLMPolicy
+
         model, processor = self.load_base_actor()
-        yield "base", model, processor
+        yield "base", VLMPolicy(model, processor)
         for method in METHODS:
             adapter = self.config.path("actor") / method
             if (adapter / "adapter_config.json").exists():
                 base, processor = self.load_base_actor()
-                yield method, PeftModel.from_pretrained(base, str(adapter)), processor
+                yield method, VLMPolicy(PeftModel.from_pretrained(base, str(adapter)), processor)
 
     def _behavior_stats(self) -> dict[str, float]:
         """Size and success rate of the offline data (the behavior policy's own success)."""
@@ -431,7 +454,8 @@ class DigiQPipeline:
             return
         out = Path(self.config.output_dir)
         self.results["timings_s"] = dict(self.timings)
-        plots = [plot_success_rates(self.results["methods"], out / "success_rates.png")]
+        metric = self.results["metric"]
+        plots = [plot_success_rates(self.results["methods"], out / f"{metric}.png", metric)]
         history = _read_json(self.config.path("critic") / "log_history.json")
         if history:
             plots.append(plot_critic_losses(history, out / "critic_losses.png"))

@@ -31,18 +31,20 @@ def write_results(path: str | Path, results: Mapping[str, Any]) -> Path:
     return path
 
 
-def plot_success_rates(methods: Mapping[str, Mapping[str, float]], path: str | Path) -> Path:
-    """Bar chart of success rate per method, with standard-error bars."""
+def plot_success_rates(
+    methods: Mapping[str, Mapping[str, float]], path: str | Path, metric: str = "success_rate"
+) -> Path:
+    """Bar chart of ``metric`` (a rate) per method, with standard-error bars."""
     names = list(methods)
-    rates = [100 * methods[n]["success_rate"] for n in names]
+    rates = [100 * methods[n][metric] for n in names]
     errors = [100 * methods[n].get("stderr", 0.0) for n in names]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     bars = ax.bar([METHOD_LABELS.get(n, n) for n in names], rates, yerr=errors, capsize=4,
                   color=["#9e9e9e", "#64b5f6", "#ffb74d", "#66bb6a"][: len(names)])
     ax.bar_label(bars, fmt="%.1f", padding=2)
-    ax.set_ylabel("success rate (%)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax.set_ylim(0, max(rates + [1.0]) * 1.25)
-    ax.set_title("Success on held-out goals")
+    ax.set_title("Held-out evaluation")
     return _save(fig, path)
 
 
@@ -108,19 +110,20 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def render_report(results: Mapping[str, Any], plots: Sequence[str | Path]) -> str:
     """``report.md``: the results table, the critic's quality, timings, and the plots."""
+    metric = results.get("metric", "success_rate")
     lines = [
         f"# Digi-Q run: {results.get('suite', '?')} suite",
         "",
         f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per seed on "
         f"`{results.get('eval_split', '?')}` goals, seeds {results.get('seeds', [])}.",
         "",
-        "| method | success rate (%) | std. error (%) | per seed (%) |",
+        f"| method | {metric.replace('_', ' ')} (%) | std. error (%) | per seed (%) |",
         "|---|---|---|---|",
     ]
     for name, row in results.get("methods", {}).items():
         per_seed = ", ".join(f"{100 * r:.1f}" for r in row.get("per_seed", []))
         lines.append(
-            f"| {METHOD_LABELS.get(name, name)} | {100 * row['success_rate']:.1f} | "
+            f"| {METHOD_LABELS.get(name, name)} | {100 * row[metric]:.1f} | "
             f"{100 * row.get('stderr', 0.0):.1f} | {per_seed} |"
         )
     for section in ("critic", "representation", "behavior_data", "timings_s"):

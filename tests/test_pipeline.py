@@ -40,7 +40,7 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     out = Path(config.output_dir)
     assert set(results["methods"]) == {"base", "filtered_bc", "digiq"}
     assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
-    for name in ("report.md", "success_rates.png", "critic_losses.png", "critic_values.png",
+    for name in ("report.md", "success_rate.png", "critic_losses.png", "critic_values.png",
                  "critic/model.safetensors", "actor/digiq/adapter_config.json",
                  "actor/filtered_bc/adapter_config.json", "representation/config.json"):
         assert (out / name).exists(), name
@@ -52,6 +52,15 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     again = resumed.run()
     assert again["methods"] == results["methods"]
     assert all(resumed.timings[stage] < 5 for stage in STAGES if stage not in ("features", "critic", "evaluate"))
+
+    offline_config = DigiQPipelineConfig(
+        output_dir=config.output_dir, dataset=noisy_expert_data, evaluation="offline",
+        skip_stages=[s for s in STAGES if s != "evaluate"], **TOY,
+    )
+    offline = DigiQPipeline(offline_config).run()
+    assert offline["metric"] == "action_matching_accuracy"
+    assert all(0.0 <= row["action_matching_accuracy"] <= 1.0 for row in offline["methods"].values())
+    assert (out / "action_matching_accuracy.png").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,57 @@
+"""Evaluation: success rates in the simulator and offline action matching on logged data."""
+
+import pytest
+
+from digiq_trl import ActionType, DeviceAction, ExpertPolicy, parse_action, RandomPolicy, collect_transitions, format_action
+from digiq_trl.evaluation import action_matching_accuracy, evaluate_policy, evaluate_policy_seeds
+
+
+@pytest.fixture(scope="module")
+def expert_data():
+    return collect_transitions("digiq_trl/Phone-general-v0", ExpertPolicy(), 6, seed=3)
+
+
+class Replay:
+    """Answers with the logged actions of a dataset, in order (a perfect offline policy)."""
+
+    def __init__(self, actions, corrupt_every: int = 0) -> None:
+        self.actions, self.corrupt_every, self.calls = list(actions), corrupt_every, 0
+
+    def act(self, observations, infos):
+        answers = []
+        for _ in observations:
+            answer = self.actions[self.calls]
+            if self.corrupt_every and self.calls % self.corrupt_every == 0:
+                answer = "no idea"
+            answers.append(answer)
+            self.calls += 1
+        return answers
+
+
+def test_replaying_the_logged_actions_matches_everything(expert_data) -> None:
+    result = action_matching_accuracy(Replay(expert_data["action"]), expert_data, batch_size=4)
+    assert result["accuracy"] == 1.0 and result["valid_rate"] == 1.0
+    assert result["num_steps"] == len(expert_data)
+
+
+def test_unparsable_answers_count_as_misses(expert_data) -> None:
+    result = action_matching_accuracy(Replay(expert_data["action"], corrupt_every=2), expert_data)
+    expected = sum(i % 2 != 0 for i in range(len(expert_data))) / len(expert_data)
+    assert result["accuracy"] == pytest.approx(expected)
+    assert result["valid_rate"] == pytest.approx(expected)
+
+
+def test_a_constant_back_press_matches_exactly_the_back_steps(expert_data) -> None:
+    back = format_action(DeviceAction.press(ActionType.PRESS_BACK))
+    logged = [parse_action(a).action_type for a in expert_data["action"]]
+    result = action_matching_accuracy(Replay([back] * len(expert_data)), expert_data)
+    assert result["accuracy"] == pytest.approx(logged.count(ActionType.PRESS_BACK) / len(logged))
+    assert result["accuracy_by_type"]["DUAL_POINT"] == 0.0
+
+
+def test_expert_beats_random_in_the_simulator() -> None:
+    expert = evaluate_policy(ExpertPolicy(), "general", split="heldout", num_episodes=20, seed=1)
+    random = evaluate_policy(RandomPolicy(seed=0), "general", split="heldout", num_episodes=20, seed=1)
+    assert expert["success_rate"] == 1.0 and random["success_rate"] < 0.2
+    seeds = evaluate_policy_seeds(ExpertPolicy(), "general", seeds=(0, 1), num_episodes=5)
+    assert seeds["num_seeds"] == 2 and seeds["stderr"] == 0.0
