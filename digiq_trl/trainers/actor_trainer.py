@@ -366,7 +366,9 @@ class BestOfNActorTrainer(Trainer):
                 new_fingerprint=fingerprint, desc=f"Best-of-{args.num_candidates} candidates",
             )
         timer.total = time.perf_counter() - start
-        prepared = concatenate_datasets([dataset, Dataset.from_dict(_gathered_columns(scored))], axis=1)
+        columns = _gathered_columns(scored)
+        stale = [name for name in columns if name in dataset.column_names]  # from an earlier preparation
+        prepared = concatenate_datasets([dataset.remove_columns(stale), Dataset.from_dict(columns)], axis=1)
         metrics = selection_stats(
             prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
             prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
