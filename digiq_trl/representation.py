@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from datasets import Dataset, Features, Image, List, Value
@@ -47,8 +48,8 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "NO",
     "QUESTION",
-    "SingleClassError",
     "YES",
+    "SingleClassError",
     "actionability_example",
     "actionability_text",
     "balance_indices",

@@ -2,7 +2,8 @@
 
 With no arguments it runs offline on a CPU: transitions from the simulated phone (noisy expert),
 a tiny random-init Qwen2-VL (fully fine-tuned, see ``examples/configs/representation_tiny.yaml``),
-and prints held-out Yes/No accuracy next to the majority-class rate. Every ``RepresentationConfig`` / ``SFTConfig`` field is a flag, and a YAML file works too::
+and prints held-out Yes/No accuracy next to the majority-class rate. Every ``RepresentationConfig``
+(``SFTConfig``) field is a flag, and a YAML file works too::
 
     python examples/train_representation.py                                  # embedded default
     python examples/train_representation.py --config examples/configs/representation_tiny.yaml

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from datasets import Dataset, Image as ImageFeature
+from datasets import Dataset
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action
@@ -156,11 +157,11 @@ def tiny_vlm():
 
 
 def _args(tmp_path, **kwargs) -> RepresentationConfig:
-    defaults = dict(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, per_device_eval_batch_size=4,
-        learning_rate=1e-2, lora_r=4, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-        logging_steps=1, seed=0,
-    )
+    defaults = {
+        "output_dir": str(tmp_path), "max_steps": 3, "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4, "learning_rate": 1e-2, "lora_r": 4, "use_cpu": True, "bf16": False,
+        "report_to": [], "save_strategy": "no", "logging_steps": 1, "seed": 0,
+    }
     return RepresentationConfig(**{**defaults, **kwargs})
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -145,7 +146,7 @@ class RepresentationTrainer(SFTTrainer):
         **kwargs: passed to ``SFTTrainer``.
     """
 
-    _tag_names = ["trl", "sft", "digiq", "digiq-representation"]
+    _tag_names: ClassVar[list[str]] = ["trl", "sft", "digiq", "digiq-representation"]
     _name = "Digi-Q representation (actionability)"
 
     def __init__(
