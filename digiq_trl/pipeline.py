@@ -35,6 +35,7 @@ from .actions import format_action
 from .data import split_by_episode
 from .envs import collect_transitions
 from .envs.policies import random_action
+from .staging import staged_output
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class DigiQPipeline:
             layout=cfg.layout,
         )
         logger.info("behavior cloning on %d noisy-expert states", len(demos))
-        with _atomic_dir(cfg.path("base_actor")) as out:
+        with staged_output(cfg.path("base_actor")) as out:
             behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
                            learning_rate=cfg.bc_learning_rate, seed=cfg.seed)
             processor.save_pretrained(out)
@@ -238,7 +239,7 @@ class DigiQPipeline:
             )
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
         splits["test"] = add_random_alternatives(splits["test"], cfg.ranking_alternatives, cfg.seed)
-        with _atomic_dir(cfg.path("data")) as out:
+        with staged_output(cfg.path("data")) as out:
             splits.save_to_disk(str(out))
 
     def load_data(self) -> DatasetDict:
@@ -255,7 +256,7 @@ class DigiQPipeline:
         from .trainers.representation_trainer import train_representation
 
         cfg = self.config
-        with _atomic_dir(cfg.path("representation")) as out:
+        with staged_output(cfg.path("representation")) as out:
             args = RepresentationConfig(
                 output_dir=str(out), max_steps=cfg.representation_steps,
                 learning_rate=cfg.representation_learning_rate, per_device_train_batch_size=16,
@@ -490,25 +491,6 @@ def add_random_alternatives(ds: Dataset, count: int, seed: int) -> Dataset:
     goals = ds["goal"]
     alternatives = [[format_action(random_action(rng, goal)) for _ in range(count)] for goal in goals]
     return ds.add_column(ALT_ACTIONS_COLUMN, alternatives)
-
-
-class _atomic_dir:
-    """Context manager: yields ``<path>.tmp``; renames it to ``path`` only when the block succeeds,
-    so a crash never leaves a half-written stage that a resumed run would take as finished."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
-
-    def __enter__(self) -> Path:
-        import shutil
-
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.tmp.replace(self.path)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -49,3 +49,24 @@ def render_prompt(processor: Any, goal: str, history: str) -> str:
     return processor.apply_chat_template(
         build_messages(goal, history), tokenize=False, add_generation_prompt=True
     )
+
+
+def answer_token_ids(processor: Any, goal: str, history: str, action: str) -> list[int]:
+    """Token ids the chat template puts after the generation prompt for ``action``.
+
+    That is the action text and the end-of-turn marker (the stop token generation must learn),
+    without trailing template whitespace: the tokens the actor is trained on and the feature
+    extractor pools over, so both stages see the same answer.
+
+    Raises:
+        ValueError: the template renders the prompt differently once an answer is appended, so the
+            answer cannot be split from it.
+    """
+    prompt = render_prompt(processor, goal, history)
+    full = processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError(
+            "the chat template's conversation with an answer does not start with its generation "
+            f"prompt, so answer tokens cannot be located.\nprompt: {prompt!r}\nfull: {full!r}"
+        )
+    return processor.tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]

@@ -8,9 +8,7 @@ output. A dataset card (README.md: schema, sources, citations) is written with i
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset, load_from_disk
@@ -21,9 +19,9 @@ from .dataset_card import card_text
 from .digiq_pt import convert_digiq_pt
 from .hub import HubPushError, push_transitions
 from .validation import TransitionValidationError
+from ..staging import check_replaceable_dataset, staged_output
 
 FORMATS = ("digiq-pt", "aitw-tfrecord")
-_DATASET_MARKERS = ("state.json", "dataset_dict.json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,17 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_output(output: Path) -> None:
-    """Refuse to replace an existing folder that is not a saved dataset (e.g. a typo'd home dir)."""
-    if output.exists() and (
-        not output.is_dir()
-        or (any(output.iterdir()) and not any((output / m).exists() for m in _DATASET_MARKERS))
-    ):
-        raise ConversionError(
-            f"{output}: exists and is not a saved dataset; choose another --output"
-        )
-
-
 def _convert(args: argparse.Namespace, cache_dir: Path) -> Dataset:
     if args.format == "digiq-pt":
         return convert_digiq_pt(
@@ -68,20 +55,6 @@ def _convert(args: argparse.Namespace, cache_dir: Path) -> Dataset:
     return convert_aitw_tfrecord(args.input, gamma=args.gamma, cache_dir=cache_dir)
 
 
-def _move_into_place(new: Path, output: Path, scratch: Path) -> None:
-    """Replace ``output`` by ``new``; the old output is moved aside, and restored on failure."""
-    if not output.exists():
-        new.rename(output)
-        return
-    old = scratch / "previous"
-    output.rename(old)
-    try:
-        new.rename(output)
-    except OSError:
-        old.rename(output)
-        raise
-
-
 def _description(args: argparse.Namespace) -> str:
     names = ", ".join(f"`{Path(p).name}`" for p in args.input)
     command = f"digiq-trl convert --format {args.format}"
@@ -91,18 +64,13 @@ def _description(args: argparse.Namespace) -> str:
 def write_dataset(args: argparse.Namespace) -> Path:
     """Convert, save beside ``--output`` with a card, move into place; return the output path."""
     output = Path(args.output).resolve()
-    _check_output(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.converting-", dir=output.parent))
-    try:
-        ds = _convert(args, scratch / "cache")
-        save_transitions(ds, scratch / "dataset")
-        (scratch / "dataset" / "README.md").write_text(card_text(ds, _description(args)))
+    check_replaceable_dataset(output)
+    with staged_output(output) as stage:
+        ds = _convert(args, stage.parent / "cache")
+        save_transitions(ds, stage)
+        (stage / "README.md").write_text(card_text(ds, _description(args)))
         count = len(ds)
         del ds
-        _move_into_place(scratch / "dataset", output, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     print(f"wrote {count} transitions to {output}", file=sys.stderr)
     return output
 
@@ -111,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``convert``; errors are printed as one clear line and give exit status 1."""
     try:
         output = write_dataset(args)
-    except (ConversionError, TransitionValidationError) as error:
+    except (ConversionError, TransitionValidationError, FileExistsError) as error:
         print(f"digiq-trl convert: error: {error}", file=sys.stderr)
         return 1
     if args.push_to_hub:

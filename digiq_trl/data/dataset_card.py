@@ -10,9 +10,10 @@ import re
 
 from datasets import Dataset, DatasetDict
 
+from ..citation import DIGIQ_CITATION
 from . import schema
 
-CITATIONS = """\
+CITATIONS = f"""\
 - **Android in the Wild** (AitW): Rawles et al., "Android in the Wild: A Large-Scale Dataset for
   Android Device Control", NeurIPS 2023 Datasets and Benchmarks. Google Research, CC BY 4.0.
 - **DigiRL task sets and screenshots**: Bai et al., "DigiRL: Training In-The-Wild Device-Control
@@ -22,14 +23,7 @@ CITATIONS = """\
   Device-Control Agents", ICLR 2025, arXiv:2502.15760.
 
 ```bibtex
-@inproceedings{bai2025digiq,
-  title     = {Digi-Q: Learning Q-Value Functions for Training Device-Control Agents},
-  author    = {Bai, Hao and Zhou, Yifei and Li, Li Erran and Levine, Sergey and Kumar, Aviral},
-  booktitle = {International Conference on Learning Representations (ICLR)},
-  year      = {2025},
-  eprint    = {2502.15760},
-  archivePrefix = {arXiv}
-}
+{DIGIQ_CITATION}
 ```
 """
 

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..staging import check_replaceable_dataset, staged_output
 from .collect import collect_transitions
 from .phone import LAYOUTS, PhoneEnv
 from .policies import ExpertPolicy, NoisyExpertPolicy, Policy, RandomPolicy
 from .tasks import SPLITS, SUITES
 
 POLICIES = ("expert", "noisy-expert", "random")
-_DATASET_MARKERS = ("state.json", "dataset_info.json")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,47 +57,22 @@ def make_policy(name: str, noise: float, seed: int) -> Policy:
     return RandomPolicy(seed=seed)
 
 
-def _check_output(output: Path) -> None:
-    """Refuse to replace a folder that is not a saved dataset (e.g. a mistyped home directory)."""
-    if output.exists() and (
-        not output.is_dir()
-        or (any(output.iterdir()) and not any((output / m).exists() for m in _DATASET_MARKERS))
-    ):
-        raise SystemExit(f"{output}: exists and is not a saved dataset; choose another --output")
-
-
-def _replace(new: Path, output: Path, scratch: Path) -> None:
-    """Put ``new`` at ``output``; an existing output is moved aside first and restored on failure."""
-    if not output.exists():
-        new.rename(output)
-        return
-    old = scratch / "previous"
-    output.rename(old)
-    try:
-        new.rename(output)
-    except OSError:
-        old.rename(output)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     """Collect, save atomically, print a one-line JSON summary."""
     torch.set_num_threads(1)
     if args.episodes < 1:
         raise SystemExit("--episodes must be at least 1")
     output = Path(args.output)
-    _check_output(output)
+    try:
+        check_replaceable_dataset(output)
+    except FileExistsError as error:
+        raise SystemExit(str(error)) from None
     env = PhoneEnv(suite=args.suite, split=args.split, layout=args.layout)
     policy = make_policy(args.policy, args.noise, args.seed)
     ds = collect_transitions(env, policy, args.episodes, seed=args.seed, gamma=args.gamma,
                              batch_size=args.batch_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
-        ds.save_to_disk(str(scratch / "dataset"))
-        _replace(scratch / "dataset", output, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with staged_output(output) as stage:
+        ds.save_to_disk(str(stage))
     successes = sum(1 for done, r in zip(ds["done"], ds["trajectory_reward"]) if done and r > 0)
     print(json.dumps({"output": str(output), "episodes": args.episodes, "transitions": len(ds),
                       "success_rate": successes / args.episodes}))

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 
-from ..prompts import PROMPT_TEMPLATE_ID, build_messages, render_prompt
+from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 
 Pooling = Literal["mean", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "last")
@@ -268,22 +268,8 @@ class VLMFeatureExtractor:
         return torch.stack(states), candidates
 
     def answer_ids(self, goal: str, history: str, action: str) -> list[int]:
-        """Token ids the full conversation puts after the prompt for ``action``: the action text
-        and the end-of-turn marker, without trailing template whitespace.
-
-        Raises:
-            ValueError: the chat template renders the prompt differently with an answer appended,
-                so the answer cannot be split from it.
-        """
-        prompt = render_prompt(self.processor, goal, history)
-        full = self.processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError(
-                "the chat template's conversation with an answer does not start with its generation "
-                f"prompt, so answer tokens cannot be located.\nprompt: {prompt!r}\nfull: {full!r}"
-            )
-        answer = full[len(prompt):].rstrip()
-        ids = self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        """The answer tokens of ``action`` (:func:`digiq_trl.prompts.answer_token_ids`), non-empty."""
+        ids = answer_token_ids(self.processor, goal, history, action)
         if not ids:
             raise ValueError(f"action {action!r} renders to no answer tokens")
         return ids

@@ -54,7 +54,7 @@ from ..best_of_n import (
 from ..models.critic import DigiQCritic
 from ..models.features import VLMFeatureExtractor
 from ..models.processing import load_processor
-from ..prompts import build_messages, render_prompt
+from ..prompts import answer_token_ids, render_prompt
 from .actor_config import BestOfNActorConfig
 from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 
@@ -73,26 +73,13 @@ def default_lora_config() -> LoraConfig:
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_LORA_TARGETS, task_type="CAUSAL_LM")
 
 
-def answer_ids(processor: Any, goal: str, history: str, action: str) -> list[int]:
-    """Token ids the chat template puts after the generation prompt for ``action``.
-
-    That is the action text and the end-of-turn marker (the stop token generation must learn),
-    without trailing template whitespace; the same tokens the feature extractor embeds.
-    """
-    prompt = render_prompt(processor, goal, history)
-    full = processor.apply_chat_template(build_messages(goal, history, action), tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError(f"the chat template does not extend the prompt with the answer: {prompt!r} vs {full!r}")
-    return processor.tokenizer(full[len(prompt) :].rstrip(), add_special_tokens=False)["input_ids"]
-
-
 @dataclass
 class BestOfNCollator:
     """Batches ``{"image", "goal", "history", "chosen_action", "weight"}`` rows for weighted NLL.
 
     Each row is the prompt (image and text, through the processor) followed by the answer tokens
-    of :func:`answer_ids`, right-padded. ``labels`` are -100 everywhere but on the answer tokens,
-    so prompt and image tokens never enter the loss. Per-token processor outputs (e.g. Qwen2-VL's
+    of :func:`~digiq_trl.prompts.answer_token_ids`, right-padded. ``labels`` are -100 everywhere but
+    on the answer tokens, so prompt and image tokens never enter the loss. Per-token processor outputs (e.g. Qwen2-VL's
     ``mm_token_type_ids``) are extended with zeros over the answer; image tensors pass through.
     """
 
@@ -100,7 +87,7 @@ class BestOfNCollator:
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = [render_prompt(self.processor, ex["goal"], ex["history"]) for ex in examples]
-        answers = [answer_ids(self.processor, ex["goal"], ex["history"], ex["chosen_action"]) for ex in examples]
+        answers = [answer_token_ids(self.processor, ex["goal"], ex["history"], ex["chosen_action"]) for ex in examples]
         encoded = self.processor(
             text=prompts, images=[_as_rgb(ex["image"]) for ex in examples], padding=True, padding_side="right", return_tensors="pt"
         )
@@ -570,5 +557,5 @@ def _fits(processor: Any, batch: dict[str, list[Any]], max_length: int) -> list[
     prompts = [render_prompt(processor, g, h) for g, h in zip(batch["goal"], batch["history"])]
     encoded = processor(text=prompts, images=list(batch["image"]), padding=True, return_tensors="pt")
     lengths = encoded["attention_mask"].sum(dim=1).tolist()
-    answers = [answer_ids(processor, g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["chosen_action"])]
+    answers = [answer_token_ids(processor, g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["chosen_action"])]
     return [p + len(a) <= max_length for p, a in zip(lengths, answers)]

@@ -17,15 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from huggingface_hub import ModelCardData
 
-DIGIQ_CITATION = """@inproceedings{bai2025digiq,
-  title         = {Digi-Q: Learning Q-Value Functions for Training Device-Control Agents},
-  author        = {Bai, Hao and Zhou, Yifei and Li, Li Erran and Levine, Sergey and Kumar, Aviral},
-  booktitle     = {International Conference on Learning Representations (ICLR)},
-  year          = {2025},
-  eprint        = {2502.15760},
-  archivePrefix = {arXiv}
-}"""
-"""BibTeX of the Digi-Q paper, cited by every card."""
+from ..citation import DIGIQ_CITATION
 
 _SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
