@@ -107,6 +107,12 @@ class DigiQPipelineConfig:
     actor_steps: int = field(default=200, metadata={"help": "Actor (LoRA) optimizer steps per method."})
     actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
+    actor_max_states: int | None = field(
+        default=1500,
+        metadata={"help": "Best-of-N candidates are sampled and scored for at most this many training states "
+                  "(whole episodes, drawn with the seed); sampling N actions per state dominates the actor "
+                  "stage's cost. None: every state."},
+    )
     # evaluation
     evaluation: str = field(
         default="simulator",
@@ -366,7 +372,7 @@ class DigiQPipeline:
         torch.manual_seed(cfg.seed)
         trainer = BestOfNActorTrainer(
             model, critic=str(cfg.path("critic")) if is_digiq else None, args=args,
-            train_dataset=self.load_data()["train"], processing_class=processor,
+            train_dataset=self._actor_states(is_digiq), processing_class=processor,
             feature_extractor=self.load_extractor() if is_digiq else None,
         )
         trainer.train()
@@ -376,6 +382,15 @@ class DigiQPipeline:
         if args.push_to_hub:
             trainer.push_to_hub()
         self.state.wait_for_everyone()
+
+    def _actor_states(self, is_digiq: bool) -> Dataset:
+        """The training transitions of the actor: all of them for filtered BC (only successful
+        episodes count there), whole episodes up to ``actor_max_states`` for Best-of-N."""
+        train = self.load_data()["train"]
+        limit = self.config.actor_max_states
+        if not is_digiq or limit is None or len(train) <= limit:
+            return train
+        return take_episodes(train, limit, self.config.seed)
 
     # ----------------------------------------------------------------- stage 6: evaluation
     def stage_evaluate(self) -> None:
@@ -477,6 +492,22 @@ class DigiQPipeline:
             v = torch.maximum(*critic.v_values(test["v_features"].float()))
         success = [r > 0 for r in test["trajectory_reward"].tolist()]
         return test["step_id"].tolist(), {"Q": q.flatten().tolist(), "V": v.flatten().tolist()}, success
+
+
+def take_episodes(ds: Dataset, max_rows: int, seed: int) -> Dataset:
+    """Whole episodes of ``ds`` in a seeded random order, as many as fit in ``max_rows`` rows."""
+    import random
+
+    spans: dict[str, list[int]] = {}
+    for index, episode in enumerate(ds["episode_id"]):
+        spans.setdefault(episode, []).append(index)
+    episodes = list(spans)
+    random.Random(seed).shuffle(episodes)
+    rows: list[int] = []
+    for episode in episodes:
+        if len(rows) + len(spans[episode]) <= max_rows:
+            rows.extend(spans[episode])
+    return ds.select(sorted(rows))
 
 
 ALT_ACTIONS_COLUMN = "alt_actions"

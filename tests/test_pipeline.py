@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
-from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig
+from datasets import Dataset
+
+from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig, take_episodes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +28,19 @@ def noisy_expert_data(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("data") / "transitions"
     collect_transitions("digiq_trl/Phone-general-v0", NoisyExpertPolicy(seed=0), 40, seed=0).save_to_disk(str(path))
     return str(path)
+
+
+def test_take_episodes_keeps_whole_episodes_within_the_budget() -> None:
+    ds = Dataset.from_dict({"episode_id": ["a", "a", "b", "c", "c", "c", "d"], "step_id": [0, 1, 0, 0, 1, 2, 0]})
+    for seed in range(5):
+        taken = take_episodes(ds, 4, seed)
+        ids = taken["episode_id"][:]
+        assert len(ids) <= 4 and len(ids) >= 3
+        assert all(ids.count(e) == ds["episode_id"][:].count(e) for e in set(ids))
+        for episode in set(ids):
+            steps = [s for e, s in zip(ids, taken["step_id"][:]) if e == episode]
+            assert steps == list(range(len(steps)))
+    assert {tuple(take_episodes(ds, 4, s)["episode_id"][:]) for s in range(5)} != {("a", "a", "b")}
 
 
 def test_unknown_stage_is_refused() -> None:
