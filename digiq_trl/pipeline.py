@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,6 +108,11 @@ class DigiQPipelineConfig:
     actor_steps: int = field(default=200, metadata={"help": "Actor (LoRA) optimizer steps per method."})
     actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
+    actor_seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={"help": "Training seeds of the actor stage: each method is trained once per seed (candidates, "
+                  "LoRA init, data order) and the results table reports the spread across them."},
+    )
     actor_max_states: int | None = field(
         default=1500,
         metadata={"help": "Best-of-N candidates are sampled and scored for at most this many training states "
@@ -348,31 +354,36 @@ class DigiQPipeline:
     def stage_actor(self) -> None:
         """Filtered BC (baseline) and Digi-Q Best-of-N, each a LoRA adapter on the base actor."""
         for method in METHODS:
-            if not (self.config.path("actor") / method / "adapter_config.json").exists():
-                self._train_actor(method)
+            for seed in self.config.actor_seeds:
+                if not (self.actor_path(method, seed) / "adapter_config.json").exists():
+                    self._train_actor(method, seed)
 
-    def _train_actor(self, method: str) -> None:
+    def actor_path(self, method: str, seed: int) -> Path:
+        """Where the adapter of ``method`` trained with ``seed`` goes."""
+        return self.config.path("actor") / method / f"seed{seed}"
+
+    def _train_actor(self, method: str, seed: int) -> None:
         from .trainers.actor_config import BestOfNActorConfig
         from .trainers.actor_trainer import BestOfNActorTrainer
 
         cfg = self.config
         is_digiq = method == "digiq"
-        out = cfg.path("actor") / method
+        out = self.actor_path(method, seed)
         args = BestOfNActorConfig(
             output_dir=str(out), weighting="threshold" if is_digiq else "filtered_bc",
             num_candidates=cfg.num_candidates, temperature=cfg.candidate_temperature,
             advantage_threshold=cfg.advantage_threshold, max_steps=cfg.actor_steps,
             learning_rate=cfg.actor_learning_rate, per_device_train_batch_size=cfg.actor_batch_size,
-            logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=cfg.seed,
+            logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=seed,
             bf16=cfg.bf16,
             push_to_hub=cfg.push_to_hub and is_digiq,
             hub_model_id=f"{cfg.hub_model_prefix}-actor" if cfg.hub_model_prefix else None,
         )
         model, processor = self.load_base_actor()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         trainer = BestOfNActorTrainer(
             model, critic=str(cfg.path("critic")) if is_digiq else None, args=args,
-            train_dataset=self._actor_states(is_digiq), processing_class=processor,
+            train_dataset=self._actor_states(is_digiq, seed), processing_class=processor,
             feature_extractor=self.load_extractor() if is_digiq else None,
         )
         trainer.train()
@@ -383,14 +394,14 @@ class DigiQPipeline:
             trainer.push_to_hub()
         self.state.wait_for_everyone()
 
-    def _actor_states(self, is_digiq: bool) -> Dataset:
+    def _actor_states(self, is_digiq: bool, seed: int) -> Dataset:
         """The training transitions of the actor: all of them for filtered BC (only successful
         episodes count there), whole episodes up to ``actor_max_states`` for Best-of-N."""
         train = self.load_data()["train"]
         limit = self.config.actor_max_states
         if not is_digiq or limit is None or len(train) <= limit:
             return train
-        return take_episodes(train, limit, self.config.seed)
+        return take_episodes(train, limit, seed)
 
     # ----------------------------------------------------------------- stage 6: evaluation
     def stage_evaluate(self) -> None:
@@ -402,12 +413,15 @@ class DigiQPipeline:
     def _evaluate(self) -> None:
         cfg = self.config
         offline = cfg.evaluation == "offline"
-        methods = {
-            name: self._score_offline(policy) if offline else self._score_in_simulator(policy)
-            for name, policy in self._trained_policies()
-        }
+        score = self._score_offline if offline else self._score_in_simulator
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for name, policy in self._trained_policies():
+            runs.setdefault(name, []).append(score(policy))
+            logger.info("%s: %s", name, runs[name][-1])
+        metric = "action_matching_accuracy" if offline else "success_rate"
+        methods = {name: across_training_seeds(scores, metric) for name, scores in runs.items()}
         self.results.update(
-            metric="action_matching_accuracy" if offline else "success_rate",
+            metric=metric, actor_seeds=list(cfg.actor_seeds),
             eval_split="test (offline action matching)" if offline else cfg.eval_split,
             num_eval_episodes=cfg.eval_episodes, seeds=[] if offline else list(cfg.eval_seeds),
             methods=methods, behavior_data=self._behavior_stats(),
@@ -438,7 +452,8 @@ class DigiQPipeline:
                 "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
 
     def _trained_policies(self) -> Iterator[tuple[str, Any]]:
-        """``(name, greedy VLMPolicy)`` for the base actor and each trained adapter found."""
+        """``(name, greedy VLMPolicy)`` for the base actor and each trained adapter found, one per
+        training seed."""
         from peft import PeftModel
 
         from .models.policy import VLMPolicy
@@ -446,10 +461,11 @@ class DigiQPipeline:
         model, processor = self.load_base_actor()
         yield "base", VLMPolicy(model, processor)
         for method in METHODS:
-            adapter = self.config.path("actor") / method
-            if (adapter / "adapter_config.json").exists():
-                base, processor = self.load_base_actor()
-                yield method, VLMPolicy(PeftModel.from_pretrained(base, str(adapter)), processor)
+            for seed in self.config.actor_seeds:
+                adapter = self.actor_path(method, seed)
+                if (adapter / "adapter_config.json").exists():
+                    base, processor = self.load_base_actor()
+                    yield method, VLMPolicy(PeftModel.from_pretrained(base, str(adapter)), processor)
 
     def _behavior_stats(self) -> dict[str, float]:
         """Size and success rate of the offline data (the behavior policy's own success)."""
@@ -492,6 +508,21 @@ class DigiQPipeline:
             v = torch.maximum(*critic.v_values(test["v_features"].float()))
         success = [r > 0 for r in test["trajectory_reward"].tolist()]
         return test["step_id"].tolist(), {"Q": q.flatten().tolist(), "V": v.flatten().tolist()}, success
+
+
+def across_training_seeds(scores: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One method's result from its runs, one per training seed.
+
+    With a single run, its own figures (standard error across evaluation seeds). With several, the
+    mean of the runs, the standard error of that mean across training seeds, and ``per_seed`` the
+    runs' values.
+    """
+    if len(scores) == 1:
+        return scores[0]
+    values = [run[metric] for run in scores]
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return {metric: mean, "stderr": spread / math.sqrt(len(values)), "per_seed": values}
 
 
 def take_episodes(ds: Dataset, max_rows: int, seed: int) -> Dataset:

@@ -114,8 +114,11 @@ def render_report(results: Mapping[str, Any], plots: Sequence[str | Path]) -> st
     lines = [
         f"# Digi-Q run: {results.get('suite', '?')} suite",
         "",
-        f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per seed on "
-        f"`{results.get('eval_split', '?')}` goals, seeds {results.get('seeds', [])}.",
+        f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per evaluation seed on "
+        f"`{results.get('eval_split', '?')}` goals, evaluation seeds {results.get('seeds', [])}, "
+        f"actor training seeds {results.get('actor_seeds', [])}. With several training seeds, "
+        "'per seed' lists one value per training seed and the standard error is across them; "
+        "otherwise across evaluation seeds.",
         "",
         f"| method | {metric.replace('_', ' ')} (%) | std. error (%) | per seed (%) |",
         "|---|---|---|---|",

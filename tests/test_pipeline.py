@@ -11,14 +11,14 @@ import pytest
 from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
 from datasets import Dataset
 
-from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig, take_episodes
+from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig, across_training_seeds, take_episodes
 
 REPO = Path(__file__).resolve().parents[1]
 
 TOY = dict(
     bc_episodes=20, bc_steps=4, representation_steps=3, critic_steps=10, critic_batch_size=16,
     actor_steps=2, actor_batch_size=4, num_candidates=2, eval_episodes=4, eval_seeds=[0],
-    ranking_alternatives=2, advantage_threshold=-1.0, num_threads=1, test_size=0.4,
+    ranking_alternatives=2, advantage_threshold=-1.0, num_threads=1, test_size=0.4, actor_seeds=[0, 1],
 )
 
 
@@ -43,6 +43,16 @@ def test_take_episodes_keeps_whole_episodes_within_the_budget() -> None:
     assert {tuple(take_episodes(ds, 4, s)["episode_id"][:]) for s in range(5)} != {("a", "a", "b")}
 
 
+def test_across_training_seeds_by_hand() -> None:
+    single = {"success_rate": 0.3, "stderr": 0.01, "per_seed": [0.29, 0.31]}
+    assert across_training_seeds([single], "success_rate") is single
+    runs = [{"success_rate": r} for r in (0.2, 0.4, 0.6)]
+    result = across_training_seeds(runs, "success_rate")
+    assert result["success_rate"] == pytest.approx(0.4)
+    assert result["stderr"] == pytest.approx(0.2 / 3**0.5)
+    assert result["per_seed"] == [0.2, 0.4, 0.6]
+
+
 def test_unknown_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         DigiQPipelineConfig(skip_stages=["critics"])
@@ -54,10 +64,11 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     results = DigiQPipeline(config).run()
     out = Path(config.output_dir)
     assert set(results["methods"]) == {"base", "filtered_bc", "digiq"}
+    assert len(results["methods"]["digiq"]["per_seed"]) == 2
     assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
     for name in ("report.md", "success_rate.png", "critic_losses.png", "critic_values.png",
-                 "critic/model.safetensors", "actor/digiq/adapter_config.json",
-                 "actor/filtered_bc/adapter_config.json", "representation/config.json"):
+                 "critic/model.safetensors", "actor/digiq/seed0/adapter_config.json",
+                 "actor/filtered_bc/seed0/adapter_config.json", "representation/config.json"):
         assert (out / name).exists(), name
     assert "| Digi-Q (Best-of-N) |" in (out / "report.md").read_text()
     assert 0.0 <= results["critic"]["eval_v0_auroc"] <= 1.0
@@ -93,4 +104,4 @@ def test_two_processes_train_critic_and_actor(tmp_path, noisy_expert_data) -> No
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "critic" / "model.safetensors").exists()
-    assert (out / "actor" / "digiq" / "adapter_config.json").exists()
+    assert (out / "actor" / "digiq" / "seed0" / "adapter_config.json").exists()
