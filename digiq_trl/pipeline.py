@@ -103,7 +103,14 @@ class DigiQPipelineConfig:
     )
     critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
     ranking_alternatives: int = field(
-        default=4, metadata={"help": "Random alternative actions per held-out state, for the ranking metric."}
+        default=4,
+        metadata={"help": "Random alternative actions per state (alt_actions): the held-out ranking metric, and "
+                  "the conservative penalty's negatives in training."},
+    )
+    critic_conservative_weight: float = field(
+        default=0.0,
+        metadata={"help": "Conservative penalty on Q of random alternative actions (DigiQCriticConfig."
+                  "conservative_weight); 0 is the paper's critic."},
     )
     # actor
     num_candidates: int = field(default=16, metadata={"help": "Best-of-N: candidate actions per state."})
@@ -260,7 +267,8 @@ class DigiQPipeline:
                 cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train", layout=cfg.layout
             )
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
-        splits["test"] = add_random_alternatives(splits["test"], cfg.ranking_alternatives, cfg.seed)
+        for offset, name in enumerate(("train", "test")):
+            splits[name] = add_random_alternatives(splits[name], cfg.ranking_alternatives, cfg.seed + offset)
         with staged_output(cfg.path("data")) as out:
             splits.save_to_disk(str(out))
 
@@ -317,10 +325,12 @@ class DigiQPipeline:
         from .models.feature_cache import cache_features
 
         data = self.load_data()
-        return DatasetDict(
-            train=cache_features(data["train"], extractor),
-            test=cache_features(data["test"], extractor, alt_actions_column=ALT_ACTIONS_COLUMN),
-        )
+        with_alternatives = {"test"} | ({"train"} if self.config.critic_conservative_weight > 0 else set())
+        return DatasetDict({
+            name: cache_features(split, extractor,
+                                 alt_actions_column=ALT_ACTIONS_COLUMN if name in with_alternatives else None)
+            for name, split in data.items()
+        })
 
     # ----------------------------------------------------------------- stage 4: critic
     def stage_critic(self) -> None:
@@ -345,6 +355,7 @@ class DigiQPipeline:
             gradient_accumulation_steps=cfg.critic_gradient_accumulation_steps, bf16=cfg.bf16,
             logging_steps=max(1, cfg.critic_steps // 30), eval_strategy="steps",
             eval_steps=max(1, cfg.critic_steps // 5), save_strategy="no", report_to=[], seed=cfg.seed,
+            conservative_weight=cfg.critic_conservative_weight, alt_actions_column=ALT_ACTIONS_COLUMN,
             push_to_hub=cfg.push_to_hub,
             hub_model_id=f"{cfg.hub_model_prefix}-critic" if cfg.hub_model_prefix else None,
         )

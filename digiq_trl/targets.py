@@ -186,3 +186,28 @@ def ranking_accuracy(
     if not bool(valid.any()):
         return float("nan")
     return float(scores[valid].mean())
+
+
+def conservative_gap(q_logged: torch.Tensor, q_alternatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over states of ``mean_k Q(s, alt_k) - Q(s, a_data)`` (valid alternatives only).
+
+    Minimizing it pushes Q down on actions the data never took and up on the logged ones, the
+    conservative-Q idea; states without alternatives contribute 0.
+
+    Args:
+        q_logged: ``(B,)`` or ``(B, 1)`` values of the logged actions.
+        q_alternatives: ``(B, K)`` or ``(B, K, 1)`` values of alternative actions.
+        mask: ``(B, K)``, True where an alternative exists.
+
+    Example:
+        >>> conservative_gap(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0], [5.0, 9.0]]),
+        ...                  torch.tensor([[True, True], [True, False]]))
+        tensor(2.5000)
+    """
+    logged = q_logged.reshape(-1)
+    alternatives = q_alternatives.reshape(mask.shape)
+    weights = mask.float()
+    counts = weights.sum(dim=1)
+    alt_mean = (alternatives * weights).sum(dim=1) / counts.clamp(min=1.0)
+    gaps = torch.where(counts > 0, alt_mean - logged, torch.zeros_like(logged))
+    return gaps.mean()

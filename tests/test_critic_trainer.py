@@ -282,3 +282,23 @@ def test_raw_transitions_with_a_real_extractor(tmp_path) -> None:
     with pytest.raises(ValueError, match=rf"dimension {dim} but the critic's config.q_input_dim is {dim + 1}"):
         DigiQCriticTrainer(DigiQCritic(DigiQCriticModelConfig(q_input_dim=dim + 1, v_input_dim=dim)),
                            _args(tmp_path), train_dataset=raw, feature_extractor=extractor)
+
+
+def _mean_gap(critic: DigiQCritic, ds: Dataset) -> float:
+    data = ds.with_format("torch")[:]
+    with torch.no_grad():
+        logged = torch.maximum(*critic.q_values(data["q_features"].float()))
+        alternative = torch.maximum(*critic.q_values(data["alt_q_features"].float()[:, 0]))
+    return float((alternative - logged).mean())
+
+
+def test_conservative_weight_lowers_q_of_actions_the_data_did_not_take(tmp_path, train_ds) -> None:
+    settings = dict(max_steps=60, learning_rate=3e-3)
+    plain = _train(tmp_path, train_ds, name="plain", **settings).model
+    conservative = _train(tmp_path, train_ds, name="cons", conservative_weight=1.0, **settings).model
+    assert _mean_gap(conservative, train_ds) < _mean_gap(plain, train_ds) - 0.05
+
+
+def test_conservative_weight_without_alternatives_is_a_clear_error(tmp_path, train_ds) -> None:
+    with pytest.raises(ValueError, match="needs alternative actions"):
+        _train(tmp_path, train_ds.remove_columns("alt_q_features"), conservative_weight=1.0)

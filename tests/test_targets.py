@@ -107,3 +107,14 @@ def test_ranking_accuracy_with_ties_and_mask() -> None:
     assert math.isnan(scores[2].item())
     assert ranking_accuracy(logged, alternatives, mask) == pytest.approx(0.625)
     assert math.isnan(ranking_accuracy(logged[2:], alternatives[2:], mask[2:]))
+
+
+def test_conservative_gap_by_hand() -> None:
+    from digiq_trl.targets import conservative_gap
+
+    gap = conservative_gap(
+        torch.tensor([1.0, 0.0, 3.0]),
+        torch.tensor([[2.0, 0.0], [5.0, 9.0], [7.0, 7.0]]),
+        torch.tensor([[True, True], [True, False], [False, False]]),
+    )
+    assert gap.item() == pytest.approx(((1.0 - 1.0) + (5.0 - 0.0) + 0.0) / 3)

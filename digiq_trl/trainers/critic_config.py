@@ -112,6 +112,15 @@ class DigiQCriticConfig(TrainingArguments):
             "choices": list(V_TARGET_COMBINES),
         },
     )
+    conservative_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a conservative penalty mean_k Q_i(s, alt_k) - Q_i(s, a_data) on each Q head, "
+            "over the training set's alternative actions (alt_q_features). Offline TD never sees those "
+            "actions, so Q can overrate them; Best-of-N then picks them. 0 (the paper) disables it; "
+            "> 0 needs alternatives in the training data.",
+        },
+    )
     q_features_column: str = field(
         default="q_features",
         metadata={"help": "Column with the state-action feature of the logged action."},
@@ -157,6 +166,8 @@ class DigiQCriticConfig(TrainingArguments):
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.target_update_interval < 1:
             raise ValueError(f"target_update_interval must be >= 1, got {self.target_update_interval}")
+        if self.conservative_weight < 0:
+            raise ValueError(f"conservative_weight must be >= 0, got {self.conservative_weight}")
         if self.feature_batch_size < 1:
             raise ValueError(f"feature_batch_size must be >= 1, got {self.feature_batch_size}")
         super().__post_init__()

@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput
-from ..targets import auroc, mc_targets, ranking_scores, td_targets, v_targets
+from ..targets import auroc, conservative_gap, mc_targets, ranking_scores, td_targets, v_targets
 from .critic_config import DigiQCriticConfig
 from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 
@@ -210,7 +210,7 @@ class DigiQCriticTrainer(Trainer):
                 f"{split} dataset is missing column(s) {missing} needed for loss_type="
                 f"{args.loss_type!r}; it has {dataset.column_names}"
             )
-        optional = [args.alt_q_features_column] if is_eval else []
+        optional = [args.alt_q_features_column] if is_eval or args.conservative_weight > 0 else []
         used = needed + [column for column in optional if column in dataset.column_names]
         dataset = dataset.select_columns(used)
         _check_dimensions(dataset[0], model, args, split)
@@ -231,7 +231,8 @@ class DigiQCriticTrainer(Trainer):
         from ..models.feature_cache import cache_features
 
         alt_column = args.alt_actions_column
-        use_alt = is_eval and alt_column is not None and alt_column in dataset.column_names
+        wants_alt = is_eval or args.conservative_weight > 0
+        use_alt = wants_alt and alt_column is not None and alt_column in dataset.column_names
         with args.main_process_first(desc=f"caching {split} features"):
             dataset = cache_features(dataset, self.feature_extractor, batch_size=args.feature_batch_size,
                                      alt_actions_column=alt_column if use_alt else None)
@@ -252,7 +253,22 @@ class DigiQCriticTrainer(Trainer):
         v_loss = F.mse_loss(outputs.v1, v_targets_[0]) + F.mse_loss(outputs.v2, v_targets_[1])
         self._record(outputs, q_targets, v_targets_, q_loss, v_loss)
         loss = q_loss + v_loss
+        if self.args.conservative_weight > 0 and model.training:
+            loss = loss + self.args.conservative_weight * self._conservative_penalty(model, inputs, outputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _conservative_penalty(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                              outputs: DigiQCriticOutput) -> torch.Tensor:
+        """Summed over both Q heads: :func:`~digiq_trl.targets.conservative_gap` on this batch."""
+        if "alt_q_features" not in inputs:
+            raise ValueError(
+                "conservative_weight > 0 needs alternative actions in the training data: an "
+                f"{self.args.alt_q_features_column!r} column, or raw transitions with "
+                f"{self.args.alt_actions_column!r} and a feature_extractor"
+            )
+        alt_q1, alt_q2 = self.accelerator.unwrap_model(model).q_values(inputs["alt_q_features"])
+        mask = inputs["alt_mask"]
+        return conservative_gap(outputs.q1, alt_q1, mask) + conservative_gap(outputs.q2, alt_q2, mask)
 
     def _regression_targets(self, inputs: dict[str, torch.Tensor]) -> tuple[Pair, Pair]:
         """``((Q1 target, Q2 target), (V1 target, V2 target))`` for this batch, without grad."""
