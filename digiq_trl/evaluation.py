@@ -114,3 +114,52 @@ def action_matching_accuracy(policy: Policy, dataset: Dataset, batch_size: int =
         "num_steps": len(flat),
         "accuracy_by_type": {name: sum(ms) / len(ms) for name, ms in sorted(matched.items())},
     }
+
+
+def critic_expert_ranking(
+    critic: Any,
+    extractor: Any,
+    suite: str,
+    policy: Policy,
+    split: str = "heldout",
+    num_episodes: int = 50,
+    num_alternatives: int = 4,
+    seed: int = 0,
+    **env_kwargs: Any,
+) -> dict[str, float]:
+    """How often the critic ranks the simulator expert's action above random actions.
+
+    The states are those ``policy`` visits (e.g. the behavior policy, so they look like the
+    critic's data); in each, ``Q = max(Q1, Q2)`` of the expert's next action is compared with that
+    of ``num_alternatives`` uniformly random actions (ties count half).
+
+    Returns:
+        ``expert_vs_random_ranking`` (mean over states) and ``num_states``.
+    """
+    import numpy as np
+    import torch
+
+    from .actions import format_action
+    from .envs.policies import random_action
+    from .targets import ranking_scores
+
+    rng = np.random.default_rng(seed)
+    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
+    steps = [s for s in run_episodes(env, policy, num_episodes, seed=seed) if not s.info.get("success")]
+    scores: list[torch.Tensor] = []
+    for start in range(0, len(steps), 16):
+        chunk = steps[start : start + 16]
+        actions = [
+            [s.info["expert_action"]]
+            + [format_action(random_action(rng, s.observation["goal"])) for _ in range(num_alternatives)]
+            for s in chunk
+        ]
+        _, features = extractor.state_action_features(
+            [s.observation["image"] for s in chunk], [s.observation["goal"] for s in chunk],
+            [s.observation["history"] for s in chunk], actions,
+        )
+        with torch.no_grad():
+            q = torch.stack([torch.maximum(*critic.q_values(f)).reshape(-1) for f in features])
+        scores.append(ranking_scores(q[:, 0], q[:, 1:]))
+    ranking = torch.cat(scores)
+    return {"expert_vs_random_ranking": float(ranking.mean()), "num_states": int(ranking.numel())}

@@ -446,9 +446,27 @@ class DigiQPipeline:
             eval_split="test (offline action matching)" if offline else cfg.eval_split,
             num_eval_episodes=cfg.eval_episodes, seeds=[] if offline else list(cfg.eval_seeds),
             methods=methods, behavior_data=self._behavior_stats(),
-            critic=_read_json(cfg.path("critic") / "eval_metrics.json"),
+            critic={**_read_json(cfg.path("critic") / "eval_metrics.json"),
+                    **({} if offline else self._critic_expert_ranking())},
             representation=_read_json(cfg.path("representation") / "metrics.json"),
         )
+
+    def _critic_expert_ranking(self) -> dict[str, float]:
+        """Does the critic rank the simulator expert's action above random ones, on evaluation
+        states the behavior policy visits?"""
+        from .evaluation import critic_expert_ranking
+        from .models.critic import DigiQCritic
+        from .models.policy import VLMPolicy
+
+        cfg = self.config
+        if not (cfg.path("critic") / "model.safetensors").exists():
+            return {}
+        critic = DigiQCritic.from_pretrained(str(cfg.path("critic"))).eval()
+        model, processor = self.load_base_actor()
+        torch.manual_seed(cfg.seed)
+        behavior = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
+        return critic_expert_ranking(critic, self.load_extractor(), cfg.suite, behavior, split=cfg.eval_split,
+                                     num_episodes=50, seed=cfg.seed, layout=cfg.layout)
 
     def _score_in_simulator(self, policy: Any) -> dict[str, Any]:
         """Greedy success rate on the evaluation goals, over every evaluation seed."""

@@ -3,7 +3,14 @@
 import pytest
 
 from digiq_trl import ActionType, DeviceAction, ExpertPolicy, parse_action, RandomPolicy, collect_transitions, format_action
-from digiq_trl.evaluation import action_matching_accuracy, evaluate_policy, evaluate_policy_seeds
+import torch
+
+from digiq_trl.evaluation import (
+    action_matching_accuracy,
+    critic_expert_ranking,
+    evaluate_policy,
+    evaluate_policy_seeds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +62,26 @@ def test_expert_beats_random_in_the_simulator() -> None:
     assert expert["success_rate"] == 1.0 and random["success_rate"] < 0.2
     seeds = evaluate_policy_seeds(ExpertPolicy(), "general", seeds=(0, 1), num_episodes=5)
     assert seeds["num_seeds"] == 2 and seeds["stderr"] == 0.0
+
+
+class _ConstantFeatures:
+    """A stand-in extractor: the expert's action (first candidate) gets feature 1, others 0."""
+
+    def state_action_features(self, images, goals, histories, actions):
+        features = [torch.tensor([[1.0]] + [[0.0]] * (len(a) - 1)) for a in actions]
+        return torch.zeros(len(actions), 1), features
+
+
+class _LinearCritic:
+    def __init__(self, sign: float) -> None:
+        self.sign = sign
+
+    def q_values(self, features):
+        return self.sign * features, self.sign * features
+
+
+@pytest.mark.parametrize(("sign", "expected"), [(1.0, 1.0), (-1.0, 0.0)])
+def test_critic_expert_ranking_compares_expert_with_random(sign, expected) -> None:
+    result = critic_expert_ranking(_LinearCritic(sign), _ConstantFeatures(), "general", ExpertPolicy(),
+                                   num_episodes=3, num_alternatives=2)
+    assert result["expert_vs_random_ranking"] == expected and result["num_states"] > 0
