@@ -188,11 +188,12 @@ def ranking_accuracy(
     return float(scores[valid].mean())
 
 
-def conservative_gap(q_logged: torch.Tensor, q_alternatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over states of ``mean_k Q(s, alt_k) - Q(s, a_data)`` (valid alternatives only).
+def conservative_penalty(q_logged: torch.Tensor, q_alternatives: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over states of ``logsumexp(Q(s, a_data), Q(s, alt_1..K)) - Q(s, a_data)`` (CQL-style).
 
-    Minimizing it pushes Q down on actions the data never took and up on the logged ones, the
-    conservative-Q idea; states without alternatives contribute 0.
+    Non-negative, and near 0 once the logged action's Q clearly exceeds every alternative's, so it
+    pushes down actions the data never took without driving them to minus infinity; only valid
+    alternatives count (a state without any contributes 0).
 
     Args:
         q_logged: ``(B,)`` or ``(B, 1)`` values of the logged actions.
@@ -200,14 +201,10 @@ def conservative_gap(q_logged: torch.Tensor, q_alternatives: torch.Tensor, mask:
         mask: ``(B, K)``, True where an alternative exists.
 
     Example:
-        >>> conservative_gap(torch.tensor([1.0, 0.0]), torch.tensor([[2.0, 0.0], [5.0, 9.0]]),
-        ...                  torch.tensor([[True, True], [True, False]]))
-        tensor(2.5000)
+        >>> round(conservative_penalty(torch.tensor([0.0]), torch.tensor([[0.0]]),
+        ...                            torch.tensor([[True]])).item(), 4)  # log 2
+        0.6931
     """
-    logged = q_logged.reshape(-1)
-    alternatives = q_alternatives.reshape(mask.shape)
-    weights = mask.float()
-    counts = weights.sum(dim=1)
-    alt_mean = (alternatives * weights).sum(dim=1) / counts.clamp(min=1.0)
-    gaps = torch.where(counts > 0, alt_mean - logged, torch.zeros_like(logged))
-    return gaps.mean()
+    logged = q_logged.reshape(-1, 1)
+    alternatives = q_alternatives.reshape(mask.shape).masked_fill(~mask, float("-inf"))
+    return (torch.logsumexp(torch.cat([logged, alternatives], dim=1), dim=1) - logged.squeeze(1)).mean()

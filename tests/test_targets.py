@@ -109,12 +109,13 @@ def test_ranking_accuracy_with_ties_and_mask() -> None:
     assert math.isnan(ranking_accuracy(logged[2:], alternatives[2:], mask[2:]))
 
 
-def test_conservative_gap_by_hand() -> None:
-    from digiq_trl.targets import conservative_gap
+def test_conservative_penalty_by_hand() -> None:
+    from digiq_trl.targets import conservative_penalty
 
-    gap = conservative_gap(
+    penalty = conservative_penalty(
         torch.tensor([1.0, 0.0, 3.0]),
         torch.tensor([[2.0, 0.0], [5.0, 9.0], [7.0, 7.0]]),
         torch.tensor([[True, True], [True, False], [False, False]]),
     )
-    assert gap.item() == pytest.approx(((1.0 - 1.0) + (5.0 - 0.0) + 0.0) / 3)
+    by_hand = (math.log(math.e**1 + math.e**2 + 1.0) - 1.0) + math.log(1.0 + math.e**5) + 0.0
+    assert penalty.item() == pytest.approx(by_hand / 3, rel=1e-6)

@@ -115,8 +115,9 @@ class DigiQCriticConfig(TrainingArguments):
     conservative_weight: float = field(
         default=0.0,
         metadata={
-            "help": "Weight of a conservative penalty mean_k Q_i(s, alt_k) - Q_i(s, a_data) on each Q head, "
-            "over the training set's alternative actions (alt_q_features). Offline TD never sees those "
+            "help": "Weight of a conservative (CQL-style) penalty logsumexp(Q_i(s, a_data), Q_i(s, alt_k)) - "
+            "Q_i(s, a_data) on each Q head, over the training set's alternative actions (alt_q_features). "
+            "Offline TD never sees those "
             "actions, so Q can overrate them; Best-of-N then picks them. 0 (the paper) disables it; "
             "> 0 needs alternatives in the training data.",
         },

@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput
-from ..targets import auroc, conservative_gap, mc_targets, ranking_scores, td_targets, v_targets
+from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, td_targets, v_targets
 from .critic_config import DigiQCriticConfig
 from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 
@@ -259,7 +259,7 @@ class DigiQCriticTrainer(Trainer):
 
     def _conservative_penalty(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
                               outputs: DigiQCriticOutput) -> torch.Tensor:
-        """Summed over both Q heads: :func:`~digiq_trl.targets.conservative_gap` on this batch."""
+        """Summed over both Q heads: :func:`~digiq_trl.targets.conservative_penalty` on this batch."""
         if "alt_q_features" not in inputs:
             raise ValueError(
                 "conservative_weight > 0 needs alternative actions in the training data: an "
@@ -268,7 +268,7 @@ class DigiQCriticTrainer(Trainer):
             )
         alt_q1, alt_q2 = self.accelerator.unwrap_model(model).q_values(inputs["alt_q_features"])
         mask = inputs["alt_mask"]
-        return conservative_gap(outputs.q1, alt_q1, mask) + conservative_gap(outputs.q2, alt_q2, mask)
+        return conservative_penalty(outputs.q1, alt_q1, mask) + conservative_penalty(outputs.q2, alt_q2, mask)
 
     def _regression_targets(self, inputs: dict[str, torch.Tensor]) -> tuple[Pair, Pair]:
         """``((Q1 target, Q2 target), (V1 target, V2 target))`` for this batch, without grad."""
