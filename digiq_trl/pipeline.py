@@ -83,7 +83,7 @@ class DigiQPipelineConfig:
         default=None,
         metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
     )
-    collect_episodes: int = field(default=600, metadata={"help": "Episodes the base actor plays to make the data."})
+    collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
     )
@@ -130,7 +130,7 @@ class DigiQPipelineConfig:
                   "LoRA init, data order) and the results table reports the spread across them."},
     )
     actor_max_states: int | None = field(
-        default=1500,
+        default=800,
         metadata={"help": "Best-of-N candidates are sampled and scored for at most this many training states "
                   "(whole episodes, drawn with the seed); sampling N actions per state dominates the actor "
                   "stage's cost. None: every state."},
@@ -143,7 +143,9 @@ class DigiQPipelineConfig:
     )
     eval_split: str = field(default="heldout", metadata={"help": "Goal split of the evaluation: train, test, heldout."})
     eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
-    eval_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds."})
+    eval_seeds: list[int] = field(
+        default_factory=lambda: [0], metadata={"help": "Evaluation seeds (each plays eval_episodes episodes)."}
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the critic and the actor adapter to the Hub."})
     hub_model_prefix: str | None = field(
         default=None, metadata={"help": "Hub repo prefix: pushes <prefix>-critic and <prefix>-actor."}
