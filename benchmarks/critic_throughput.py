@@ -175,7 +175,11 @@ def summary(name: str, ours: list[float], baseline: list[float], args: argparse.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=16, help="tokens of each of the five texts")
+    parser.add_argument(
+        "--seq-len", type=int, default=64,
+        help="tokens of each of the five texts (the reference's observation text holds the goal and "
+        "all previous AutoUI actions, often longer than 64 tokens; 16 gives a lower bound)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ours-steps", type=int, default=3, help="timed updates of ours per repeat")
     parser.add_argument("--threads", type=int, default=1)
