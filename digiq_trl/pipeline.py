@@ -184,6 +184,7 @@ class DigiQPipeline:
         self.config = config
         self.state = PartialState()
         self.timings: dict[str, float] = {}
+        self._extractor: Any = None
         self.results: dict[str, Any] = {"suite": config.suite, "config": asdict(config)}
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         if config.num_threads:
@@ -307,12 +308,21 @@ class DigiQPipeline:
         return str(fine_tuned) if (fine_tuned / "config.json").exists() else self.base_actor_path
 
     def load_extractor(self) -> Any:
-        """The frozen feature extractor over the feature backbone."""
+        """The frozen feature extractor over the feature backbone, loaded once and shared by the
+        features, critic, actor and evaluation stages (it is never trained)."""
         from .models.features import VLMFeatureExtractor
 
-        return VLMFeatureExtractor.from_pretrained(
-            self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling
-        )
+        if self._extractor is None:
+            self._extractor = VLMFeatureExtractor.from_pretrained(
+                self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling
+            )
+        return self._extractor
+
+    def load_critic(self) -> Any:
+        """The trained critic of the critic stage, in eval mode."""
+        from .models.critic import DigiQCritic
+
+        return DigiQCritic.from_pretrained(str(self.config.path("critic"))).eval()
 
     # ----------------------------------------------------------------- stage 3: features
     def stage_features(self) -> None:
@@ -458,13 +468,12 @@ class DigiQPipeline:
         """Does the critic rank the simulator expert's action above random ones, on evaluation
         states the behavior policy visits?"""
         from .evaluation import critic_expert_ranking
-        from .models.critic import DigiQCritic
         from .models.policy import VLMPolicy
 
         cfg = self.config
         if not (cfg.path("critic") / "model.safetensors").exists():
             return {}
-        critic = DigiQCritic.from_pretrained(str(cfg.path("critic"))).eval()
+        critic = self.load_critic()
         model, processor = self.load_base_actor()
         torch.manual_seed(cfg.seed)
         behavior = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
@@ -540,9 +549,7 @@ class DigiQPipeline:
 
     def _critic_values(self) -> tuple[list[int], dict[str, list[float]], list[bool]]:
         """max(Q1, Q2)(s, a) and max(V1, V2)(s) of the held-out steps, with episode success."""
-        from .models.critic import DigiQCritic
-
-        critic = DigiQCritic.from_pretrained(str(self.config.path("critic"))).eval()
+        critic = self.load_critic()
         columns = ["q_features", "v_features", "step_id", "trajectory_reward"]
         test = self.featurized(self.load_extractor())["test"].select_columns(columns).with_format("torch")[:]
         with torch.no_grad():
