@@ -163,3 +163,48 @@ def critic_expert_ranking(
         scores.append(ranking_scores(q[:, 0], q[:, 1:]))
     ranking = torch.cat(scores)
     return {"expert_vs_random_ranking": float(ranking.mean()), "num_states": int(ranking.numel())}
+
+
+def goal_predictability_auroc(
+    goals: Sequence[str], successes: Sequence[bool], prior_weight: float = 2.0, seed: int = 0
+) -> float:
+    """How well the goal alone predicts an episode's success: a ceiling for the AUROC of V(s_0).
+
+    In the simulated phone every episode starts on the same home screen, so ``s_0`` carries
+    nothing but the goal, and no critic can rank first states better than the true per-goal success
+    rate does. This estimates that ceiling by cross-fitting: episodes are split in two random
+    halves; each half is scored with the per-goal success rates of the other half (shrunk towards the
+    overall rate with ``prior_weight`` pseudo-episodes, so rare goals are not scored 0 or 1 on a
+    single episode); the AUROC of those scores is averaged over the two directions.
+
+    Args:
+        goals: one goal per episode.
+        successes: whether each episode succeeded.
+        prior_weight: pseudo-episodes at the overall success rate added to every goal's count.
+        seed: seeds the split.
+
+    Example:
+        >>> goals = ["a", "a", "b", "b"] * 25
+        >>> goal_predictability_auroc(goals, [g == "a" for g in goals])
+        1.0
+    """
+    import numpy as np
+
+    from .targets import auroc
+
+    if len(goals) != len(successes):
+        raise ValueError(f"{len(goals)} goals but {len(successes)} successes")
+    labels = np.asarray(successes, dtype=bool)
+    order = np.random.default_rng(seed).permutation(len(goals))
+    halves = order[: len(order) // 2], order[len(order) // 2 :]
+    scores = []
+    for fit, held in (halves, halves[::-1]):
+        prior = labels[fit].mean()
+        counts: dict[str, list[float]] = {}
+        for i in fit:
+            counts.setdefault(goals[i], [0.0, 0.0])
+            counts[goals[i]][0] += labels[i]
+            counts[goals[i]][1] += 1
+        rate = {g: (hits + prior * prior_weight) / (n + prior_weight) for g, (hits, n) in counts.items()}
+        scores.append(auroc([rate.get(goals[i], prior) for i in held], labels[held]))
+    return float(np.mean(scores))

@@ -519,14 +519,19 @@ class DigiQPipeline:
                     yield method, VLMPolicy(PeftModel.from_pretrained(base, str(adapter)), processor)
 
     def _behavior_stats(self) -> dict[str, float]:
-        """Size and success rate of the offline data (the behavior policy's own success)."""
+        """Size and success rate of the offline data (the behavior policy's own success), and how
+        well the goal alone predicts success (the ceiling of the critic's V(s_0) AUROC)."""
+        from .evaluation import goal_predictability_auroc
+
         data = self.load_data()
         firsts = [row for split in data.values()
-                  for row in split.select_columns(["step_id", "trajectory_reward"]) if row["step_id"] == 0]
+                  for row in split.select_columns(["step_id", "goal", "trajectory_reward"]) if row["step_id"] == 0]
+        successes = [r["trajectory_reward"] > 0 for r in firsts]
         return {
             "episodes": len(firsts),
             "transitions": sum(len(split) for split in data.values()),
-            "success_rate": sum(r["trajectory_reward"] > 0 for r in firsts) / max(1, len(firsts)),
+            "success_rate": sum(successes) / max(1, len(firsts)),
+            "goal_predictability_auroc": goal_predictability_auroc([r["goal"] for r in firsts], successes),
         }
 
     def write_outputs(self) -> None:

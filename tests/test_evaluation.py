@@ -10,6 +10,7 @@ from digiq_trl.evaluation import (
     critic_expert_ranking,
     evaluate_policy,
     evaluate_policy_seeds,
+    goal_predictability_auroc,
 )
 
 
@@ -85,3 +86,18 @@ def test_critic_expert_ranking_compares_expert_with_random(sign, expected) -> No
     result = critic_expert_ranking(_LinearCritic(sign), _ConstantFeatures(), "general", ExpertPolicy(),
                                    num_episodes=3, num_alternatives=2)
     assert result["expert_vs_random_ranking"] == expected and result["num_states"] > 0
+
+
+def test_goal_predictability_auroc_separates_goal_driven_from_goal_blind_success():
+    goals = ["easy", "hard", "mid", "mid"] * 30
+    driven = [g == "easy" or (g == "mid" and i % 8 < 4) for i, g in enumerate(goals)]
+    # easy always, hard never, mid half the time: the best score ties mid's successes with its
+    # failures, so its AUROC is (1 + 1 + 1 + 0.5) / 4 = 0.875
+    assert goal_predictability_auroc(goals, driven) == pytest.approx(0.875, abs=0.03)
+    blind = [i // 4 % 2 == 0 for i in range(len(goals))]  # every goal succeeds half the time
+    assert goal_predictability_auroc(goals, blind) < 0.6
+
+
+def test_goal_predictability_auroc_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="3 goals but 2 successes"):
+        goal_predictability_auroc(["a", "b", "c"], [True, False])
