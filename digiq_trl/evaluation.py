@@ -208,3 +208,66 @@ def goal_predictability_auroc(
         rate = {g: (hits + prior * prior_weight) / (n + prior_weight) for g, (hits, n) in counts.items()}
         scores.append(auroc([rate.get(goals[i], prior) for i in held], labels[held]))
     return float(np.mean(scores))
+
+
+def best_of_n_headroom(
+    critic: Any,
+    extractor: Any,
+    suite: str,
+    actor: Any,
+    num_candidates: int = 16,
+    temperature: float = 1.0,
+    split: str = "heldout",
+    num_episodes: int = 50,
+    every: int = 3,
+    seed: int = 0,
+    **env_kwargs: Any,
+) -> dict[str, dict[str, float]]:
+    """Can Best-of-N improve this actor? Greedy vs best-possible vs critic-chosen candidates.
+
+    The actor plays ``num_episodes`` episodes (its ``act``); on every ``every``-th state visited it
+    draws ``num_candidates`` samples (its ``sample``, as :class:`~digiq_trl.models.policy.VLMPolicy`
+    does) and its own action is added first, as the trainer adds the logged one. Each state then
+    counts whether the simulator expert's action matches (:func:`~digiq_trl.actions.actions_match`)
+    the actor's own action (``greedy``), any candidate (``any``: the most Best-of-N can reach) and
+    the candidate of highest advantage (``critic``: what Digi-Q imitates;
+    :func:`~digiq_trl.best_of_n.select_best`). ``critic`` well below ``any`` says the critic is the
+    bottleneck; ``any`` close to ``greedy`` says the candidates are.
+
+    Returns:
+        Per expert action type and ``"all"``: ``greedy``, ``any``, ``critic`` (fractions of states)
+        and ``num_states``.
+    """
+    import numpy as np
+    import torch
+
+    from .best_of_n import select_best
+    from .targets import advantage
+
+    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
+    steps = list(run_episodes(env, actor, num_episodes, seed=seed))[::every]
+    hits: dict[str, list[tuple[bool, bool, bool]]] = {}
+    for start in range(0, len(steps), 8):
+        chunk = steps[start : start + 8]
+        observations = [s.observation for s in chunk]
+        samples = actor.sample(observations, num_candidates, temperature)
+        candidates = [[s.action, *more] for s, more in zip(chunk, samples)]
+        states, features = extractor.state_action_features(
+            [o["image"] for o in observations], [o["goal"] for o in observations],
+            [o["history"] for o in observations], candidates,
+        )
+        with torch.no_grad():
+            v1, v2 = critic.v_values(states)
+            for k, (step, actions, feats) in enumerate(zip(chunk, candidates, features)):
+                q1, q2 = critic.q_values(feats)
+                adv = advantage(q1.reshape(-1), q2.reshape(-1), v1.reshape(-1)[k], v2.reshape(-1)[k])
+                parsed = [try_parse_action(a) for a in actions]
+                expert = parse_action(step.info["expert_action"])
+                match = [p is not None and actions_match(p, expert) for p in parsed]
+                best = select_best(adv.numpy(), [p is not None for p in parsed]).index
+                hits.setdefault(expert.action_type.name, []).append((match[0], any(match), match[best]))
+    hits["all"] = [h for rows in hits.values() for h in rows]
+    return {
+        name: {**dict(zip(("greedy", "any", "critic"), np.mean(rows, axis=0).tolist())), "num_states": len(rows)}
+        for name, rows in hits.items() if rows
+    }

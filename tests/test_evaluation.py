@@ -7,6 +7,7 @@ import torch
 
 from digiq_trl.evaluation import (
     action_matching_accuracy,
+    best_of_n_headroom,
     critic_expert_ranking,
     evaluate_policy,
     evaluate_policy_seeds,
@@ -80,6 +81,9 @@ class _LinearCritic:
     def q_values(self, features):
         return self.sign * features, self.sign * features
 
+    def v_values(self, features):
+        return features[:, 0], features[:, 0]
+
 
 @pytest.mark.parametrize(("sign", "expected"), [(1.0, 1.0), (-1.0, 0.0)])
 def test_critic_expert_ranking_compares_expert_with_random(sign, expected) -> None:
@@ -101,3 +105,23 @@ def test_goal_predictability_auroc_separates_goal_driven_from_goal_blind_success
 def test_goal_predictability_auroc_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="3 goals but 2 successes"):
         goal_predictability_auroc(["a", "b", "c"], [True, False])
+
+
+class _ExpertWithBadSamples(ExpertPolicy):
+    """Acts like the expert; its samples are all PRESS_HOME or unparsable."""
+
+    def sample(self, observations, num_samples, temperature):
+        home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
+        return [[home, "not an action"] * (num_samples // 2) for _ in observations]
+
+
+@pytest.mark.parametrize(("sign", "critic_hits"), [(1.0, 1.0), (-1.0, 0.0)])
+def test_best_of_n_headroom_counts_greedy_any_and_critic_choice(sign, critic_hits) -> None:
+    # the stand-in extractor gives the actor's own (expert) action feature 1 and the samples 0, so
+    # a positive critic picks it and a negative one picks the first sample (a PRESS_HOME, which
+    # the expert never needs on these tasks' paths)
+    result = best_of_n_headroom(_LinearCritic(sign), _ConstantFeatures(), "general", _ExpertWithBadSamples(),
+                                num_candidates=4, num_episodes=4, every=1)
+    assert result["all"]["greedy"] == 1.0 and result["all"]["any"] == 1.0
+    assert result["all"]["critic"] == critic_hits
+    assert result["all"]["num_states"] == sum(r["num_states"] for k, r in result.items() if k != "all")
