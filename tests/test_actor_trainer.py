@@ -156,7 +156,9 @@ def test_policy_candidates_come_from_one_generate_per_batch(tmp_path):
         processing_class=processor, args=config(tmp_path, candidate_source="policy", candidate_batch_size=4,
                                                 num_candidates=3, advantage_threshold=0.0),
     )
-    assert calls == [4, 1]  # one call per map batch of states (prompts encoded once per state)
+    # one call per map batch of states; its rows are the N samples of each state, which continue
+    # the state's prompt from one shared KV cache (VLMPolicy prefix sharing)
+    assert calls == [4 * 3, 1 * 3]
     assert trainer.prepared_dataset["num_proposals"] == [3] * 5
     assert 0.0 <= trainer.preparation_metrics["generation_time_share"] <= 1.0
 

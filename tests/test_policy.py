@@ -61,3 +61,32 @@ def test_act_works_for_llava() -> None:
     policy = VLMPolicy(*tiny_llava(), max_new_tokens=6)
     samples = policy.sample(_observations(), num_samples=2)
     assert len(policy.act(_observations())) == 3 and [len(s) for s in samples] == [2, 2, 2]
+
+
+def _greedy_copies(policy: VLMPolicy, observations: list[dict], n: int) -> list[list[str]]:
+    return policy._generate(observations, n, temperature=0.0)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_prefix_shared_samples_continue_the_prompt_exactly(tiny, lora) -> None:
+    # greedy decoding from the shared, expanded prompt cache must give every copy the answer that
+    # plain generation gives (different history lengths make the batch left-padded)
+    model, processor = tiny
+    if lora:  # a non-identity adapter: the prefill has to go through the LoRA layers too
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    try:
+        shared = VLMPolicy(model, processor, max_new_tokens=10, batch_size=12)
+        plain = VLMPolicy(model, processor, max_new_tokens=10, prefix_sharing=False)
+        assert shared.prefix_sharing and not plain.prefix_sharing
+        expected = plain.act(_observations())
+        assert _greedy_copies(shared, _observations(), 4) == [[a] * 4 for a in expected]
+    finally:
+        if lora:
+            model.unload()
+
+
+def test_prefix_sharing_is_refused_where_it_is_not_wired() -> None:
+    model, processor = tiny_llava()
+    assert not VLMPolicy(model, processor).prefix_sharing
+    with pytest.raises(ValueError, match="prefix sharing is wired for"):
+        VLMPolicy(model, processor, prefix_sharing=True)

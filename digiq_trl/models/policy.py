@@ -3,7 +3,10 @@
 :class:`VLMPolicy` renders each observation with the shared prompt (:mod:`digiq_trl.prompts`),
 generates in left-padded batches and returns the decoded answers. ``act`` is the simulator's
 policy interface (greedy by default, for evaluation and data collection); ``sample`` draws ``N``
-candidates per state in one ``generate`` call, for Best-of-N policy extraction.
+candidates per state in one ``generate`` call, for Best-of-N policy extraction. For Qwen2-VL
+family models ``sample`` runs each prompt (screenshot included) once and lets its ``N`` samples
+share the prompt's KV cache: on a CPU the prompt is two thirds of the cost of sampling 16
+candidates with the tiny actor, so repeating it ``N`` times was most of the actor stage.
 
 Answers are returned as generated (stripped): they may not parse as actions. The device treats an
 unparsable action as a wasted step and the Best-of-N trainer gives it advantage 0, so the policy
@@ -28,9 +31,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import PreTrainedModel, ProcessorMixin
+from transformers import DynamicCache, PreTrainedModel, ProcessorMixin
 
 from ..prompts import render_prompt
+from .features import PREFIX_SHARING_MODEL_TYPES, _unwrap
 
 
 def _as_rgb(image: Any) -> Image.Image:
@@ -64,6 +68,9 @@ class VLMPolicy:
             and ~60 with Qwen2-VL's.
         batch_size: most sequences per ``generate`` call (states for ``act``, states x samples for
             ``sample``); bounds memory.
+        prefix_sharing: ``sample`` runs each prompt once and expands its KV cache to the samples.
+            ``None`` (default) turns it on for :data:`~digiq_trl.models.features.PREFIX_SHARING_MODEL_TYPES`;
+            ``False`` expands the prompts instead (``generate(num_return_sequences=N)``).
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class VLMPolicy:
         temperature: float = 0.0,
         max_new_tokens: int = 64,
         batch_size: int = 64,
+        prefix_sharing: bool | None = None,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -83,6 +91,10 @@ class VLMPolicy:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        model_type = _unwrap(model).config.model_type
+        if prefix_sharing and model_type not in PREFIX_SHARING_MODEL_TYPES:
+            raise ValueError(f"prefix sharing is wired for {PREFIX_SHARING_MODEL_TYPES}, not {model_type!r}")
+        self.prefix_sharing = model_type in PREFIX_SHARING_MODEL_TYPES if prefix_sharing is None else prefix_sharing
 
     def act(
         self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]] | None = None
@@ -132,13 +144,33 @@ class VLMPolicy:
         if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
             sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         with _eval_mode(self.model):
+            if self.prefix_sharing and num_samples > 1:
+                expanded = self._prefill_shared(inputs, num_samples)
+            else:
+                expanded = {**inputs, "num_return_sequences": num_samples}
             output = self.model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
+                **expanded, max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         return [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+
+    def _prefill_shared(self, inputs: dict[str, torch.Tensor], num_samples: int) -> dict[str, Any]:
+        """Run the prompts but their last token once, into a KV cache copied ``num_samples`` times.
+
+        Returns ``generate`` arguments for the expanded batch: every row's full prompt ids (only the
+        last token is uncached, so the screenshot is never encoded again) and the cache. Qwen2-VL
+        continues from a cache with its stored M-RoPE offsets (``rope_deltas``), expanded likewise.
+        """
+        base = _unwrap(self.model)
+        cache = DynamicCache(config=base.config.get_text_config())
+        prefix = {k: v[:, :-1] if k in _PER_TOKEN else v for k, v in inputs.items()}
+        self.model(**prefix, cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(num_samples)
+        base.model.rope_deltas = base.model.rope_deltas.repeat_interleave(num_samples, dim=0)
+        expanded = {k: v.repeat_interleave(num_samples, dim=0) for k, v in inputs.items() if k in _PER_TOKEN}
+        return {**expanded, "cache": cache}
+
+
+_PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
+"""Processor outputs with one entry per prompt token (the rest describe the images)."""
