@@ -80,6 +80,7 @@ def test_prefix_shared_samples_continue_the_prompt_exactly(tiny, lora) -> None:
         assert shared.prefix_sharing and not plain.prefix_sharing
         expected = plain.act(_observations())
         assert _greedy_copies(shared, _observations(), 4) == [[a] * 4 for a in expected]
+        assert plain.act(_observations()[:2]) == expected[:2]  # no state left behind in the model
     finally:
         if lora:
             model.unload()

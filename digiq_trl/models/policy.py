@@ -144,13 +144,16 @@ class VLMPolicy:
         if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
             sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         with _eval_mode(self.model):
-            if self.prefix_sharing and num_samples > 1:
+            shared = self.prefix_sharing and num_samples > 1
+            if shared:
                 expanded = self._prefill_shared(inputs, num_samples)
             else:
                 expanded = {**inputs, "num_return_sequences": num_samples}
             output = self.model.generate(
                 **expanded, max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
+            if shared:  # drop the expanded M-RoPE offsets; the next prompt recomputes them
+                _unwrap(self.model).model.rope_deltas = None
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         return [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
