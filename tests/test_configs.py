@@ -54,3 +54,16 @@ def test_real_vlm_configs_load_their_model_config(path: Path, tmp_path: Path) ->
         model = AutoModelForImageTextToText.from_config(model_config)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert config.bf16 and config.advantage_threshold in (0.05, 0.10)
+
+
+@pytest.mark.parametrize(
+    "config_class",
+    [DigiQPipelineConfig, "DigiQCriticConfig", "BestOfNActorConfig", "RepresentationConfig"],
+)
+def test_help_renders_for_every_config(config_class) -> None:
+    # argparse %-formats help strings: a bare "30 % of" broke `examples/train.py --help`
+    import digiq_trl
+
+    cls = getattr(digiq_trl, config_class) if isinstance(config_class, str) else config_class
+    text = TrlParser((cls,)).format_help()
+    assert "--output_dir" in text
