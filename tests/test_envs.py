@@ -9,7 +9,7 @@ from digiq_trl.actions import ActionType, DeviceAction, parse_action
 from digiq_trl.envs import PhoneEnv, load_goals, parse_goal, random_action
 from digiq_trl.envs.device import SETTINGS_APPS, Device, Layout, element_named
 from digiq_trl.envs.expert import OPEN_SHADE, SCROLL_DOWN, SCROLL_UP, expert_action
-from digiq_trl.envs.tasks import is_success, query_matches
+from digiq_trl.envs.tasks import is_success, query_matches, with_pseudo_entities
 
 BACK = DeviceAction.press(ActionType.PRESS_BACK)
 HOME = DeviceAction.press(ActionType.PRESS_HOME)
@@ -248,7 +248,7 @@ def test_goal_templates():
     assert parse_goal("Open a new incognito tab in Chrome").incognito is True
     assert parse_goal("Open the downloads").app == "Files"
     assert parse_goal("Search for coffee shops on Maps").app == "Maps"
-    assert parse_goal("What's the news in Chile?").query == "news Chile"
+    assert parse_goal("What's the news in Chile?").query == "news in Chile"  # a contiguous span of the goal
     shop = parse_goal("Go to ebay.com, search for 'usb-a to usb-b', and select the first entry")
     assert (shop.kind, shop.site, shop.query) == ("site_first", "ebay.com", "usb-a to usb-b")
     assert parse_goal("Book a flight to Mars").kind == "search"
@@ -277,3 +277,26 @@ def test_expert_taps_land_in_reported_boxes():
         if action.is_tap:
             y, x = action.touch_point
             assert any(b[0] <= y <= b[0] + b[2] and b[1] <= x <= b[1] + b[3] for b in info["ui_boxes"])
+
+
+def test_pseudo_entity_variants_keep_the_template_and_force_copying() -> None:
+    goals = ("What's the news in Chile?", "Play the new Drake video on YouTube", "Open the camera")
+    extended = with_pseudo_entities(goals, seed=1, word_probability=1.0)
+    assert extended[:3] == goals and len(extended) == 5  # one variant per search / video goal
+    for real, variant in zip(goals[:2], extended[3:]):
+        assert parse_goal(variant).kind == parse_goal(real).kind
+        assert parse_goal(variant).query != parse_goal(real).query
+        assert parse_goal(variant).query in variant  # the query is typed by copying the goal
+    assert with_pseudo_entities(goals, seed=1) == with_pseudo_entities(goals, seed=1)
+
+
+def test_phone_with_pseudo_entities_plays_the_variants_to_success() -> None:
+    env = gym.make("digiq_trl/Phone-general-v0", split="train", pseudo_entities=True).unwrapped
+    assert len(env.goals) > len(load_goals("general", "train"))
+    variant = env.goals[-1]
+    obs, info = env.reset(seed=0, options={"goal": variant})
+    for _ in range(env.horizon):
+        obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+        if terminated or truncated:
+            break
+    assert reward == 1.0 and obs["goal"] == variant

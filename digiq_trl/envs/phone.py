@@ -21,7 +21,7 @@ from ..actions import ActionType, DeviceAction, format_action, format_history, t
 from .device import Device, Layout
 from .expert import expert_action
 from .render import render
-from .tasks import SUITES, Task, is_success, load_goals, parse_goal
+from .tasks import SUITES, Task, is_success, load_goals, parse_goal, with_pseudo_entities
 
 DEFAULT_HORIZONS = {"general": 10, "webshop": 20}
 """Episode step limits of the AitW suites as used by DigiRL and Digi-Q."""
@@ -72,6 +72,9 @@ class PhoneEnv(gym.Env):
         layout: ``"fixed"`` (constant positions and colours, for tiny models) or ``"random"``
             (icon order, list order and colours drawn per episode, for pretrained VLMs).
         horizon: steps before truncation; defaults to 10 (general) or 20 (webshop).
+        pseudo_entities: add a variant with made-up entity names of each search and video goal
+            (:func:`~digiq_trl.envs.tasks.with_pseudo_entities`): demonstrations that teach a tiny
+            actor to copy the query from the goal instead of memorizing it.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -85,18 +88,21 @@ class PhoneEnv(gym.Env):
         layout: str = "fixed",
         horizon: int | None = None,
         render_mode: str | None = None,
+        pseudo_entities: bool = False,
     ) -> None:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
         self.goals = load_goals(suite, split)
+        if pseudo_entities:
+            self.goals = with_pseudo_entities(self.goals)
         self.suite, self.split, self.layout_mode = suite, split, layout
         self.width, self.height = width, height
         self.horizon = horizon or DEFAULT_HORIZONS[suite]
         self.render_mode = render_mode
         self.config = dict(suite=suite, split=split, width=width, height=height, layout=layout,
-                           horizon=self.horizon)
+                           horizon=self.horizon, pseudo_entities=pseudo_entities)
         text = gym.spaces.Text(max_length=4096, min_length=0, charset=_TEXT_CHARSET)
         self.observation_space = gym.spaces.Dict(
             {"image": ImageSpace(width, height), "goal": text, "history": text}

@@ -41,6 +41,9 @@ STOPWORDS = frozenset(
 )
 """Question and command words: not key terms, and dropped from the start of a typed query."""
 
+PSEUDO_SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
+"""Syllables of the made-up entity names of :func:`with_pseudo_entities`."""
+
 _TYPOS = {"Checkthe": "Check the", "Searchfor": "Search for", "alarmfor": "alarm for",
           "rateagainst": "rate against", "theFalkland": "the Falkland", "WHat": "What"}
 
@@ -90,13 +93,15 @@ def _words(text: str) -> list[str]:
 
 
 def search_text(text: str) -> str:
-    """What a user types to look a question up: its content words, in order, case kept.
+    """What a user types to look a question up: the goal from its first content word on, case kept.
 
-    ``"What's the news in Chile?"`` -> ``"news Chile"``. Short queries keep the TYPE action short,
-    which matters for a small model (each typed token is a chance to go wrong).
+    ``"What's the news in Chile?"`` -> ``"news in Chile"``. The query is one contiguous span of the
+    goal, so an actor types it by copying the goal word for word (what small models learn first),
+    and it holds every key term, so :func:`query_matches` accepts it.
     """
     words = _words(text)
-    return " ".join(w for w in words if w.lower() not in STOPWORDS) or " ".join(words)
+    start = next((i for i, w in enumerate(words) if w.lower() not in STOPWORDS), 0)
+    return " ".join(words[start:])
 
 
 def key_terms(text: str) -> set[str]:
@@ -229,3 +234,35 @@ def load_goals(suite: str, split: str) -> tuple[str, ...]:
         return tuple(g for g in _read_goals(suite, "train") if not is_heldout(g))
     every = _read_goals(suite, "train") + _read_goals(suite, "test")
     return tuple(dict.fromkeys(g for g in every if is_heldout(g)))
+
+
+def with_pseudo_entities(goals: tuple[str, ...], seed: int = 0, word_probability: float = 0.5) -> tuple[str, ...]:
+    """``goals`` plus a variant of each search and video goal with made-up entity names.
+
+    Each content word of such a goal is replaced, with probability ``word_probability``, by a
+    pseudo-word of 2-3 random syllables (``"What's the news in Chile?"`` -> ``"What's the news in
+    Bavoke?"``); variants whose template changes are dropped. An actor behavior-cloned on real goals
+    alone can memorize each goal's query; these variants can only be typed by copying from the goal,
+    which is what held-out goals need (a pretrained VLM copies already; a tiny one has to learn it).
+    """
+    rng = np.random.default_rng(seed)
+
+    def pseudo_word() -> str:
+        word = "".join(rng.choice(PSEUDO_SYLLABLES) for _ in range(int(rng.integers(2, 4))))
+        return word.capitalize() if rng.random() < 0.5 else word
+
+    variants = []
+    for goal in goals:
+        task = parse_goal(goal)
+        if task.kind not in ("search", "video"):
+            continue
+        entity = {w for w in _words(task.query) if w.isalpha() and w.lower() not in STOPWORDS}
+        words = goal.split()
+        for i, word in enumerate(words):
+            core = word.strip(".,;:!?\"'()")
+            if core in entity and rng.random() < word_probability:
+                words[i] = word.replace(core, pseudo_word())
+        variant = " ".join(words)
+        if variant != goal and parse_goal(variant).kind == task.kind:
+            variants.append(variant)
+    return tuple(goals) + tuple(variants)
