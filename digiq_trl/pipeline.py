@@ -77,15 +77,12 @@ class DigiQPipelineConfig:
     bc_episodes: int = field(default=1500, metadata={"help": "Noisy-expert episodes for behavior cloning."})
     bc_noise: float = field(default=0.15, metadata={"help": "Random-action probability of the BC demonstrations."})
     bc_pseudo_entities: bool = field(
-        default=True,
+        default=False,
         metadata={"help": "Add variants of the search and video goals with made-up entity names to the BC "
-                  "demonstrations, so the actor learns to copy queries from the goal (held-out goals need it)."},
+                  "demonstrations, so the actor has to copy queries from the goal instead of memorizing them "
+                  "(what held-out goals need; it pays off only with several thousand bc_steps)."},
     )
-    bc_steps: int = field(
-        default=800,
-        metadata={"help": "Behavior-cloning optimizer steps. 800 fits the 15-minute CPU budget; copying "
-                  "unseen entities only emerges later (3000 steps: 21 %% on held-out goals instead of 6 %%)."},
-    )
+    bc_steps: int = field(default=800, metadata={"help": "Behavior-cloning optimizer steps."})
     bc_learning_rate: float = field(default=2e-3, metadata={"help": "Behavior-cloning peak learning rate."})
     # offline data
     dataset: str | None = field(
