@@ -80,7 +80,7 @@ class DigiQPipelineConfig:
         default=False,
         metadata={"help": "Add variants of the search and video goals with made-up entity names to the BC "
                   "demonstrations, so the actor has to copy queries from the goal instead of memorizing them "
-                  "(what held-out goals need; it pays off only with several thousand bc_steps)."},
+                  "(what held-out goals need; in a prototype, copying emerged only after ~3000 bc_steps)."},
     )
     bc_steps: int = field(default=800, metadata={"help": "Behavior-cloning optimizer steps."})
     bc_learning_rate: float = field(default=2e-3, metadata={"help": "Behavior-cloning peak learning rate."})

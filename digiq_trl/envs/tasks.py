@@ -238,7 +238,7 @@ def load_goals(suite: str, split: str) -> tuple[str, ...]:
 def with_pseudo_entities(goals: tuple[str, ...], seed: int = 0, word_probability: float = 0.5) -> tuple[str, ...]:
     """``goals`` plus a variant of each search and video goal with made-up entity names.
 
-    Each content word of such a goal is replaced, with probability ``word_probability``, by a
+    Each content word of the goal's query is replaced, with probability ``word_probability``, by a
     pseudo-word of 2-3 random syllables (``"What's the news in Chile?"`` -> ``"What's the news in
     Bavoke?"``); variants whose template changes are dropped. An actor behavior-cloned on real goals
     alone can memorize each goal's query; these variants can only be typed by copying from the goal,
