@@ -242,7 +242,6 @@ def best_of_n_headroom(
     import torch
 
     from .best_of_n import select_best
-    from .targets import advantage
 
     env = PhoneEnv(suite=suite, split=split, **env_kwargs)
     steps = list(run_episodes(env, actor, num_episodes, seed=seed))[::every]
@@ -257,10 +256,8 @@ def best_of_n_headroom(
             [o["history"] for o in observations], candidates,
         )
         with torch.no_grad():
-            v1, v2 = critic.v_values(states)
-            for k, (step, actions, feats) in enumerate(zip(chunk, candidates, features)):
-                q1, q2 = critic.q_values(feats)
-                adv = advantage(q1.reshape(-1), q2.reshape(-1), v1.reshape(-1)[k], v2.reshape(-1)[k])
+            for step, actions, feats, state in zip(chunk, candidates, features, states):
+                adv = critic.advantage(feats, state[None]).reshape(-1)
                 parsed = [try_parse_action(a) for a in actions]
                 expert = parse_action(step.info["expert_action"])
                 match = [p is not None and actions_match(p, expert) for p in parsed]

@@ -81,8 +81,9 @@ class _LinearCritic:
     def q_values(self, features):
         return self.sign * features, self.sign * features
 
-    def v_values(self, features):
-        return features[:, 0], features[:, 0]
+    def advantage(self, q_features, v_features):
+        """As DigiQCritic.advantage: max(Q1, Q2) - max(V1, V2), with V(s) = the state feature."""
+        return self.sign * q_features[..., 0] - v_features[..., 0]
 
 
 @pytest.mark.parametrize(("sign", "expected"), [(1.0, 1.0), (-1.0, 0.0)])
