@@ -14,14 +14,16 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 
 from datasets import Dataset
 
-from .actions import actions_match, parse_action, try_parse_action
-from .envs.collect import run_episodes
+from .actions import ActionType, DeviceAction, actions_match, format_action, parse_action, try_parse_action
+from .envs.collect import Step, run_episodes
 from .envs.phone import PhoneEnv
 from .envs.policies import Policy
+from .envs.tasks import query_matches
 
 
 def evaluate_policy(
@@ -210,6 +212,64 @@ def goal_predictability_auroc(
     return float(np.mean(scores))
 
 
+def expert_agrees(action: DeviceAction | None, expert: DeviceAction, ui_boxes: Sequence[Sequence[float]]) -> bool:
+    """Whether ``action`` does what the simulator expert's ``expert`` action does on this screen.
+
+    :func:`~digiq_trl.actions.actions_match` with the screen's element boxes, except for TYPE: there
+    the simulator's own query test (:func:`~digiq_trl.envs.tasks.query_matches`, every key term of
+    the expert's text) replaces the AitW containment rule, which would accept a typed prefix such
+    as ``"capital"`` for ``"capital Panama"``.
+    """
+    if action is not None and action.action_type == expert.action_type == ActionType.TYPE:
+        return query_matches(action.typed_text, expert.typed_text)
+    return actions_match(action, expert, ui_boxes)
+
+
+@dataclass
+class SampledState:
+    """A state the actor visited, its candidate actions (its own first), and which are right."""
+
+    step: Step
+    candidates: list[str]
+    parsed: list[DeviceAction | None]
+    expert: DeviceAction
+    right: list[bool]
+
+
+def sampled_states(
+    actor: Any,
+    suite: str,
+    num_candidates: int,
+    temperature: float,
+    split: str,
+    num_episodes: int,
+    every: int = 1,
+    seed: int = 0,
+    chunk_size: int = 8,
+    **env_kwargs: Any,
+) -> Iterator[list[SampledState]]:
+    """Let ``actor`` play and draw Best-of-N candidates on every ``every``-th state it visits.
+
+    The actor plays with its ``act``; candidates are its own action followed by
+    ``num_candidates`` draws of its ``sample`` (as :class:`~digiq_trl.models.policy.VLMPolicy`
+    does), and each is checked against the simulator expert with :func:`expert_agrees`. Yields
+    chunks of ``chunk_size`` states, so a VLM samples and a critic scores in batches.
+    """
+    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
+    steps = list(run_episodes(env, actor, num_episodes, seed=seed))[::every]
+    for start in range(0, len(steps), chunk_size):
+        chunk = steps[start : start + chunk_size]
+        samples = actor.sample([s.observation for s in chunk], num_candidates, temperature)
+        states = []
+        for step, more in zip(chunk, samples):
+            candidates = [step.action, *more]
+            parsed = [try_parse_action(a) for a in candidates]
+            expert = parse_action(step.info["expert_action"])
+            right = [expert_agrees(p, expert, step.info["ui_boxes"]) for p in parsed]
+            states.append(SampledState(step, candidates, parsed, expert, right))
+        yield states
+
+
 def best_of_n_headroom(
     critic: Any,
     extractor: Any,
@@ -225,14 +285,13 @@ def best_of_n_headroom(
 ) -> dict[str, dict[str, float]]:
     """Can Best-of-N improve this actor? Greedy vs best-possible vs critic-chosen candidates.
 
-    The actor plays ``num_episodes`` episodes (its ``act``); on every ``every``-th state visited it
-    draws ``num_candidates`` samples (its ``sample``, as :class:`~digiq_trl.models.policy.VLMPolicy`
-    does) and its own action is added first, as the trainer adds the logged one. Each state then
-    counts whether the simulator expert's action matches (:func:`~digiq_trl.actions.actions_match`)
-    the actor's own action (``greedy``), any candidate (``any``: the most Best-of-N can reach) and
-    the candidate of highest advantage (``critic``: what Digi-Q imitates;
-    :func:`~digiq_trl.best_of_n.select_best`). ``critic`` well below ``any`` says the critic is the
-    bottleneck; ``any`` close to ``greedy`` says the candidates are.
+    The actor plays ``num_episodes`` episodes; on every ``every``-th state visited it draws
+    ``num_candidates`` samples and its own action is added first, as the trainer adds the logged
+    one (:func:`sampled_states`). Each state then counts whether the simulator expert agrees
+    (:func:`expert_agrees`) with the actor's own action (``greedy``), any candidate (``any``: the
+    most Best-of-N can reach) and the candidate of highest advantage (``critic``: what Digi-Q
+    imitates; :func:`~digiq_trl.best_of_n.select_best`). ``critic`` well below ``any`` says the
+    critic is the bottleneck; ``any`` close to ``greedy`` says the candidates are.
 
     Returns:
         Per expert action type and ``"all"``: ``greedy``, ``any``, ``critic`` (fractions of states)
@@ -243,28 +302,68 @@ def best_of_n_headroom(
 
     from .best_of_n import select_best
 
-    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
-    steps = list(run_episodes(env, actor, num_episodes, seed=seed))[::every]
     hits: dict[str, list[tuple[bool, bool, bool]]] = {}
-    for start in range(0, len(steps), 8):
-        chunk = steps[start : start + 8]
-        observations = [s.observation for s in chunk]
-        samples = actor.sample(observations, num_candidates, temperature)
-        candidates = [[s.action, *more] for s, more in zip(chunk, samples)]
+    for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, every, seed,
+                                **env_kwargs):
+        observations = [s.step.observation for s in chunk]
         states, features = extractor.state_action_features(
             [o["image"] for o in observations], [o["goal"] for o in observations],
-            [o["history"] for o in observations], candidates,
+            [o["history"] for o in observations], [s.candidates for s in chunk],
         )
         with torch.no_grad():
-            for step, actions, feats, state in zip(chunk, candidates, features, states):
+            for sampled, feats, state in zip(chunk, features, states):
                 adv = critic.advantage(feats, state[None]).reshape(-1)
-                parsed = [try_parse_action(a) for a in actions]
-                expert = parse_action(step.info["expert_action"])
-                match = [p is not None and actions_match(p, expert) for p in parsed]
-                best = select_best(adv.numpy(), [p is not None for p in parsed]).index
-                hits.setdefault(expert.action_type.name, []).append((match[0], any(match), match[best]))
+                best = select_best(adv.numpy(), [p is not None for p in sampled.parsed]).index
+                right = sampled.right
+                hits.setdefault(sampled.expert.action_type.name, []).append((right[0], any(right), right[best]))
     hits["all"] = [h for rows in hits.values() for h in rows]
     return {
         name: {**dict(zip(("greedy", "any", "critic"), np.mean(rows, axis=0).tolist())), "num_states": len(rows)}
         for name, rows in hits.items() if rows
     }
+
+
+def oracle_best_of_n_targets(
+    actor: Any,
+    suite: str,
+    num_candidates: int = 16,
+    temperature: float = 1.0,
+    split: str = "train",
+    num_episodes: int = 100,
+    seed: int = 0,
+    **env_kwargs: Any,
+) -> dict[str, Dataset]:
+    """What policy extraction could teach ``actor`` with a perfect critic: two training sets.
+
+    The actor plays (e.g. sampling at the behavior temperature, as when it collected the data) and
+    every state it visits gets Best-of-N candidates (:func:`sampled_states`). Returns datasets of
+    ``goal``, ``history``, ``image``, ``action`` and ``trajectory_reward`` (1.0), to train the actor
+    on with ``BestOfNActorTrainer(weighting="sft")``:
+
+    * ``"best_of_n"``: the states where some candidate agrees with the simulator expert, labelled
+      with the first such candidate: what Digi-Q imitates with a perfect critic and threshold.
+    * ``"expert"``: every state, labelled with the expert's action: what any critic over any
+      number of candidates could at most teach from these states.
+
+    If the actor trained on ``"expert"`` is no better than the actor itself on held-out goals,
+    no critic can make Best-of-N extraction beat it there: the states, not the critic, limit it.
+    """
+    best_of_n: list[dict[str, Any]] = []
+    expert: list[dict[str, Any]] = []
+    for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, 1, seed,
+                                **env_kwargs):
+        for sampled in chunk:
+            obs = sampled.step.observation
+            row = {"goal": obs["goal"], "history": obs["history"], "image": obs["image"], "trajectory_reward": 1.0}
+            expert.append({**row, "action": format_action(sampled.expert)})
+            if any(sampled.right):
+                best_of_n.append({**row, "action": sampled.candidates[sampled.right.index(True)]})
+    return {"best_of_n": _rows_dataset(best_of_n), "expert": _rows_dataset(expert)}
+
+
+def _rows_dataset(rows: list[dict[str, Any]]) -> Dataset:
+    from datasets import Features, Image, Value
+
+    features = Features({"goal": Value("string"), "history": Value("string"), "image": Image(),
+                         "trajectory_reward": Value("float32"), "action": Value("string")})
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)

@@ -453,10 +453,9 @@ class DigiQPipeline:
     def _evaluate(self) -> None:
         cfg = self.config
         offline = cfg.evaluation == "offline"
-        score = self._score_offline if offline else self._score_in_simulator
         runs: dict[str, list[dict[str, Any]]] = {}
         for name, policy in self._trained_policies():
-            runs.setdefault(name, []).append(score(policy))
+            runs.setdefault(name, []).append(self.score(policy))
             logger.info("%s: %s", name, runs[name][-1])
         metric = "action_matching_accuracy" if offline else "success_rate"
         methods = {name: across_training_seeds(scores, metric) for name, scores in runs.items()}
@@ -485,6 +484,12 @@ class DigiQPipeline:
         behavior = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
         return critic_expert_ranking(critic, self.load_extractor(), cfg.suite, behavior, split=cfg.eval_split,
                                      num_episodes=50, seed=cfg.seed, layout=cfg.layout)
+
+    def score(self, policy: Any) -> dict[str, Any]:
+        """How the evaluation stage scores one policy: simulator success on ``eval_split`` goals over
+        every evaluation seed, or offline action matching with ``evaluation: offline``."""
+        offline = self.config.evaluation == "offline"
+        return self._score_offline(policy) if offline else self._score_in_simulator(policy)
 
     def _score_in_simulator(self, policy: Any) -> dict[str, Any]:
         """Greedy success rate on the evaluation goals, over every evaluation seed."""

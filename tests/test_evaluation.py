@@ -5,13 +5,16 @@ import pytest
 from digiq_trl import ActionType, DeviceAction, ExpertPolicy, parse_action, RandomPolicy, collect_transitions, format_action
 import torch
 
+from digiq_trl.actions import actions_match
 from digiq_trl.evaluation import (
     action_matching_accuracy,
     best_of_n_headroom,
     critic_expert_ranking,
     evaluate_policy,
     evaluate_policy_seeds,
+    expert_agrees,
     goal_predictability_auroc,
+    oracle_best_of_n_targets,
 )
 
 
@@ -126,3 +129,36 @@ def test_best_of_n_headroom_counts_greedy_any_and_critic_choice(sign, critic_hit
     assert result["all"]["greedy"] == 1.0 and result["all"]["any"] == 1.0
     assert result["all"]["critic"] == critic_hits
     assert result["all"]["num_states"] == sum(r["num_states"] for k, r in result.items() if k != "all")
+
+
+def test_expert_agrees_uses_the_simulators_query_test_for_typing() -> None:
+    expert = DeviceAction.type_text("capital Panama")
+    prefix = DeviceAction.type_text("capital")
+    assert actions_match(prefix, expert)  # AitW containment accepts a typed prefix
+    assert not expert_agrees(prefix, expert, [])
+    assert expert_agrees(DeviceAction.type_text("Capital of  panama"), expert, [])
+    assert not expert_agrees(DeviceAction.type_text("capital Canada"), expert, [])
+    assert not expert_agrees(None, expert, [])
+    home = DeviceAction.press(ActionType.PRESS_HOME)
+    assert expert_agrees(home, home, []) and not expert_agrees(home, DeviceAction.press(ActionType.PRESS_BACK), [])
+
+
+class _HomeWithBadSamples(_ExpertWithBadSamples):
+    """Presses HOME whatever the screen; its samples are all PRESS_HOME or unparsable."""
+
+    def act(self, observations, infos):
+        return [format_action(DeviceAction.press(ActionType.PRESS_HOME)) for _ in observations]
+
+
+def test_oracle_best_of_n_targets_keep_only_states_with_a_right_candidate() -> None:
+    good = oracle_best_of_n_targets(_ExpertWithBadSamples(), "general", num_candidates=4, num_episodes=3)
+    assert len(good["best_of_n"]) == len(good["expert"]) > 3  # the actor's own action is always right
+    assert good["best_of_n"]["action"] == good["expert"]["action"]
+    assert good["expert"]["trajectory_reward"] == [1.0] * len(good["expert"])
+
+    bad = oracle_best_of_n_targets(_HomeWithBadSamples(), "general", num_candidates=4, num_episodes=3)
+    home = DeviceAction.press(ActionType.PRESS_HOME)
+    experts = [parse_action(a) for a in bad["expert"]["action"]]
+    # only states where the expert itself would press HOME keep a (HOME) candidate
+    assert len(bad["best_of_n"]) == sum(a == home for a in experts) < len(experts)
+    assert all(parse_action(a) == home for a in bad["best_of_n"]["action"])

@@ -88,6 +88,24 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     assert all(0.0 <= row["action_matching_accuracy"] <= 1.0 for row in offline["methods"].values())
     assert (out / "action_matching_accuracy.png").exists()
 
+    _diagnose(config.output_dir, noisy_expert_data)
+
+
+def _diagnose(output_dir: str, dataset: str) -> None:
+    """examples/diagnose_best_of_n.py on a finished toy run: headroom counts and the oracle actors."""
+    flags = [f"--{k}={v}" for k, v in TOY.items() if not isinstance(v, list)]
+    flags += ["--eval_seeds", "0", "--actor_seeds", "0"]
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "diagnose_best_of_n.py"), f"--output_dir={output_dir}",
+         f"--dataset={dataset}", "--headroom_episodes=2", "--oracle_episodes=2", *flags],
+        check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    result = json.loads((Path(output_dir) / "best_of_n_diagnosis.json").read_text())
+    assert result["headroom"]["all"]["num_states"] > 0
+    assert set(result["actors"]) == {"base", "oracle_best_of_n", "oracle_expert"}
+    assert result["actors"]["oracle_expert"]["states"] >= 2  # every state of two episodes
+    assert 0.0 <= result["actors"]["oracle_expert"]["success_rate"] <= 1.0
+
 
 @pytest.mark.slow
 def test_two_processes_train_critic_and_actor(tmp_path, noisy_expert_data) -> None:
