@@ -75,6 +75,7 @@ def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
     cfg = pipe.config
     model, processor = pipe.load_base_actor()
     greedy = VLMPolicy(model, processor)
+    torch.manual_seed(cfg.seed)
     headroom = best_of_n_headroom(
         pipe.load_critic(), pipe.load_extractor(), cfg.suite, greedy, num_candidates=cfg.num_candidates,
         temperature=cfg.candidate_temperature, split=cfg.eval_split, num_episodes=args.headroom_episodes,

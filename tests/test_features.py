@@ -368,3 +368,16 @@ def test_weights_digest_follows_training(qwen):
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+
+
+def test_cache_features_with_two_processes_equals_one(qwen, tmp_path):
+    # each map process gets its own copy of the model; the rows must come back in order, unchanged
+    extractor = VLMFeatureExtractor(*qwen)
+    one = cache_features(_transitions(), extractor, batch_size=2, alt_actions_column="candidate_actions",
+                         cache_dir=str(tmp_path / "one"))
+    two = cache_features(_transitions(), extractor, batch_size=2, alt_actions_column="candidate_actions",
+                         cache_dir=str(tmp_path / "two"), num_proc=2)
+    assert two["episode_id"] == one["episode_id"] and two["step_id"] == one["step_id"]
+    for column in ("v_features", "q_features", "next_v_features"):
+        np.testing.assert_array_equal(_column(two, column), _column(one, column))
+    assert two["alt_q_features"] == one["alt_q_features"]
