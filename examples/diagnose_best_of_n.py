@@ -96,6 +96,9 @@ def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
 def main() -> None:
     """Parse the run's configuration plus :class:`DiagnosisArguments`, diagnose, write the JSON."""
     config, args = TrlParser((DigiQPipelineConfig, DiagnosisArguments)).parse_args_and_config()
+    if config.evaluation != "simulator":
+        raise SystemExit("diagnose_best_of_n.py needs the simulator (its expert stands in for a perfect critic); "
+                         f"this configuration has evaluation={config.evaluation!r}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     result = diagnose(DigiQPipeline(config), args)
     path = Path(config.output_dir) / "best_of_n_diagnosis.json"
