@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "examples").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_script_help_exits_zero(script: Path) -> None:
     run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120,
