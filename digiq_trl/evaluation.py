@@ -141,7 +141,6 @@ def critic_expert_ranking(
     import numpy as np
     import torch
 
-    from .actions import format_action
     from .envs.policies import random_action
     from .targets import ranking_scores
 
@@ -156,15 +155,21 @@ def critic_expert_ranking(
             + [format_action(random_action(rng, s.observation["goal"])) for _ in range(num_alternatives)]
             for s in chunk
         ]
-        _, features = extractor.state_action_features(
-            [s.observation["image"] for s in chunk], [s.observation["goal"] for s in chunk],
-            [s.observation["history"] for s in chunk], actions,
-        )
+        _, features = _step_features(extractor, chunk, actions)
         with torch.no_grad():
             q = torch.stack([torch.maximum(*critic.q_values(f)).reshape(-1) for f in features])
         scores.append(ranking_scores(q[:, 0], q[:, 1:]))
     ranking = torch.cat(scores)
     return {"expert_vs_random_ranking": float(ranking.mean()), "num_states": int(ranking.numel())}
+
+
+def _step_features(extractor: Any, steps: Sequence[Step], actions: Sequence[Sequence[str]]) -> tuple[Any, Any]:
+    """The extractor's state and per-action features for the observations of ``steps``."""
+    observations = [s.observation for s in steps]
+    return extractor.state_action_features(
+        [o["image"] for o in observations], [o["goal"] for o in observations],
+        [o["history"] for o in observations], actions,
+    )
 
 
 def goal_predictability_auroc(
@@ -305,11 +310,7 @@ def best_of_n_headroom(
     hits: dict[str, list[tuple[bool, bool, bool]]] = {}
     for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, every, seed,
                                 **env_kwargs):
-        observations = [s.step.observation for s in chunk]
-        states, features = extractor.state_action_features(
-            [o["image"] for o in observations], [o["goal"] for o in observations],
-            [o["history"] for o in observations], [s.candidates for s in chunk],
-        )
+        states, features = _step_features(extractor, [s.step for s in chunk], [s.candidates for s in chunk])
         with torch.no_grad():
             for sampled, feats, state in zip(chunk, features, states):
                 adv = critic.advantage(feats, state[None]).reshape(-1)
