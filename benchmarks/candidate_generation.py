@@ -1,17 +1,17 @@
-"""Best-of-N candidate generation: one batched, prefix-shared ``generate`` for a batch of states vs loops.
+"""Best-of-N candidate generation: one batched, prefix-shared decode for a batch of states vs loops.
 
-``BestOfNActorTrainer`` samples N candidates for a whole batch of states with one ``generate``
-call (:meth:`VLMPolicy.sample`); for Qwen2-VL models each prompt runs once and its KV cache is
-copied to the N samples. Baselines, all in one process, alternating inside each repeat:
-``expanded`` (the same batch, each prompt repeated N times: ``generate(num_return_sequences=N)``)
-and ``per_state`` (the naive way: one such ``generate`` per state). The JSON line reports the
-median over repeats of ``ours / per_state`` throughput (``ratio``) and of ``ours / expanded``
-(``prefix_sharing_ratio``), in states per second.
+``BestOfNActorTrainer`` samples N candidates for a whole batch of states at once
+(:meth:`VLMPolicy.sample`). For Qwen2-VL models each prompt runs once, its KV cache is copied to
+the N samples, and the library's own decoding loop feeds one token per step: new keys and values
+go into room reserved in the cache (no per-step concatenation), tokens are drawn with the
+Gumbel-max trick, and finished rows leave the batch. Baselines, all in one process, alternating
+inside each repeat: ``expanded`` (the same batch through ``generate(num_return_sequences=N)``,
+each prompt repeated N times) and ``per_state`` (the naive way: one such ``generate`` per state).
+The JSON line reports the median over repeats of ``ours / per_state`` throughput (``ratio``) and of
+``ours / expanded`` (``prefix_sharing_ratio``), in states per second.
 
-Before prefix sharing, on this project's 2-core CPU with the tiny Qwen2-VL (8 states, N = 16,
-32 tokens, 1 thread), batching states alone gave 1.16x over the per-state loop and 9.4x over a
-per-sample loop: on a CPU the arithmetic dominates, and the prompts (screenshot tokens included)
-were two thirds of it.
+The benchmark's model is random-init, so its samples rarely stop early: the figure does not count
+what dropping finished rows saves with a trained actor, whose answers end after ~20 tokens.
 
 Usage:
     python benchmarks/candidate_generation.py --states 8 --num-candidates 16 --repeats 5

@@ -91,3 +91,30 @@ def test_prefix_sharing_is_refused_where_it_is_not_wired() -> None:
     assert not VLMPolicy(model, processor).prefix_sharing
     with pytest.raises(ValueError, match="prefix sharing is wired for"):
         VLMPolicy(model, processor, prefix_sharing=True)
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny) -> None:
+    # make a token that greedy decoding emits mid-answer in some rows the stop token, so rows finish
+    # at different steps and the shared decoder drops them from its batch and cache
+    model, processor = tiny
+    plain = VLMPolicy(model, processor, max_new_tokens=12, prefix_sharing=False)
+    observations = _observations() * 3
+    observations[4] = {**observations[4], "history": "tap [0.5, 0.5]; back; home"}
+    inputs = plain._encode(observations)
+    answers = plain._decode_with_generate(inputs, 1, 0.0)
+    counts: dict[int, int] = {}
+    for answer in answers:
+        for token in set(answer[1:-1]):
+            counts[token] = counts.get(token, 0) + 1
+    stop = max(counts, key=lambda t: (0 < counts[t] < len(answers), counts[t]))
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = stop
+    try:
+        expected = plain.act(observations)
+        shared = VLMPolicy(model, processor, max_new_tokens=12, batch_size=64)
+        assert shared.act(observations) == expected
+        assert _greedy_copies(shared, observations, 3) == [[a] * 3 for a in expected]
+        lengths = {len(a) for a in expected}
+        assert len(lengths) > 1  # some rows really stopped early
+    finally:
+        model.generation_config.eos_token_id = original

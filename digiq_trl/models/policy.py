@@ -3,10 +3,10 @@
 :class:`VLMPolicy` renders each observation with the shared prompt (:mod:`digiq_trl.prompts`),
 generates in left-padded batches and returns the decoded answers. ``act`` is the simulator's
 policy interface (greedy by default, for evaluation and data collection); ``sample`` draws ``N``
-candidates per state in one ``generate`` call, for Best-of-N policy extraction. For Qwen2-VL
-family models ``sample`` runs each prompt (screenshot included) once and lets its ``N`` samples
-share the prompt's KV cache: on a CPU the prompt is two thirds of the cost of sampling 16
-candidates with the tiny actor, so repeating it ``N`` times was most of the actor stage.
+candidates per state in one batched decode, for Best-of-N policy extraction. For Qwen2-VL family
+models both run the library's own decoding loop: each prompt (screenshot included) runs once and
+its ``N`` samples share its KV cache, new tokens are written into room reserved in the cache, and
+finished answers leave the batch. Other families use ``generate``.
 
 Answers are returned as generated (stripped): they may not parse as actions. The device treats an
 unparsable action as a wasted step and the Best-of-N trainer gives it advantage 0, so the policy
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import DynamicCache, PreTrainedModel, ProcessorMixin
+from transformers.cache_utils import DynamicLayer
 
 from ..prompts import render_prompt
 from .features import PREFIX_SHARING_MODEL_TYPES, _unwrap
@@ -66,11 +67,12 @@ class VLMPolicy:
         temperature: 0 decodes greedily (the default); above 0 ``act`` samples at this temperature.
         max_new_tokens: answer length limit; an AutoUI string is ~25 tokens with the tiny tokenizer
             and ~60 with Qwen2-VL's.
-        batch_size: most sequences per ``generate`` call (states for ``act``, states x samples for
+        batch_size: most sequences decoded at once (states for ``act``, states x samples for
             ``sample``); bounds memory.
-        prefix_sharing: ``sample`` runs each prompt once and expands its KV cache to the samples.
-            ``None`` (default) turns it on for :data:`~digiq_trl.models.features.PREFIX_SHARING_MODEL_TYPES`;
-            ``False`` expands the prompts instead (``generate(num_return_sequences=N)``).
+        prefix_sharing: decode with the library's loop, each prompt run once and its KV cache shared
+            by its samples. ``None`` (default) turns it on for
+            :data:`~digiq_trl.models.features.PREFIX_SHARING_MODEL_TYPES`; ``False`` uses
+            ``generate(num_return_sequences=N)``, which repeats each prompt.
     """
 
     def __init__(
@@ -109,10 +111,9 @@ class VLMPolicy:
     def sample(
         self, observations: Sequence[Mapping[str, Any]], num_samples: int, temperature: float = 1.0
     ) -> list[list[str]]:
-        """``num_samples`` sampled action strings per observation (one ``generate`` per chunk of states).
+        """``num_samples`` sampled action strings per observation (one decode per chunk of states).
 
-        Each chunk holds ``max(1, batch_size // num_samples)`` states; its prompts are encoded once
-        and ``generate(num_return_sequences=num_samples, do_sample=True)`` expands them.
+        Each chunk holds ``max(1, batch_size // num_samples)`` states; its prompts are encoded once.
         """
         if num_samples < 1 or temperature <= 0:
             raise ValueError(f"need num_samples >= 1 and temperature > 0, got {num_samples}, {temperature}")
@@ -135,45 +136,155 @@ class VLMPolicy:
     def _generate(
         self, observations: Sequence[Mapping[str, Any]], num_samples: int, temperature: float
     ) -> list[list[str]]:
-        """``num_samples`` decoded answers per observation, from one ``generate`` call."""
+        """``num_samples`` decoded answers per observation, from one batched decode."""
         if not observations:
             return []
         inputs = self._encode(observations)
-        tokenizer = self.processor.tokenizer
-        sampling = {"do_sample": False}
-        if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         with _eval_mode(self.model):
-            shared = self.prefix_sharing and num_samples > 1
-            if shared:
-                expanded = self._prefill_shared(inputs, num_samples)
+            if self.prefix_sharing:
+                rows = self._decode_shared(inputs, num_samples, temperature)
             else:
-                expanded = {**inputs, "num_return_sequences": num_samples}
-            output = self.model.generate(
-                **expanded, max_new_tokens=self.max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
-            )
-            if shared:  # drop the expanded M-RoPE offsets; the next prompt recomputes them
-                _unwrap(self.model).model.rope_deltas = None
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+                rows = self._decode_with_generate(inputs, num_samples, temperature)
+        texts = [t.strip() for t in self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)]
         return [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
 
-    def _prefill_shared(self, inputs: dict[str, torch.Tensor], num_samples: int) -> dict[str, Any]:
-        """Run the prompts but their last token once, into a KV cache copied ``num_samples`` times.
+    def _decode_with_generate(
+        self, inputs: dict[str, torch.Tensor], num_samples: int, temperature: float
+    ) -> list[list[int]]:
+        """New token ids per sequence from ``generate`` (any family; each prompt repeated N times)."""
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        output = self.model.generate(
+            **inputs, num_return_sequences=num_samples, max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.processor.tokenizer.pad_token_id, **sampling,
+        )
+        return output[:, inputs["input_ids"].shape[1] :].tolist()
 
-        Returns ``generate`` arguments for the expanded batch: every row's full prompt ids (only the
-        last token is uncached, so the screenshot is never encoded again) and the cache. Qwen2-VL
-        continues from a cache with its stored M-RoPE offsets (``rope_deltas``), expanded likewise.
+    def _decode_shared(
+        self, inputs: dict[str, torch.Tensor], num_samples: int, temperature: float
+    ) -> list[list[int]]:
+        """New token ids per sequence, decoded with the prompts' KV cache shared by their samples.
+
+        Each prompt (screenshot included) runs once; its cache and next-token logits are copied to
+        its ``num_samples`` rows; then one token per step is fed for every unfinished row, with the
+        M-RoPE text positions continuing each prompt's own (``rope_deltas``). A row that emits a stop
+        token is done; once done rows are a quarter of the batch they leave it (their cache rows are
+        dropped), so short answers stop costing compute without copying the cache at every stop.
         """
         base = _unwrap(self.model)
-        cache = DynamicCache(config=base.config.get_text_config())
-        prefix = {k: v[:, :-1] if k in _PER_TOKEN else v for k, v in inputs.items()}
-        self.model(**prefix, cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(num_samples)
-        base.model.rope_deltas = base.model.rope_deltas.repeat_interleave(num_samples, dim=0)
-        expanded = {k: v.repeat_interleave(num_samples, dim=0) for k, v in inputs.items() if k in _PER_TOKEN}
-        return {**expanded, "cache": cache}
+        cache = _RoomyCache(base.config.get_text_config(), room=self.max_new_tokens)
+        logits = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        mask = inputs["attention_mask"]
+        next_position = base.model.rope_deltas.reshape(-1) + mask.sum(dim=1)
+        base.model.rope_deltas = None  # the next prompt computes its own
+        if num_samples > 1:
+            cache.batch_repeat_interleave(num_samples)
+            logits, mask, next_position = (t.repeat_interleave(num_samples, dim=0) for t in (logits, mask, next_position))
+        stop = torch.tensor(sorted(_stop_token_ids(self.model, self.processor)), device=logits.device)
+        rows = torch.arange(logits.shape[0], device=logits.device)  # the answer each batch row writes
+        going = torch.ones_like(rows, dtype=torch.bool)
+        tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        for step in range(self.max_new_tokens):
+            chosen = _next_tokens(logits, temperature)
+            for row, token in zip(rows[going].tolist(), chosen[going].tolist()):
+                tokens[row].append(token)
+            going &= ~torch.isin(chosen, stop)
+            if step == self.max_new_tokens - 1 or not going.any():
+                break
+            if (~going).sum() * 4 >= going.numel():  # drop finished rows once they are a quarter
+                keep = going.nonzero().reshape(-1)
+                cache.batch_select_indices(keep)
+                rows, chosen, mask, next_position = rows[keep], chosen[keep], mask[keep], next_position[keep]
+                going = going[keep]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            positions = (next_position + step).reshape(1, -1, 1).expand(3, -1, -1)
+            logits = self.model(
+                input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            ).logits[:, -1]
+        return tokens
 
 
-_PER_TOKEN = ("input_ids", "attention_mask", "mm_token_type_ids")
-"""Processor outputs with one entry per prompt token (the rest describe the images)."""
+def _next_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Greedy (``temperature`` 0) or plain temperature-sampled next tokens, one per row.
+
+    Sampling uses the Gumbel-max trick, ``argmax(logits / T + Gumbel noise)``: exactly a draw from
+    ``softmax(logits / T)``, and several times faster than ``torch.multinomial`` on a CPU.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    noise = -torch.log(-torch.log(torch.rand_like(logits, dtype=torch.float32).clamp_(min=1e-20)))
+    return (logits.float() / temperature + noise).argmax(dim=-1)
+
+
+class _RoomyLayer(DynamicLayer):
+    """A cache layer that writes new tokens into room reserved after the prompt.
+
+    ``DynamicLayer`` concatenates every decoded token onto the cache, which copies the whole cache
+    at each step (about a third of the decoding time of the tiny actor on a CPU); this one grows
+    only when its room runs out.
+    """
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + key_states.shape[-2]
+        if not self.is_initialized or end > self._keys.shape[-2]:
+            self._keys = self._grown(getattr(self, "_keys", None), key_states, end)
+            self._values = self._grown(getattr(self, "_values", None), value_states, end)
+            self.device, self.is_initialized = key_states.device, True
+        self._keys[..., self.length : end, :] = key_states
+        self._values[..., self.length : end, :] = value_states
+        self.length = end
+        return self._views()
+
+    def _grown(self, old: torch.Tensor | None, new: torch.Tensor, end: int) -> torch.Tensor:
+        grown = new.new_empty((*new.shape[:-2], end + self.room, new.shape[-1]))
+        if old is not None and self.length:
+            grown[..., : self.length, :] = old[..., : self.length, :]
+        return grown
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys, self.values = self._keys[..., : self.length, :], self._values[..., : self.length, :]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("the decoding cache is never cropped")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._views()
+
+
+class _RoomyCache(DynamicCache):
+    """A ``DynamicCache`` whose full-attention layers are :class:`_RoomyLayer` with ``room`` tokens."""
+
+    def __init__(self, config: Any, room: int) -> None:
+        super().__init__(config=config)
+        self.layers = [_RoomyLayer(room) if type(layer) is DynamicLayer else layer for layer in self.layers]
+
+
+def _stop_token_ids(model: torch.nn.Module, processor: Any) -> set[int]:
+    """Token ids that end an answer: the generation config's EOS ids, else the tokenizer's."""
+    eos = _unwrap(model).generation_config.eos_token_id
+    if eos is None:
+        eos = processor.tokenizer.eos_token_id
+    ids = {eos} if isinstance(eos, int) else set(eos or [])
+    if not ids:
+        raise ValueError("the model's generation config and tokenizer name no EOS token to stop answers at")
+    return ids
+
+
