@@ -34,27 +34,64 @@ def evaluate_policy(
     seed: int = 0,
     batch_size: int = 64,
     **env_kwargs: Any,
-) -> dict[str, float]:
-    """Play ``num_episodes`` episodes and report the success rate.
+) -> dict[str, Any]:
+    """Play ``num_episodes`` episodes and report the success rate, overall and per task kind.
 
     Returns:
         ``success_rate``, ``stderr`` (binomial standard error ``sqrt(p (1 - p) / n)``),
-        ``num_episodes`` and ``mean_episode_length`` (steps, failures run to the horizon).
+        ``num_episodes``, ``mean_episode_length`` (steps; failures run to the horizon) and
+        ``by_kind``: per task kind (:attr:`digiq_trl.envs.tasks.Task.kind`) the ``successes`` and
+        ``episodes``.
     """
     env = PhoneEnv(suite=suite, split=split, **env_kwargs)
     successes: dict[int, bool] = {}
     lengths: dict[int, int] = {}
+    kinds: dict[int, str] = {}
     for step in run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size):
+        kinds.setdefault(step.episode, step.info["task"])
         if step.done:
             successes[step.episode] = step.reward > 0
             lengths[step.episode] = step.step + 1
     rate = sum(successes.values()) / num_episodes
     return {
         "success_rate": rate,
-        "stderr": math.sqrt(rate * (1.0 - rate) / num_episodes),
+        "stderr": binomial_stderr(rate, num_episodes),
         "num_episodes": num_episodes,
         "mean_episode_length": sum(lengths.values()) / num_episodes,
+        "by_kind": _count_by_kind(kinds, successes),
     }
+
+
+def binomial_stderr(rate: float, trials: int) -> float:
+    """Standard error ``sqrt(p (1 - p) / n)`` of a success rate ``p`` measured on ``n`` trials."""
+    return math.sqrt(rate * (1.0 - rate) / trials) if trials else 0.0
+
+
+def _count_by_kind(kinds: dict[int, str], successes: dict[int, bool]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for episode, kind in sorted(kinds.items(), key=lambda item: item[1]):
+        row = counts.setdefault(kind, {"successes": 0, "episodes": 0})
+        row["episodes"] += 1
+        row["successes"] += int(successes.get(episode, False))
+    return counts
+
+
+def sum_by_kind(counts: Sequence[dict[str, dict[str, int]]]) -> dict[str, dict[str, Any]]:
+    """Per task kind, the ``successes`` and ``episodes`` of several runs added up, with their ``success_rate``.
+
+    Example:
+        >>> sum_by_kind([{"search": {"successes": 1, "episodes": 4}}, {"search": {"successes": 2, "episodes": 4}}])
+        {'search': {'successes': 3, 'episodes': 8, 'success_rate': 0.375}}
+    """
+    total: dict[str, dict[str, Any]] = {}
+    for run in counts:
+        for kind, row in run.items():
+            into = total.setdefault(kind, {"successes": 0, "episodes": 0})
+            into["successes"] += row["successes"]
+            into["episodes"] += row["episodes"]
+    for row in total.values():
+        row["success_rate"] = row["successes"] / row["episodes"]
+    return dict(sorted(total.items()))
 
 
 def evaluate_policy_seeds(
@@ -63,20 +100,30 @@ def evaluate_policy_seeds(
     """:func:`evaluate_policy` once per seed, aggregated.
 
     Returns:
-        ``success_rate`` (mean over seeds), ``stderr`` (standard error of that mean across seeds,
-        0 for a single seed), ``num_seeds``, ``mean_episode_length`` and ``per_seed`` (each run's dict).
+        ``success_rate`` (mean over seeds); ``stderr``: the standard error of that mean across
+        seeds, or with a single seed its binomial standard error; ``pooled_stderr``: the binomial
+        standard error over all episodes of all seeds; ``num_seeds``, ``num_episodes`` (all seeds),
+        ``mean_episode_length``, ``by_kind`` (successes and episodes per task kind, summed over
+        seeds, with each kind's ``success_rate``) and ``per_seed`` (each run's dict).
     """
     if not seeds:
         raise ValueError("give at least one seed")
     runs = [evaluate_policy(policy, suite, seed=seed, **kwargs) for seed in seeds]
     rates = [run["success_rate"] for run in runs]
     mean = sum(rates) / len(rates)
-    spread = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)) if len(rates) > 1 else 0.0
+    episodes = sum(run["num_episodes"] for run in runs)
+    if len(rates) > 1:
+        stderr = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) / len(rates))
+    else:
+        stderr = runs[0]["stderr"]
     return {
         "success_rate": mean,
-        "stderr": spread / math.sqrt(len(rates)),
+        "stderr": stderr,
+        "pooled_stderr": binomial_stderr(mean, episodes),
         "num_seeds": len(rates),
+        "num_episodes": episodes,
         "mean_episode_length": sum(run["mean_episode_length"] for run in runs) / len(runs),
+        "by_kind": sum_by_kind([run["by_kind"] for run in runs]),
         "per_seed": runs,
     }
 
@@ -92,26 +139,19 @@ def action_matching_accuracy(policy: Policy, dataset: Dataset, batch_size: int =
         ``accuracy``, ``stderr``, ``valid_rate`` (answers that parse), ``num_steps`` and
         ``accuracy_by_type`` (per logged action type).
     """
-    has_boxes = "ui_boxes" in dataset.column_names
+    answers = greedy_actions(policy, dataset, batch_size)
+    boxes = dataset["ui_boxes"] if "ui_boxes" in dataset.column_names else [None] * len(dataset)
     matched: dict[str, list[bool]] = {}
     valid = 0
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        observations = [
-            {"image": image, "goal": goal, "history": history}
-            for image, goal, history in zip(rows["image"], rows["goal"], rows["history"])
-        ]
-        answers = policy.act(observations, [{} for _ in observations])
-        for index, answer in enumerate(answers):
-            pred, gold = try_parse_action(answer), parse_action(rows["action"][index])
-            valid += pred is not None
-            boxes = rows["ui_boxes"][index] if has_boxes else None
-            matched.setdefault(gold.action_type.name, []).append(actions_match(pred, gold, boxes))
+    for answer, logged, row_boxes in zip(answers, dataset["action"], boxes):
+        pred, gold = try_parse_action(answer), parse_action(logged)
+        valid += pred is not None
+        matched.setdefault(gold.action_type.name, []).append(actions_match(pred, gold, row_boxes))
     flat = [m for ms in matched.values() for m in ms]
     rate = sum(flat) / max(1, len(flat))
     return {
         "accuracy": rate,
-        "stderr": math.sqrt(rate * (1.0 - rate) / max(1, len(flat))),
+        "stderr": binomial_stderr(rate, len(flat)),
         "valid_rate": valid / max(1, len(flat)),
         "num_steps": len(flat),
         "accuracy_by_type": {name: sum(ms) / len(ms) for name, ms in sorted(matched.items())},
@@ -324,47 +364,91 @@ def best_of_n_headroom(
     }
 
 
-def oracle_best_of_n_targets(
-    actor: Any,
-    suite: str,
-    num_candidates: int = 16,
-    temperature: float = 1.0,
-    split: str = "train",
-    num_episodes: int = 100,
-    seed: int = 0,
-    **env_kwargs: Any,
-) -> dict[str, Dataset]:
-    """What policy extraction could teach ``actor`` with a perfect critic: two training sets.
+def oracle_targets(states: Dataset, candidates: Sequence[Sequence[str]], experts: Sequence[str]) -> dict[str, Dataset]:
+    """What policy extraction could teach with a perfect critic, on the actor stage's own states.
 
-    The actor plays (e.g. sampling at the behavior temperature, as when it collected the data) and
-    every state it visits gets Best-of-N candidates (:func:`sampled_states`). Returns datasets of
-    ``goal``, ``history``, ``image``, ``action`` and ``trajectory_reward`` (1.0), to train the actor
-    on with ``BestOfNActorTrainer(weighting="sft")``:
+    Returns two relabeled copies of ``states`` (the actor stage's training transitions, with
+    ``ui_boxes``) to train with the actor stage's trainer, ``weighting="filtered_bc"`` and its
+    anchor (a state with ``trajectory_reward`` 0 imitates its anchor):
 
-    * ``"best_of_n"``: the states where some candidate agrees with the simulator expert, labelled
-      with the first such candidate: what Digi-Q imitates with a perfect critic and threshold.
-    * ``"expert"``: every state, labelled with the expert's action: what any critic over any
-      number of candidates could at most teach from these states.
+    * ``"best_of_n"``: ``action`` is the first of the state's ``candidates`` (its Best-of-N
+      candidates, logged action first) that the simulator expert agrees with
+      (:func:`expert_agrees`), and ``trajectory_reward`` 1; states with no such candidate get 0.
+      What Digi-Q imitates with a perfect critic.
+    * ``"expert"``: ``action`` is the expert's (``experts``, e.g. from
+      :func:`~digiq_trl.envs.collect.replay_expert_actions`) in every state: what any critic over
+      any number of candidates could at most teach from these states.
 
-    If the actor trained on ``"expert"`` is no better than the actor itself on held-out goals,
-    no critic can make Best-of-N extraction beat it there: the states, not the critic, limit it.
+    If the actor trained on ``"expert"`` is no better than the base actor, no critic can make
+    Best-of-N extraction beat it from these states.
     """
-    best_of_n: list[dict[str, Any]] = []
-    expert: list[dict[str, Any]] = []
-    for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, 1, seed,
-                                **env_kwargs):
-        for sampled in chunk:
-            obs = sampled.step.observation
-            row = {"goal": obs["goal"], "history": obs["history"], "image": obs["image"], "trajectory_reward": 1.0}
-            expert.append({**row, "action": format_action(sampled.expert)})
-            if any(sampled.right):
-                best_of_n.append({**row, "action": sampled.candidates[sampled.right.index(True)]})
-    return {"best_of_n": _rows_dataset(best_of_n), "expert": _rows_dataset(expert)}
+    if not len(states) == len(candidates) == len(experts):
+        raise ValueError(f"{len(states)} states, {len(candidates)} candidate lists and {len(experts)} expert actions")
+    boxes = states["ui_boxes"]
+    picks: list[str] = []
+    found: list[float] = []
+    for cands, expert, row_boxes in zip(candidates, experts, boxes):
+        wanted = parse_action(expert)
+        right = [c for c in cands if expert_agrees(try_parse_action(c), wanted, row_boxes)]
+        picks.append(right[0] if right else expert)
+        found.append(1.0 if right else 0.0)
+    relabel = ["action", "trajectory_reward"]
+    base = states.remove_columns(relabel)
+    return {
+        "best_of_n": base.add_column("action", picks).add_column("trajectory_reward", found),
+        "expert": base.add_column("action", list(experts)).add_column("trajectory_reward", [1.0] * len(experts)),
+    }
 
 
-def _rows_dataset(rows: list[dict[str, Any]]) -> Dataset:
-    from datasets import Features, Image, Value
+def action_kind(action: DeviceAction | None) -> str:
+    """A coarse action class for per-class diagnostics: tap, swipe, type, back, home, enter,
+    complete, impossible, or ``invalid`` for an unparsable answer."""
+    if action is None:
+        return "invalid"
+    if action.action_type == ActionType.DUAL_POINT:
+        return "tap" if action.is_tap else "swipe"
+    return {
+        ActionType.TYPE: "type",
+        ActionType.PRESS_BACK: "back",
+        ActionType.PRESS_HOME: "home",
+        ActionType.PRESS_ENTER: "enter",
+        ActionType.STATUS_TASK_COMPLETE: "complete",
+        ActionType.STATUS_TASK_IMPOSSIBLE: "impossible",
+    }[action.action_type]
 
-    features = Features({"goal": Value("string"), "history": Value("string"), "image": Image(),
-                         "trajectory_reward": Value("float32"), "action": Value("string")})
-    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+def action_kind_recall(predicted: Sequence[str], reference: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per class of the reference actions: how often the predicted action has the same class.
+
+    A forgetting probe: after policy extraction, a class whose recall fell (e.g. ``enter``, which
+    submits every search) has been unlearned, whatever the overall success rate says.
+
+    Example:
+        >>> tap, enter = format_action(DeviceAction.tap(0.5, 0.5)), format_action(DeviceAction.press(ActionType.PRESS_ENTER))
+        >>> action_kind_recall([tap, tap, enter], [tap, enter, enter])
+        {'enter': {'recall': 0.5, 'count': 2}, 'tap': {'recall': 1.0, 'count': 1}}
+    """
+    if len(predicted) != len(reference):
+        raise ValueError(f"{len(predicted)} predicted actions but {len(reference)} reference actions")
+    hits: dict[str, list[bool]] = {}
+    for pred, ref in zip(predicted, reference):
+        kind = action_kind(try_parse_action(ref))
+        hits.setdefault(kind, []).append(action_kind(try_parse_action(pred)) == kind)
+    return {kind: {"recall": sum(h) / len(h), "count": len(h)} for kind, h in sorted(hits.items())}
+
+
+def changed_share(actions: Sequence[str], base_actions: Sequence[str]) -> float:
+    """Share of states where a policy's greedy action differs from the base policy's (as strings)."""
+    if len(actions) != len(base_actions):
+        raise ValueError(f"{len(actions)} actions but {len(base_actions)} base actions")
+    return sum(a != b for a, b in zip(actions, base_actions)) / max(1, len(actions))
+
+
+def greedy_actions(policy: Policy, dataset: Dataset, batch_size: int = 64) -> list[str]:
+    """The policy's action on every row (screenshot, goal, history) of a transitions dataset."""
+    actions: list[str] = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset.select_columns(["image", "goal", "history"])[start : start + batch_size]
+        observations = [{"image": i, "goal": g, "history": h} for i, g, h in zip(rows["image"], rows["goal"], rows["history"])]
+        actions.extend(policy.act(observations, [{} for _ in observations]))
+    return actions

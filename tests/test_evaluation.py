@@ -14,8 +14,12 @@ from digiq_trl.evaluation import (
     evaluate_policy_seeds,
     expert_agrees,
     goal_predictability_auroc,
-    oracle_best_of_n_targets,
+    action_kind_recall,
+    changed_share,
+    oracle_targets,
 )
+from digiq_trl.envs import NoisyExpertPolicy
+from digiq_trl.envs.collect import replay_expert_actions
 
 
 @pytest.fixture(scope="module")
@@ -143,22 +147,75 @@ def test_expert_agrees_uses_the_simulators_query_test_for_typing() -> None:
     assert expert_agrees(home, home, []) and not expert_agrees(home, DeviceAction.press(ActionType.PRESS_BACK), [])
 
 
-class _HomeWithBadSamples(_ExpertWithBadSamples):
-    """Presses HOME whatever the screen; its samples are all PRESS_HOME or unparsable."""
+class _RecordingNoisyExpert(NoisyExpertPolicy):
+    """A noisy expert that remembers the expert action the env offered in every state it saw."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=1)
+        self.experts: list[str] = []
 
     def act(self, observations, infos):
-        return [format_action(DeviceAction.press(ActionType.PRESS_HOME)) for _ in observations]
+        self.experts += [info["expert_action"] for info in infos]
+        return super().act(observations, infos)
 
 
-def test_oracle_best_of_n_targets_keep_only_states_with_a_right_candidate() -> None:
-    good = oracle_best_of_n_targets(_ExpertWithBadSamples(), "general", num_candidates=4, num_episodes=3)
-    assert len(good["best_of_n"]) == len(good["expert"]) > 3  # the actor's own action is always right
-    assert good["best_of_n"]["action"] == good["expert"]["action"]
-    assert good["expert"]["trajectory_reward"] == [1.0] * len(good["expert"])
+def test_replay_recovers_the_expert_action_of_every_logged_state() -> None:
+    policy = _RecordingNoisyExpert()
+    noisy = collect_transitions("digiq_trl/Phone-general-v0", policy, 6, seed=2, batch_size=1)
+    assert replay_expert_actions(noisy) == policy.experts  # one phone: rows in the order they were played
+    assert policy.experts != list(noisy["action"])  # the noise took other actions
+    shuffled = noisy.add_column("row", list(range(len(noisy)))).shuffle(seed=0)  # any row order works
+    assert replay_expert_actions(shuffled) == [policy.experts[i] for i in shuffled["row"]]
+    wrong_goal = noisy.map(lambda row: {"goal": "Open Settings"})
+    with pytest.raises(ValueError, match="replayed goal or screen differs"):
+        replay_expert_actions(wrong_goal)
+    with pytest.raises(ValueError, match="does not name a simulator episode"):
+        replay_expert_actions(noisy.map(lambda row: {"episode_id": "aitw-123"}))
 
-    bad = oracle_best_of_n_targets(_HomeWithBadSamples(), "general", num_candidates=4, num_episodes=3)
-    home = DeviceAction.press(ActionType.PRESS_HOME)
-    experts = [parse_action(a) for a in bad["expert"]["action"]]
-    # only states where the expert itself would press HOME keep a (HOME) candidate
-    assert len(bad["best_of_n"]) == sum(a == home for a in experts) < len(experts)
-    assert all(parse_action(a) == home for a in bad["best_of_n"]["action"])
+
+def test_oracle_targets_relabel_with_the_first_right_candidate_or_fall_back() -> None:
+    data = collect_transitions("digiq_trl/Phone-general-v0", NoisyExpertPolicy(seed=0), 4, seed=1)
+    experts = replay_expert_actions(data)
+    home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
+    # each state: an unparsable candidate, HOME, then (in even rows) the expert's own action
+    candidates = [["nonsense", home] + ([e] if i % 2 == 0 else []) for i, e in enumerate(experts)]
+    targets = oracle_targets(data, candidates, experts)
+    best = targets["best_of_n"]
+    for i, (expert, row) in enumerate(zip(experts, best)):
+        expert_home = parse_action(expert) == parse_action(home)
+        if expert_home or i % 2 == 0:
+            assert row["trajectory_reward"] == 1.0
+            assert row["action"] == (home if expert_home else expert)
+        else:
+            assert row["trajectory_reward"] == 0.0  # no right candidate: the state falls back to its anchor
+    assert targets["expert"]["action"] == experts and set(targets["expert"]["trajectory_reward"]) == {1.0}
+    assert best["goal"] == data["goal"] and best["ui_boxes"] == data["ui_boxes"]
+    with pytest.raises(ValueError, match="candidate lists"):
+        oracle_targets(data, candidates[:-1], experts)
+
+
+def test_action_kind_recall_and_changed_share_by_hand() -> None:
+    tap = format_action(DeviceAction.tap(0.5, 0.5))
+    swipe = format_action(DeviceAction.swipe((0.8, 0.5), (0.2, 0.5)))
+    enter = format_action(DeviceAction.press(ActionType.PRESS_ENTER))
+    typed = format_action(DeviceAction.type_text("news Chile"))
+    other = format_action(DeviceAction.type_text("news Peru"))
+    reference = [enter, enter, enter, enter, tap, swipe, typed]
+    predicted = [enter, enter, enter, tap, tap, tap, other]  # a different text is still a TYPE
+    recall = action_kind_recall(predicted, reference)
+    assert recall == {"enter": {"recall": 0.75, "count": 4}, "swipe": {"recall": 0.0, "count": 1},
+                      "tap": {"recall": 1.0, "count": 1}, "type": {"recall": 1.0, "count": 1}}
+    assert action_kind_recall(["garbage"], [enter]) == {"enter": {"recall": 0.0, "count": 1}}
+    assert changed_share(predicted, reference) == pytest.approx(3 / 7)
+    with pytest.raises(ValueError):
+        changed_share(predicted, reference[:-1])
+
+
+def test_success_per_task_kind_adds_up_over_seeds() -> None:
+    run = evaluate_policy_seeds(ExpertPolicy(), "general", seeds=(0, 1), split="test", num_episodes=6)
+    assert sum(row["episodes"] for row in run["by_kind"].values()) == 12 == run["num_episodes"]
+    assert all(row["success_rate"] == 1.0 for row in run["by_kind"].values())
+    single = evaluate_policy_seeds(RandomPolicy(seed=0), "general", seeds=(0,), num_episodes=20)
+    rate = single["success_rate"]
+    assert single["stderr"] == pytest.approx((rate * (1 - rate) / 20) ** 0.5)  # binomial with one seed
+    assert single["pooled_stderr"] == single["stderr"]

@@ -8,6 +8,7 @@ every step. Collection (:func:`collect_transitions`) and evaluation
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -159,3 +160,50 @@ def _columns(steps: list[Step], name: str) -> dict[str, list]:
         "done": [s.done for s in steps],
         "ui_boxes": [s.info["ui_boxes"] for s in steps],
     }
+
+
+_EPISODE_ID = re.compile(r"^(?P<suite>[a-z]+)-(?P<split>[a-z]+)-seed(?P<seed>-?\d+)-ep(?P<episode>\d+)$")
+
+
+def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
+    """The simulator expert's action in every state of a dataset that :func:`collect_transitions` made.
+
+    Each episode is replayed: the phone is reset with the episode's own seed (read from its
+    ``episode_id``) and the logged actions are applied in order, reading ``info["expert_action"]``
+    before each. This labels offline data with what a perfect critic would know, for diagnosis
+    (the oracle of ``examples/diagnose_best_of_n.py``); nothing in training uses it.
+
+    Args:
+        dataset: transitions whose ``episode_id`` reads ``<suite>-<split>-seed<seed>-ep<index>``.
+        env_kwargs: the phone's configuration at collection (e.g. ``layout``).
+
+    Raises:
+        ValueError: an ``episode_id`` is not of that form, or a replayed episode's goal or screenshot
+            differs from the logged one (the data was not collected in this simulator this way).
+    """
+    columns = dataset.select_columns(["episode_id", "step_id", "goal", "action"]).to_dict()
+    images = dataset.select_columns(["image"])
+    order = sorted(range(len(dataset)), key=lambda i: (columns["episode_id"][i], columns["step_id"][i]))
+    experts: list[str] = [""] * len(dataset)
+    envs: dict[tuple[str, str], PhoneEnv] = {}
+    env: PhoneEnv | None = None
+    current, observation, info = None, {}, {}
+    for i in order:
+        episode_id = columns["episode_id"][i]
+        if episode_id != current:
+            match = _EPISODE_ID.match(episode_id)
+            if match is None:
+                raise ValueError(f"row {i}: episode_id {episode_id!r} does not name a simulator episode "
+                                 "(<suite>-<split>-seed<seed>-ep<index>)")
+            key = (match["suite"], match["split"])
+            env = envs.setdefault(key, PhoneEnv(suite=key[0], split=key[1], **env_kwargs))
+            observation, info = env.reset(seed=episode_seed(int(match["seed"]), int(match["episode"])))
+            current = episode_id
+        if observation["goal"] != columns["goal"][i] or not np.array_equal(
+            np.asarray(observation["image"]), np.asarray(images[i]["image"].convert("RGB"))
+        ):
+            raise ValueError(f"row {i} ({episode_id}, step {columns['step_id'][i]}): the replayed goal or screen "
+                             "differs from the logged one")
+        experts[i] = info["expert_action"]
+        observation, _, _, _, info = env.step(columns["action"][i])
+    return experts
