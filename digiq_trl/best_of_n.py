@@ -174,3 +174,49 @@ def selection_stats(
         "frac_invalid_candidates": float(np.sum(num_invalid) / total) if total else float("nan"),
         "frac_chosen_is_logged": float(np.mean(chosen_is_logged)) if len(chosen_is_logged) else float("nan"),
     }
+
+
+ANCHORS: tuple[str, ...] = ("none", "logged", "greedy")
+"""What a state imitates when its own target has weight 0 (see :func:`anchor_targets`)."""
+
+
+def check_anchor(anchor: str) -> None:
+    """Raise a ``ValueError`` naming the allowed anchors when ``anchor`` is unknown."""
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+
+
+def anchor_targets(
+    chosen: Sequence[str],
+    weights: Sequence[float] | np.ndarray,
+    anchors: Sequence[str] | None,
+    anchor_weight: float,
+    anchor_valid: Sequence[bool] | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """The action every state is trained on, and its loss weight.
+
+    A state whose imitation weight is non-zero (a Best-of-N choice above the threshold, a logged
+    action of a successful trajectory) keeps it. Every other state imitates its ``anchors`` action
+    (the logged action, or the starting policy's greedy one) with ``anchor_weight``, so training
+    sees the whole offline dataset and keeps what the imitated states rarely show (e.g. the ENTER
+    press that submits every search). ``anchors=None`` leaves the weights as they are. An anchor
+    flagged invalid in ``anchor_valid`` gets weight 0.
+
+    Example:
+        >>> targets, w = anchor_targets(["a", "b", "c"], [1.0, 0.0, 0.0], ["x", "y", "z"], 0.5, [True, True, False])
+        >>> targets, w.tolist()
+        (['a', 'y', 'z'], [1.0, 0.5, 0.0])
+    """
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(chosen) != weights.size:
+        raise ValueError(f"{len(chosen)} chosen actions but {weights.size} weights")
+    if anchors is None:
+        return list(chosen), weights.copy()
+    if len(anchors) != weights.size:
+        raise ValueError(f"{len(anchors)} anchor actions but {weights.size} weights")
+    if anchor_weight < 0:
+        raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}")
+    valid = np.ones(weights.size, bool) if anchor_valid is None else np.asarray(anchor_valid, dtype=bool)
+    own = weights != 0
+    targets = [c if keep else a for c, a, keep in zip(chosen, anchors, own)]
+    return targets, np.where(own, weights, np.where(valid, anchor_weight, 0.0))

@@ -69,7 +69,7 @@ def linear_critic() -> DigiQCritic:
 def config(tmp_path, **kwargs) -> BestOfNActorConfig:
     defaults = dict(
         candidate_source="dataset", max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
-        logging_steps=1, save_strategy="no", max_completion_length=24, num_candidates=3,
+        logging_steps=1, save_strategy="no", max_completion_length=24, num_candidates=3, anchor="none",
     )
     return BestOfNActorConfig(str(tmp_path / "out"), **{**defaults, **kwargs})
 
@@ -118,7 +118,7 @@ def test_all_invalid_candidates_do_not_crash(tmp_path):
     assert row["candidate_advantages"] == [0.0, 0.0, 0.0]
     assert row["chosen_advantage"] == 0.0 and not row["chosen_is_valid"] and row["weight"] == 0.0
     assert row["num_invalid_proposals"] == 2
-    assert trainer.train_dataset["chosen_action"] == [tap(0.6)]
+    assert trainer.train_dataset["target_action"] == [tap(0.6)]
     trainer.train()
 
 
@@ -132,41 +132,89 @@ def test_baselines_need_no_critic(tmp_path):
     dataset = transitions([tap(0.2), tap(0.3), tap(0.4)], [[], [], []], rewards=[1.0, 0.0, 1.0])
     filtered = make_trainer(tmp_path, dataset, weighting="filtered_bc")
     assert filtered.critic is None and filtered.feature_extractor is None
-    assert filtered.train_dataset["chosen_action"] == [tap(0.2), tap(0.4)]
+    assert filtered.train_dataset["target_action"] == [tap(0.2), tap(0.4)]
     sft = make_trainer(tmp_path, dataset, weighting="sft")
-    assert sft.train_dataset["chosen_action"] == [tap(0.2), tap(0.3), tap(0.4)]
+    assert sft.train_dataset["target_action"] == [tap(0.2), tap(0.3), tap(0.4)]
     with pytest.raises(ValueError, match="needs a critic"):
         BestOfNActorTrainer(tiny_qwen2_vl()[0], args=config(tmp_path), train_dataset=dataset,
                             processing_class=tiny_qwen2_vl()[1])
 
 
-def test_policy_candidates_come_from_one_generate_per_batch(tmp_path):
+def test_policy_candidates_come_from_one_prefill_per_batch(tmp_path):
     model, processor = tiny_qwen2_vl()
-    calls = []
-    generate = model.generate
+    prompts = []
+    forward = model.forward
 
-    def counting_generate(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape[0])
-        return generate(*args, **kwargs)
+    def counting_forward(*args, **kwargs):
+        if kwargs.get("pixel_values") is not None:  # a prompt (screenshot included) runs
+            prompts.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
 
-    model.generate = counting_generate
+    model.forward = counting_forward
     dataset = transitions([tap(0.2)] * 5, [[]] * 5)
     trainer = BestOfNActorTrainer(
         model, critic=linear_critic(), feature_extractor=TouchYExtractor(), train_dataset=dataset,
         processing_class=processor, args=config(tmp_path, candidate_source="policy", candidate_batch_size=4,
                                                 num_candidates=3, advantage_threshold=0.0),
     )
-    # one call per map batch of states; its rows are the N samples of each state, which continue
-    # the state's prompt from one shared KV cache (VLMPolicy prefix sharing)
-    assert calls == [4 * 3, 1 * 3]
+    # one prompt forward per map batch of states; the N samples of each state continue its prompt
+    # from one shared KV cache (VLMPolicy prefix sharing)
+    assert prompts == [4, 1]
     assert trainer.prepared_dataset["num_proposals"] == [3] * 5
     assert 0.0 <= trainer.preparation_metrics["generation_time_share"] <= 1.0
+
+
+def test_logged_anchor_keeps_every_state(tmp_path):
+    dataset = transitions(
+        [tap(0.2), tap(0.05), tap(0.9)], [[tap(0.7), tap(0.4)], [tap(0.08), "not an action"], [tap(0.3)]]
+    )
+    trainer = make_trainer(tmp_path, dataset, advantage_threshold=0.1, anchor="logged")
+    prepared = trainer.prepared_dataset
+    assert prepared["weight"] == [1.0, 0.0, 1.0]
+    assert prepared["target_action"] == [tap(0.7), tap(0.05), tap(0.9)]
+    assert prepared["target_weight"] == [1.0, 1.0, 1.0]
+    assert trainer.train_dataset["target_action"] == prepared["target_action"]
+    assert trainer.preparation_metrics["frac_imitated"] == pytest.approx(2 / 3)
+    assert trainer.preparation_metrics["frac_anchored"] == pytest.approx(1 / 3)
+    # anchor_weight 0: the state stays in the batch mean with no gradient of its own (the reference)
+    kept = make_trainer(tmp_path, dataset, advantage_threshold=0.1, anchor="logged", anchor_weight=0.0)
+    assert kept.train_dataset["target_weight"] == [1.0, 0.0, 1.0]
+
+
+def test_greedy_anchor_is_the_starting_policys_greedy_action(tmp_path):
+    from digiq_trl.models.policy import VLMPolicy
+
+    model, processor = tiny_qwen2_vl()
+    dataset = transitions([tap(0.2), tap(0.05), tap(0.3)], [[], [], []], rewards=[1.0, 0.0, 0.0])
+    expected = VLMPolicy(model, processor, max_new_tokens=24).act(
+        [{"image": r["image"], "goal": r["goal"], "history": r["history"]} for r in dataset]
+    )
+    trainer = BestOfNActorTrainer(model, args=config(tmp_path, weighting="filtered_bc", anchor="greedy"),
+                                  train_dataset=dataset, processing_class=processor)
+    assert trainer.prepared_dataset["base_action"] == expected  # greedy, not sampled at `temperature`
+
+
+def test_greedy_anchor_is_a_candidate_and_the_fallback(tmp_path, monkeypatch):
+    from digiq_trl.models.policy import VLMPolicy
+
+    greedy = tap(0.01)  # A = 0.01: never above the threshold, so it only serves as the anchor
+    monkeypatch.setattr(VLMPolicy, "act", lambda self, observations, infos=None: [greedy] * len(observations))
+    dataset = transitions([tap(0.2), tap(0.05)], [[tap(0.7)], [tap(0.08)]], rewards=[0.0, 1.0])
+    trainer = make_trainer(tmp_path, dataset, advantage_threshold=0.1, anchor="greedy")
+    prepared = trainer.prepared_dataset
+    assert prepared["base_action"] == [greedy, greedy]
+    assert [greedy in c for c in prepared["candidates"]] == [True, True]
+    assert prepared["target_action"] == [tap(0.7), greedy]
+    # the baselines take the same anchor: filtered BC imitates the successful step, the greedy one elsewhere
+    filtered = make_trainer(tmp_path, dataset, weighting="filtered_bc", anchor="greedy")
+    assert filtered.prepared_dataset["target_action"] == [greedy, tap(0.05)]
+    assert filtered.prepared_dataset["target_weight"] == [1.0, 1.0]
 
 
 def test_collator_labels_only_the_answer(tmp_path):
     _, processor = tiny_qwen2_vl()
     dataset = transitions([tap(0.2), tap(0.35)], [[], []])
-    rows = [dict(row, chosen_action=row["action"], weight=1.0) for row in dataset]
+    rows = [dict(row, target_action=row["action"], target_weight=1.0) for row in dataset]
     batch = BestOfNCollator(processor)(rows)
     tokenizer = processor.tokenizer
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -229,7 +277,7 @@ def test_adapter_save_and_reload_gives_equal_outputs(tmp_path):
     assert "Best-of-N" in card and "base model: `" in card and "critic: `" in card and "data: `" in card
     assert "weighting: `threshold`" in card
     _, processor = tiny_qwen2_vl()
-    rows = [dict(row, chosen_action=row["action"], weight=1.0) for row in dataset]
+    rows = [dict(row, target_action=row["action"], target_weight=1.0) for row in dataset]
     batch = BestOfNCollator(processor)(rows)
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
     trainer.model.eval()

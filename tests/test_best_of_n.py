@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from digiq_trl.best_of_n import (
+    anchor_targets,
     candidate_list,
+    check_anchor,
     masked_advantages,
     sample_weights,
     select_best,
@@ -107,3 +109,18 @@ def test_selection_stats():
             "frac_chosen_is_logged": 0.5,
         }
     )
+
+
+def test_anchor_targets_replace_only_weight_zero_states():
+    targets, weights = anchor_targets(["a", "b", "c", "d"], [1.0, 0.0, 0.5, 0.0], ["w", "x", "y", "z"], 0.25,
+                                      [True, True, True, False])
+    assert targets == ["a", "x", "c", "z"]
+    assert weights.tolist() == [1.0, 0.25, 0.5, 0.0]  # an invalid anchor teaches nothing
+    none_targets, none_weights = anchor_targets(["a", "b"], [1.0, 0.0], None, 1.0)
+    assert none_targets == ["a", "b"] and none_weights.tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="anchor actions"):
+        anchor_targets(["a"], [0.0], ["x", "y"], 1.0)
+    with pytest.raises(ValueError, match="anchor_weight"):
+        anchor_targets(["a"], [0.0], ["x"], -1.0)
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        check_anchor("kl")

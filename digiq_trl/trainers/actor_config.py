@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..best_of_n import WEIGHTINGS, check_weighting
+from ..best_of_n import ANCHORS, WEIGHTINGS, check_anchor, check_weighting
 
 CANDIDATE_SOURCES: tuple[str, ...] = ("policy", "dataset", "both")
 """Where Best-of-N candidates come from: sampled from the starting policy, the dataset's
@@ -98,6 +98,22 @@ class BestOfNActorConfig(TrainingArguments):
     awr_max_weight: float = field(
         default=20.0, metadata={"help": "Clip of 'awr' weights, so one state cannot dominate a batch."}
     )
+    anchor: str = field(
+        default="greedy",
+        metadata={
+            "help": "What a state imitates when its own weight is 0 (below the advantage threshold, or a "
+            "failed trajectory for 'filtered_bc'): 'greedy' the starting policy's greedy action (also "
+            "added to the Best-of-N candidates), 'logged' the dataset's action, 'none' nothing (the state "
+            "is dropped). With an anchor every state of the offline dataset stays in training, so the "
+            "actor keeps the actions its imitated states rarely show.",
+            "choices": list(ANCHORS),
+        },
+    )
+    anchor_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight of the anchor targets (0 keeps their rows in each batch's mean with no "
+                  "gradient of their own, as the reference trains on the whole dataset)."},
+    )
     candidate_batch_size: int = field(
         default=8,
         metadata={
@@ -117,6 +133,9 @@ class BestOfNActorConfig(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weighting(self.weighting)
+        check_anchor(self.anchor)
+        if self.anchor_weight < 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         if self.candidate_source not in CANDIDATE_SOURCES:
             raise ValueError(f"candidate_source must be one of {CANDIDATE_SOURCES}, got {self.candidate_source!r}")
         for name in ("num_candidates", "max_completion_length", "candidate_batch_size"):

@@ -1,20 +1,23 @@
 """Best-of-N policy extraction (Digi-Q stage 4) as a ``transformers.Trainer``, training LoRA adapters.
 
 Before training, every state of the dataset gets candidate actions: N samples from the *starting*
-policy (one batched ``generate`` per batch of states), the dataset's ``candidate_actions``, or
-both, plus the logged action. The frozen critic scores them with the advantage
-``A = max(Q1, Q2) - max(V1, V2)`` on frozen-VLM features (unparsable candidates get A = 0) and
-the argmax becomes the state's imitation target. As in the reference, candidates are prepared
-once from the frozen starting policy, not re-sampled as the actor changes: the critic was trained
-on that policy's data, and preparing once keeps training a plain weighted SFT. Under several
-processes each prepares a contiguous shard of the states and all gather the result, so every
-process trains on the same prepared data.
+policy (one batched decode per batch of states), the dataset's ``candidate_actions``, or both, plus
+the logged action and, with the default ``anchor="greedy"``, the starting policy's greedy action.
+The frozen critic scores them with the advantage ``A = max(Q1, Q2) - max(V1, V2)`` on frozen-VLM
+features (unparsable candidates get A = 0) and the argmax becomes the state's imitation target,
+weighted by :func:`digiq_trl.best_of_n.sample_weights` (``1[A > threshold]`` by default). As in
+the reference, candidates are prepared once from the frozen starting policy, and the actor trains
+on the whole offline dataset: a state whose choice is not above the threshold imitates its
+*anchor* (the starting policy's greedy action by default, or the logged action) instead of
+dropping out, so actions that the improved states rarely show (the ENTER press that submits every
+search) are not forgotten (:func:`digiq_trl.best_of_n.anchor_targets`). Under several processes
+each prepares a contiguous shard of the states and all gather the result, so every process trains
+on the same prepared data.
 
-Training minimizes the NLL of the chosen action's tokens only (prompt and image tokens are masked
-with -100), times a per-sample weight (:func:`digiq_trl.best_of_n.sample_weights`). Samples with
-weight 0 (e.g. below the advantage threshold) are dropped before training; the logs say how many.
-The paper's baselines run through the same trainer: ``weighting="filtered_bc"`` (logged actions of
-successful trajectories) and ``"sft"`` (all logged actions) need no critic.
+Training minimizes the NLL of the target action's tokens only (prompt and image tokens are masked
+with -100), times the per-sample weight. The paper's baselines run through the same trainer and
+anchor: ``weighting="filtered_bc"`` (logged actions of successful trajectories) and ``"sft"`` (all
+logged actions) need no critic.
 
 Example:
     >>> trainer = BestOfNActorTrainer(  # doctest: +SKIP
@@ -44,6 +47,7 @@ from transformers.utils import logging
 
 from ..actions import try_parse_action
 from ..best_of_n import (
+    anchor_targets,
     candidate_list,
     sample_weights,
     select_best,
@@ -64,7 +68,7 @@ LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj
 """Default LoRA targets: the attention and MLP projections of the VLM's language model (the vision
 tower stays untouched; in transformers 5 VLMs the text decoder lives under ``language_model``)."""
 
-TRAIN_COLUMNS = ("image", "goal", "history", "chosen_action", "weight")
+TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""
 
 
@@ -75,7 +79,7 @@ def default_lora_config() -> LoraConfig:
 
 @dataclass
 class BestOfNCollator:
-    """Batches ``{"image", "goal", "history", "chosen_action", "weight"}`` rows for weighted NLL.
+    """Batches ``{"image", "goal", "history", "target_action", "target_weight"}`` rows for weighted NLL.
 
     Each row is the prompt (image and text, through the processor) followed by the answer tokens
     of :func:`~digiq_trl.prompts.answer_token_ids`, right-padded. ``labels`` are -100 everywhere but
@@ -87,7 +91,7 @@ class BestOfNCollator:
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = [render_prompt(self.processor, ex["goal"], ex["history"]) for ex in examples]
-        answers = [answer_token_ids(self.processor, ex["goal"], ex["history"], ex["chosen_action"]) for ex in examples]
+        answers = [answer_token_ids(self.processor, ex["goal"], ex["history"], ex["target_action"]) for ex in examples]
         encoded = self.processor(
             text=prompts, images=[_as_rgb(ex["image"]) for ex in examples], padding=True, padding_side="right", return_tensors="pt"
         )
@@ -95,7 +99,7 @@ class BestOfNCollator:
         width = max(p + len(a) for p, a in zip(prompt_lengths, answers))
         batch = {key: value for key, value in encoded.items() if not _is_per_token(value, encoded)}
         batch.update(self._sequences(encoded, prompt_lengths, answers, width))
-        batch["weights"] = torch.tensor([float(ex["weight"]) for ex in examples])
+        batch["weights"] = torch.tensor([float(ex["target_weight"]) for ex in examples])
         return batch
 
     def _sequences(
@@ -195,9 +199,12 @@ class _CandidateScorer:
         return dict(out)
 
     def _proposals(self, batch: dict[str, list[Any]]) -> list[list[str]]:
-        """Per state: the policy's N samples and/or the dataset's candidates, duplicates kept."""
+        """Per state: the starting policy's greedy action (when computed), its N samples and/or the
+        dataset's candidates, duplicates kept."""
         states = len(batch["action"])
         proposals: list[list[str]] = [[] for _ in range(states)]
+        if "base_action" in batch:  # the starting policy's greedy action (the "greedy" anchor)
+            proposals = [[action] for action in batch["base_action"]]
         if self.args.candidate_source in ("policy", "both"):
             observations = [
                 {"image": image, "goal": goal, "history": history}
@@ -244,11 +251,37 @@ class _CandidateScorer:
         return zero_invalid(weights, out["chosen_is_valid"])
 
 
-def _logged_targets(batch: dict[str, list[Any]], weighting: str) -> dict[str, list[Any]]:
-    """The ``datasets.map`` function of the baselines: imitate the logged action."""
-    valid = [try_parse_action(a) is not None for a in batch["action"]]
-    weights = zero_invalid(sample_weights(weighting, trajectory_rewards=batch["trajectory_reward"]), valid)
-    return {"chosen_action": list(batch["action"]), "chosen_is_valid": valid, "weight": weights.tolist()}
+def _logged_targets(dataset: Dataset, weighting: str) -> dict[str, list[Any]]:
+    """The baselines' preparation: imitate the logged action, weighted by ``weighting``."""
+    actions = dataset["action"]
+    valid = [try_parse_action(a) is not None for a in actions]
+    weights = zero_invalid(sample_weights(weighting, trajectory_rewards=dataset["trajectory_reward"]), valid)
+    return {"chosen_action": list(actions), "chosen_is_valid": valid, "weight": weights.tolist()}
+
+
+def _anchored(prepared: Dataset, args: BestOfNActorConfig) -> dict[str, list[Any]]:
+    """``target_action`` and ``target_weight`` columns: :func:`~digiq_trl.best_of_n.anchor_targets`."""
+    anchors = {"none": None, "logged": "action", "greedy": "base_action"}[args.anchor]
+    anchor_actions = prepared[anchors] if anchors else None
+    valid = [try_parse_action(a) is not None for a in anchor_actions] if anchor_actions else None
+    targets, weights = anchor_targets(prepared["chosen_action"], prepared["weight"], anchor_actions,
+                                      args.anchor_weight, valid)
+    return {"target_action": targets, "target_weight": weights.tolist()}
+
+
+class _GreedyActions:
+    """The ``datasets.map`` function adding ``base_action``: the starting policy's greedy action."""
+
+    def __init__(self, policy: Any, timer: _Timer) -> None:
+        self.policy, self.timer = policy, timer
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[str]]:
+        observations = [{"image": i, "goal": g, "history": h}
+                        for i, g, h in zip(batch["image"], batch["goal"], batch["history"])]
+        start = time.perf_counter()
+        actions = self.policy.act(observations, [{} for _ in observations])
+        self.timer.generation += time.perf_counter() - start
+        return {"base_action": actions}
 
 
 class BestOfNActorTrainer(Trainer):
@@ -334,42 +367,47 @@ class BestOfNActorTrainer(Trainer):
     def _prepare(
         self, model: PreTrainedModel, processor: Any, dataset: Dataset, args: BestOfNActorConfig
     ) -> tuple[Dataset, dict[str, float]]:
-        """Candidates, choice and weight per state (critic schemes) or logged targets (baselines)."""
-        fingerprint = f"digiq-best-of-n-{uuid.uuid4().hex}"
-        if self.critic is None:
-            prepared = dataset.map(
-                _logged_targets, batched=True, fn_kwargs={"weighting": args.weighting}, new_fingerprint=fingerprint
-            )
-            return prepared, _kept_metrics(prepared)
+        """Per state: the imitated action and weight (the critic's Best-of-N choice, or the logged
+        action for the baselines), then the training target with the anchor (``target_action``,
+        ``target_weight``)."""
         timer = _Timer()
-        policy = _policy(model, processor, args) if args.candidate_source != "dataset" else None
-        scorer = _CandidateScorer(args, policy, self.feature_extractor, self.critic, timer)
-        state = PartialState()
-        shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
         start = time.perf_counter()
-        with torch.no_grad():
-            scored = shard.map(
-                scorer, batched=True, batch_size=args.candidate_batch_size, remove_columns=shard.column_names,
-                new_fingerprint=fingerprint, desc=f"Best-of-{args.num_candidates} candidates",
+        samples_candidates = self.critic is not None and args.candidate_source != "dataset"
+        policy = _policy(model, processor, args) if samples_candidates or args.anchor == "greedy" else None
+        if args.anchor == "greedy":
+            greedy = _map_sharded(dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
+                                  "Greedy actions of the starting policy")
+            dataset = _with_columns(dataset, greedy)
+        metrics: dict[str, float] = {}
+        if self.critic is None:
+            prepared = _with_columns(dataset, _logged_targets(dataset, args.weighting))
+        else:
+            scorer = _CandidateScorer(args, policy if samples_candidates else None, self.feature_extractor,
+                                      self.critic, timer)
+            with torch.no_grad():
+                columns = _map_sharded(dataset, scorer, args.candidate_batch_size,
+                                       f"Best-of-{args.num_candidates} candidates")
+            prepared = _with_columns(dataset, columns)
+            metrics = selection_stats(
+                prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
+                prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
             )
+        prepared = _with_columns(prepared, _anchored(prepared, args))
         timer.total = time.perf_counter() - start
-        columns = _gathered_columns(scored)
-        stale = [name for name in columns if name in dataset.column_names]  # from an earlier preparation
-        prepared = concatenate_datasets([dataset.remove_columns(stale), Dataset.from_dict(columns)], axis=1)
-        metrics = selection_stats(
-            prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
-            prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
-        )
         metrics["generation_time_share"] = timer.generation / timer.total if timer.total else 0.0
         metrics["preparation_seconds"] = timer.total
         return prepared, {**metrics, **_kept_metrics(prepared)}
 
     def _training_rows(self, prepared: Dataset, processor: Any, args: BestOfNActorConfig, split: str) -> Dataset:
-        """Drop weight-0 rows (and rows longer than ``max_length``), keep the collator's columns."""
-        kept = prepared.filter(lambda w: w != 0.0, input_columns="weight")
+        """Drop the rows with nothing to learn (and rows longer than ``max_length``), keep the
+        collator's columns. With an anchor a row stays whatever its weight (``anchor_weight`` 0 keeps
+        it in the batch mean, as the reference does); without one, weight-0 rows are dropped."""
+        kept = prepared
+        if args.anchor == "none":
+            kept = prepared.filter(lambda w: w != 0.0, input_columns="target_weight")
         logger.info(
-            "Best-of-N %s: %d of %d states kept for training (%d with weight 0 dropped, weighting=%r).",
-            split, len(kept), len(prepared), len(prepared) - len(kept), args.weighting,
+            "Best-of-N %s: %d of %d states kept for training (weighting=%r, anchor=%r).",
+            split, len(kept), len(prepared), args.weighting, args.anchor,
         )
         if args.max_length is not None:
             before = len(kept)
@@ -378,7 +416,7 @@ class BestOfNActorTrainer(Trainer):
                 batch_size=args.candidate_batch_size,
             )
             logger.info("Best-of-N %s: %d states longer than max_length=%d dropped.", split, before - len(kept), args.max_length)
-        if len(kept) == 0:
+        if not any(w != 0.0 for w in kept["target_weight"]):
             raise ValueError(
                 f"no {split} state is left to imitate (all weights are 0); with weighting='threshold' lower "
                 f"advantage_threshold (now {args.advantage_threshold}) or check the critic's advantages"
@@ -519,11 +557,12 @@ def _load_extractor(
 
 
 def _policy(model: PreTrainedModel, processor: Any, args: BestOfNActorConfig) -> Any:
-    """The starting policy the candidates are sampled from."""
+    """The starting policy: ``act`` is its greedy action (the anchor), ``sample`` draws the candidates
+    (at ``args.temperature``, passed by the caller)."""
     from ..models.policy import VLMPolicy
 
     return VLMPolicy(
-        model, processor, temperature=args.temperature, max_new_tokens=args.max_completion_length,
+        model, processor, temperature=0.0, max_new_tokens=args.max_completion_length,
         batch_size=args.candidate_batch_size * args.num_candidates,
     )
 
@@ -537,19 +576,35 @@ def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | 
     return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
 
 
-def _gathered_columns(scored: Dataset) -> dict[str, list[Any]]:
-    """The prepared columns of every process's shard, concatenated in process order, on every process.
+def _map_sharded(dataset: Dataset, function: Any, batch_size: int, desc: str) -> dict[str, list[Any]]:
+    """New columns from ``function`` over ``dataset`` (batched), on every process.
 
-    Each process prepares a contiguous shard of the states, so candidate sampling and scoring are
-    split across processes and all of them then train on identical prepared data.
+    Each process maps a contiguous shard of the states, then all of them gather the shards in
+    process order, so the expensive work (sampling, scoring) is split across processes and every
+    process ends with identical prepared data.
     """
-    shards = gather_object([scored.to_dict()])
-    return {name: [value for shard in shards for value in shard[name]] for name in scored.column_names}
+    state = PartialState()
+    shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
+    mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
+                       new_fingerprint=f"digiq-best-of-n-{uuid.uuid4().hex}", desc=desc)
+    shards = gather_object([mapped.to_dict()])
+    return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
+
+
+def _with_columns(dataset: Dataset, columns: dict[str, list[Any]]) -> Dataset:
+    """``dataset`` with ``columns`` added (replacing same-named columns of an earlier preparation)."""
+    stale = [name for name in columns if name in dataset.column_names]
+    return concatenate_datasets([dataset.remove_columns(stale), Dataset.from_dict(columns)], axis=1)
 
 
 def _kept_metrics(prepared: Dataset) -> dict[str, float]:
-    weights = np.asarray(prepared["weight"], dtype=np.float64)
-    return {"frac_kept": float((weights != 0).mean()) if weights.size else 0.0, "num_states": float(weights.size)}
+    """``frac_imitated``: states trained on their own target (a choice above the threshold, a successful
+    logged action); ``frac_anchored``: states trained on their anchor; ``num_states``."""
+    own = np.asarray(prepared["weight"], dtype=np.float64) != 0
+    trained = np.asarray(prepared["target_weight"], dtype=np.float64) != 0
+    count = max(1, own.size)
+    return {"frac_imitated": float(own.sum() / count), "frac_anchored": float((trained & ~own).sum() / count),
+            "num_states": float(own.size)}
 
 
 def _fits(processor: Any, batch: dict[str, list[Any]], max_length: int) -> list[bool]:
@@ -557,5 +612,5 @@ def _fits(processor: Any, batch: dict[str, list[Any]], max_length: int) -> list[
     prompts = [render_prompt(processor, g, h) for g, h in zip(batch["goal"], batch["history"])]
     encoded = processor(text=prompts, images=list(batch["image"]), padding=True, return_tensors="pt")
     lengths = encoded["attention_mask"].sum(dim=1).tolist()
-    answers = [answer_token_ids(processor, g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["chosen_action"])]
+    answers = [answer_token_ids(processor, g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["target_action"])]
     return [p + len(a) <= max_length for p, a in zip(lengths, answers)]
