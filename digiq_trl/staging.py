@@ -1,19 +1,34 @@
 """Write a folder so that a crash or an error never loses what was there before.
 
 Every command that writes a dataset or a stage's output writes into a scratch folder beside the
-destination and moves it into place only when it is complete.
+destination and moves it into place only when it is complete. A scratch folder is named after its
+owner (``.<name>.staging-<host>-<pid>-<random>``), so one left by a killed process can be told from
+one a live process is still writing, and is swept by the next write to the same destination.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
+import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 DATASET_MARKERS = ("state.json", "dataset_info.json", "dataset_dict.json")
 """Files ``save_to_disk`` writes: a folder holding one of them is a saved dataset."""
+
+UNTAGGED_STALE_SECONDS = 7 * 24 * 3600
+"""Age (of its newest file) after which a scratch folder without an owner tag is swept.
+
+Folders written before owners were tagged cannot be matched to a process; a week without a single
+write means nothing is writing them any more.
+"""
 
 
 def check_replaceable_dataset(output: Path) -> None:
@@ -29,6 +44,80 @@ def check_replaceable_dataset(output: Path) -> None:
         raise FileExistsError(f"{output}: exists and is not a saved dataset; choose another output")
 
 
+def _host() -> str:
+    """This machine's name, reduced to characters that are safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def _scratch_prefix(output: Path) -> str:
+    return f".{output.name}.staging-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (assumed so where that cannot be asked)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        pass
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The latest modification time of ``folder`` and everything in it."""
+    newest = folder.stat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
+
+
+def _is_stale(folder: Path, prefix: str) -> bool:
+    """Whether the scratch folder ``folder`` is abandoned: its owner (this host, a PID) is gone, or,
+    without an owner tag, nothing in it changed for :data:`UNTAGGED_STALE_SECONDS`."""
+    owner = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+", folder.name[len(prefix) :])
+    if owner is not None:
+        return owner["host"] == _host() and not _pid_alive(int(owner["pid"]))
+    return time.time() - _newest_mtime(folder) > UNTAGGED_STALE_SECONDS
+
+
+def sweep_stale_staging(output: str | Path) -> list[Path]:
+    """Remove the abandoned scratch folders of ``output`` (see :func:`_is_stale`); return them.
+
+    A folder whose owner runs on another host, or whose PID is alive (even if the PID was reused by
+    an unrelated process), is kept: a folder a live process may be writing is never removed.
+    """
+    output = Path(output).resolve()
+    prefix = _scratch_prefix(output)
+    if not output.parent.is_dir():
+        return []
+    swept = []
+    for folder in output.parent.glob(glob.escape(prefix) + "*"):
+        if folder.is_dir() and not folder.is_symlink() and _is_stale(folder, prefix):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
+    return swept
+
+
+def _check_writable(output: Path) -> None:
+    """Refuse, before any work, a folder of ``output`` that could not be written or an existing
+    ``output`` that could not be moved aside at the end.
+
+    Raises:
+        PermissionError: ``output``'s folder, or ``output`` itself if it is a folder, is not
+            writable by this process.
+    """
+    for folder in (output.parent, output):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable; choose another output", str(folder))
+
+
 @contextmanager
 def staged_output(output: str | Path) -> Iterator[Path]:
     """Yield a staging folder; on success it replaces ``output``, on an error ``output`` is untouched.
@@ -36,6 +125,11 @@ def staged_output(output: str | Path) -> Iterator[Path]:
     The staging folder lives in a scratch folder beside ``output`` (same file system, so the final
     move is a rename); its parent may hold other temporary files of the caller, and is removed at
     the end either way. An existing ``output`` is moved aside first and restored if the move fails.
+    Scratch folders of ``output`` left by killed processes are swept first.
+
+    Raises:
+        OSError: the folder of ``output`` cannot be written (``PermissionError`` for a read-only
+            one), checked before anything is written.
 
     Example:
         >>> with staged_output("outputs/data") as stage:  # doctest: +SKIP
@@ -43,7 +137,10 @@ def staged_output(output: str | Path) -> Iterator[Path]:
     """
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    _check_writable(output)
+    sweep_stale_staging(output)
+    prefix = f"{_scratch_prefix(output)}{_host()}-{os.getpid()}-"
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
     try:
         stage = scratch / "new"
         stage.mkdir()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
+import re
 import shutil
+import struct
+import subprocess
 import threading
+import zlib
 from pathlib import Path
 
 import datasets.config
@@ -16,10 +21,12 @@ import torch
 from datasets import load_from_disk
 from PIL import Image
 
-from digiq_trl import cli
+from digiq_trl import cli, staging
 from digiq_trl.actions import ActionType, DeviceAction, format_action, format_history
 from digiq_trl.data.aitw_tfrecord import (
+    MAX_RECORD_BYTES,
     TFRecordError,
+    _masked_crc,
     convert_aitw_tfrecord,
     encode_example,
     encode_png,
@@ -220,8 +227,10 @@ def _aitw_record(
     screen: Path,
     boxes: list[float],
     type_id: int | None = None,
+    replace: dict[str, list] | None = None,
 ) -> bytes:
-    """One AitW step as the original shards store it (raw pixels, AitW action ids)."""
+    """One AitW step as the original shards store it (raw pixels, AitW action ids); ``replace``
+    overrides features by name."""
     pixels = _pixels(screen)
     return encode_example(
         {
@@ -242,6 +251,7 @@ def _aitw_record(
             "results/type_action": [action.typed_text],
             "results/yx_touch": list(action.touch_point),
             "results/yx_lift": list(action.lift_point),
+            **(replace or {}),
         }
     )
 
@@ -456,3 +466,330 @@ def test_cli_push_offline_keeps_the_converted_output(
     assert convert_cli([*argv, "--push-to-hub", "me/aitw"]) == 1
     assert "'me/aitw'" in capsys.readouterr().err
     assert len(load_from_disk(str(output))) == 1
+
+
+# ----------------------------------------------------------------------------- bad inputs, faults
+
+
+def _aitw_shard(path: Path, records: list[bytes], compress: bool = True) -> Path:
+    write_tfrecord(path, records, compress=compress)
+    return path
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        (
+            lambda: [
+                _aitw_record(
+                    "ep",
+                    0,
+                    1,
+                    TAP,
+                    SCREENS[0],
+                    [],
+                    replace={"image/width": [0], "image/encoded": [b""]},
+                )
+            ],
+            r"record 0 \(episode 'ep', step 0\), field 'image/width': 0 is not a positive size",
+        ),
+        (
+            lambda: [
+                _aitw_record(
+                    "ep",
+                    0,
+                    1,
+                    TAP,
+                    SCREENS[0],
+                    [],
+                    replace={
+                        "image/height": [12_000],
+                        "image/width": [12_000],
+                        "image/encoded": [b""],
+                    },
+                )
+            ],
+            r"fields 'image/height'/'image/width': a 12000x12000 image, more than 25000000",
+        ),
+        (
+            lambda: [_aitw_record("ep", s, 2, TAP, SCREENS[0], []) for s in (0, 7)],
+            r"record 1 \(episode 'ep', step 7\), field 'step_id': 7 is outside 0 \.\. 1 \(episode_",
+        ),
+        (
+            lambda: [_aitw_record("ep", s, 2, TAP, SCREENS[0], []) for s in (-5, 1)],
+            r"record 0 \(episode 'ep', step -5\), field 'step_id': -5 is outside 0 \.\. 1",
+        ),
+        (
+            lambda: [_aitw_record("ep", 0, 0, TAP, SCREENS[0], [])],
+            r"record 0 \(episode 'ep', step 0\), field 'episode_length': 0 is not a positive",
+        ),
+        (
+            lambda: [_aitw_record("ep", 0, -3, TAP, SCREENS[0], [])],
+            r"field 'episode_length': -3 is not a positive number of steps",
+        ),
+        (
+            lambda: [
+                _aitw_record("ep", 0, 2, TAP, SCREENS[0], []),
+                _aitw_record("ep", 1, 3, TAP, SCREENS[0], []),
+            ],
+            r"record 1 \(episode 'ep', step 1\), field 'episode_length': 3, but earlier steps "
+            r"of the episode say 2",
+        ),
+    ],
+    ids=[
+        "width-0",
+        "144-Mpx",
+        "steps-0-7",
+        "steps-minus-5-1",
+        "length-0",
+        "length-minus-3",
+        "lengths-differ",
+    ],
+)
+def test_aitw_images_steps_and_lengths_that_do_not_fit_are_refused(
+    tmp_path: Path, records, message: str
+) -> None:
+    path = _aitw_shard(tmp_path / "shard", records())
+    with pytest.raises(ConversionError, match=message) as caught:
+        convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
+    assert str(caught.value).startswith(f"{path}, record ")
+
+
+def test_an_episode_split_across_shards_converts(tmp_path: Path) -> None:
+    first = _aitw_shard(
+        tmp_path / "a",
+        [
+            _aitw_record("ep1", 0, 2, TAP, SCREENS[0], []),
+            _aitw_record("ep2", 0, 1, COMPLETE, SCREENS[1], []),
+        ],
+    )
+    second = _aitw_shard(tmp_path / "b", [_aitw_record("ep1", 1, 2, COMPLETE, SCREENS[2], [])])
+    ds = convert_aitw_tfrecord([first, second], gamma=0.5, cache_dir=tmp_path / "c")
+    assert ds["episode_id"] == ["ep2", "ep1", "ep1"] and ds["step_id"] == [0, 0, 1]
+    assert ds["mc_return"] == [1.0, 0.5, 1.0]
+    assert np.array_equal(np.asarray(ds[1]["next_image"]), _pixels(SCREENS[2]))
+    again = _aitw_shard(tmp_path / "c2", [_aitw_record("ep2", 0, 1, COMPLETE, SCREENS[1], [])])
+    with pytest.raises(
+        ConversionError, match=r"step 0\), field 'step_id': the episode already had all"
+    ):
+        convert_aitw_tfrecord([first, second, again], cache_dir=tmp_path / "c")
+
+
+def test_a_record_length_beyond_the_bound_is_refused_before_reading(tmp_path: Path) -> None:
+    length = struct.pack("<Q", 2**40)
+    path = tmp_path / "huge.tfrecord"
+    path.write_bytes(length + struct.pack("<I", _masked_crc(length)) + b"x" * 64)
+    with pytest.raises(TFRecordError) as caught:
+        convert_aitw_tfrecord([path], cache_dir=tmp_path / "c")
+    assert str(caught.value) == (
+        f"{path}: record 0 (byte 0): length field says 1099511627776 bytes, more than "
+        f"MAX_RECORD_BYTES ({MAX_RECORD_BYTES}); the file is corrupt"
+    )
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG announcing ``width`` x ``height`` RGB pixels, with no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            lambda: SCREENS[0].read_bytes()[:-200],
+            r"bytes that are not a decodable image \(OSError: image file is",
+        ),
+        (
+            lambda: _png_header_only(12_000, 12_000),
+            r"is a 12000x12000 image, outside 1 to 25000000 pixels",
+        ),
+        (
+            lambda: b"<html>not a screenshot</html>",
+            r"bytes that are not a decodable image \(no image format",
+        ),
+    ],
+    ids=["truncated", "144-Mpx", "not-an-image"],
+)
+def test_reference_screenshots_are_decoded_at_conversion(
+    tmp_path: Path, images: Path, content, message: str
+) -> None:
+    (images / "bad.png").write_bytes(content())
+    path = tmp_path / "ref.pt"
+    torch.save([[_step("goal", "bad.png", format_action(TAP), 1.0)]], path)
+    with pytest.raises(ConversionError, match=message) as caught:
+        convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+    assert str(caught.value).startswith(
+        f"{path}, trajectory 0, step 0, field 'image_path': {images / 'bad.png'} is "
+    )
+
+
+@pytest.mark.parametrize("image_path", ["../secret.png", "sub/../../secret.png"])
+def test_image_paths_stay_inside_the_images_folder(
+    tmp_path: Path, images: Path, image_path: str
+) -> None:
+    shutil.copy(SCREENS[0], tmp_path / "secret.png")
+    (images / "sub").mkdir()
+    path = tmp_path / "ref.pt"
+    torch.save([[_step("goal", image_path, format_action(TAP), 1.0)]], path)
+    with pytest.raises(ConversionError) as caught:
+        convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+    assert str(caught.value) == (
+        f"{path}, trajectory 0, step 0, field 'image_path': {image_path!r} leads outside the "
+        f"images folder {images}"
+    )
+
+
+def test_repeated_episode_ids_across_reference_files_are_refused(
+    tmp_path: Path, images: Path
+) -> None:
+    trajectory = [_step("goal", SCREENS[0].name, format_action(COMPLETE), 1.0, traj_id=3)]
+    (tmp_path / "x").mkdir()
+    torch.save([trajectory], tmp_path / "ref.pt")
+    torch.save([trajectory], tmp_path / "x" / "ref.pt")
+    with pytest.raises(
+        ConversionError, match=r"x/ref.pt, trajectory 0, field 'traj_id': episode id 'ref/3'"
+    ):
+        convert_digiq_pt(
+            [tmp_path / "ref.pt", tmp_path / "x" / "ref.pt"],
+            images_dir=images,
+            cache_dir=tmp_path / "c",
+        )
+
+
+@pytest.mark.parametrize("gamma", [math.nan, 2.0, 0.0])
+def test_gamma_outside_zero_one_is_refused(tmp_path: Path, images: Path, gamma: float) -> None:
+    shard = _valid_shard(tmp_path)
+    message = rf"^gamma: {gamma} is not in \(0, 1\] \(the discount of mc_return\)$"
+    with pytest.raises(ConversionError, match=message):
+        convert_aitw_tfrecord([shard], gamma=gamma, cache_dir=tmp_path / "c")
+    with pytest.raises(ConversionError, match=message):
+        convert_digiq_pt(
+            [_reference_file(tmp_path)], images_dir=images, gamma=gamma, cache_dir=tmp_path / "c"
+        )
+
+
+def _truncated_gzip_shard(tmp_path: Path) -> Path:
+    shard = _aitw_shard(
+        tmp_path / "shard.gz", [_aitw_record(f"ep{i}", 0, 1, TAP, SCREENS[i], []) for i in range(3)]
+    )
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return shard
+
+
+def _empty_reference_file(tmp_path: Path) -> Path:
+    torch.save([], tmp_path / "empty.pt")
+    return tmp_path / "empty.pt"
+
+
+def _empty_file(tmp_path: Path) -> Path:
+    (tmp_path / "empty").write_bytes(b"")
+    return tmp_path / "empty"
+
+
+def _valid_shard(tmp_path: Path) -> Path:
+    return _aitw_shard(tmp_path / "shard", [_aitw_record("ep", 0, 1, COMPLETE, SCREENS[0], [])])
+
+
+BAD_INPUTS = {
+    "truncated-gzip": (
+        "aitw-tfrecord",
+        _truncated_gzip_shard,
+        r"{input}: record 1 \(byte \d+\): the gzip stream is truncated or corrupt "
+        r"\(Compressed file ended",
+    ),
+    "empty-tfrecord": (
+        "aitw-tfrecord",
+        _empty_file,
+        r"{input}: holds no records \(an empty TFRecord file\)",
+    ),
+    "empty-pt": (
+        "digiq-pt",
+        _empty_reference_file,
+        r"{input}: holds no trajectories \(an empty list\)",
+    ),
+    "missing-input": (
+        "aitw-tfrecord",
+        lambda tmp_path: tmp_path / "nowhere",
+        r"{input}: no such file",
+    ),
+    "directory-input": (
+        "aitw-tfrecord",
+        lambda tmp_path: tmp_path,
+        r"{input}: is a directory or special file, not a data file",
+    ),
+    "gamma-nan": (
+        "aitw-tfrecord",
+        _valid_shard,
+        r"gamma: nan is not in \(0, 1\] \(the discount of mc_return\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_cli_bad_inputs_end_in_one_line_and_write_nothing(
+    tmp_path: Path, convert_cli, capsys: pytest.CaptureFixture, case: str
+) -> None:
+    fmt, make_input, message = BAD_INPUTS[case]
+    inputs = make_input(tmp_path)
+    output = tmp_path / "out" / "ds"
+    gamma = ["--gamma", "nan"] if case == "gamma-nan" else []
+    argv = ["convert", "--format", fmt, "--input", str(inputs), "--output", str(output), *gamma]
+    assert convert_cli(argv) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("digiq-trl convert:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert re.fullmatch(
+        "digiq-trl convert: error: " + message.format(input=re.escape(str(inputs))) + ".*", lines[0]
+    )
+    assert list(output.parent.iterdir()) == []
+
+
+def test_cli_read_only_output_folder_ends_in_one_line(
+    tmp_path: Path, convert_cli, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shard = _valid_shard(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: let the check see what the kernel tells other users
+        access = os.access
+        monkeypatch.setattr(
+            staging.os, "access", lambda p, mode: Path(p) != locked and access(p, mode)
+        )
+    argv = [
+        "convert",
+        "--format",
+        "aitw-tfrecord",
+        "--input",
+        str(shard),
+        "--output",
+        str(locked / "ds"),
+    ]
+    try:
+        assert convert_cli(argv) == 1
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"digiq-trl convert: error: {locked}: not writable; choose another output"
+    )
+
+
+def test_cli_sweeps_the_scratch_folders_of_killed_conversions(tmp_path: Path, convert_cli) -> None:
+    shard = _valid_shard(tmp_path)
+    output = tmp_path / "out" / "ds"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = output.parent / f".ds.staging-{staging._host()}-{dead.pid}-abcd1234"
+    (leftover / "cache").mkdir(parents=True)
+    (leftover / "cache" / "tmpk3j2h1").write_bytes(b"half an arrow file")
+    argv = ["convert", "--format", "aitw-tfrecord", "--input", str(shard), "--output", str(output)]
+    assert convert_cli(argv) == 0
+    assert [p.name for p in output.parent.iterdir()] == ["ds"]

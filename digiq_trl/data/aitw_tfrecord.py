@@ -13,8 +13,9 @@ TensorFlow:
   TensorFlow install.
 
 Mapping (fields as in AitW's README): steps are grouped by ``episode_id`` and sorted by ``step_id``;
-an episode is complete when it has ``episode_length`` steps (episodes may interleave within and
-across shards; one that is still incomplete after the last input is an error). ``image/encoded`` is
+an episode is complete when it has ``episode_length`` steps, numbered ``0 .. episode_length - 1``
+(episodes may interleave within and across shards; one that is still incomplete after the last
+input is an error). ``image/encoded`` is
 raw ``uint8`` pixels of shape ``(image/height, image/width, image/channels)``, stored as PNG
 (:func:`encode_png`); ``results/action_type`` (AitW ids), ``results/yx_touch``, ``results/yx_lift``
 and ``results/type_action`` give the action; ``image/ui_annotations_positions`` the ``ui_boxes``;
@@ -40,11 +41,23 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from ..actions import ActionType, DeviceAction
-from .conversion import ConversionError, EpisodeStep, episode_rows, generate_transitions
+from .conversion import (
+    ConversionError,
+    EpisodeStep,
+    check_conversion_gamma,
+    check_input_files,
+    episode_rows,
+    generate_transitions,
+)
 from .schema import transition_features
+from .validation import MAX_IMAGE_PIXELS
 
 PNG_ZLIB_LEVEL = 1
 """zlib level of the stored screenshots. Encoding is most of the conversion time; see encode_png."""
+
+MAX_RECORD_BYTES = 1 << 28
+"""Largest TFRecord record read (256 MiB). An AitW record (one raw screenshot) is a few MB; a length
+field beyond this is corruption, refused before a buffer of that size is allocated."""
 
 _CRC_MASK_DELTA = 0xA282EAD8
 _PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
@@ -67,10 +80,21 @@ def _open(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
+def _read(stream: BinaryIO, size: int, path: Path, index: int, offset: int) -> bytes:
+    """Up to ``size`` bytes; a gzip stream cut short or corrupt is a :class:`TFRecordError`."""
+    try:
+        return stream.read(size)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise TFRecordError(
+            f"{path}: record {index} (byte {offset}): the gzip stream is truncated or corrupt "
+            f"({error})"
+        ) from None
+
+
 def _read_exact(
     stream: BinaryIO, size: int, path: Path, index: int, offset: int, what: str
 ) -> bytes:
-    data = stream.read(size)
+    data = _read(stream, size, path, index, offset)
     if len(data) != size:
         raise TFRecordError(
             f"{path}: record {index} (byte {offset}): truncated {what}, "
@@ -83,12 +107,13 @@ def read_tfrecord(path: str | Path) -> Iterator[bytes]:
     """Yield the records of a TFRecord file (gzip-compressed or not), checking both checksums.
 
     Raises:
-        TFRecordError: a record is truncated or a checksum does not match.
+        TFRecordError: a record is truncated, longer than :data:`MAX_RECORD_BYTES`, or a checksum
+            does not match; the gzip stream is truncated or corrupt.
     """
     path = Path(path)
     with _open(path) as stream:
         offset, index = 0, 0
-        while header := stream.read(12):
+        while header := _read(stream, 12, path, index, offset):
             header += _read_exact(stream, 12 - len(header), path, index, offset, "header")
             (length,), (length_crc,) = (
                 struct.unpack("<Q", header[:8]),
@@ -96,6 +121,11 @@ def read_tfrecord(path: str | Path) -> Iterator[bytes]:
             )
             if _masked_crc(header[:8]) != length_crc:
                 raise TFRecordError(f"{path}: record {index} (byte {offset}): bad length checksum")
+            if length > MAX_RECORD_BYTES:
+                raise TFRecordError(
+                    f"{path}: record {index} (byte {offset}): length field says {length} bytes, "
+                    f"more than MAX_RECORD_BYTES ({MAX_RECORD_BYTES}); the file is corrupt"
+                )
             data = _read_exact(stream, length, path, index, offset, "data")
             (data_crc,) = struct.unpack("<I", _read_exact(stream, 4, path, index, offset, "footer"))
             if _masked_crc(data) != data_crc:
@@ -300,15 +330,23 @@ def encode_png(pixels: np.ndarray) -> bytes:
     )
 
 
-def _png(record: _Record) -> bytes:
-    """The raw ``image/encoded`` pixels of ``record`` as PNG bytes."""
+def _png(record: _Record, max_pixels: int) -> bytes:
+    """The raw ``image/encoded`` pixels of ``record`` as PNG bytes (1 to ``max_pixels`` pixels)."""
     height, width = (
         record.one("image/height", "int64_list"),
         record.one("image/width", "int64_list"),
     )
+    for name, size in (("image/height", height), ("image/width", width)):
+        if size <= 0:
+            raise ConversionError(f"{record.where}, field {name!r}: {size} is not a positive size")
+    if height * width > max_pixels:
+        raise ConversionError(
+            f"{record.where}, fields 'image/height'/'image/width': a {width}x{height} image, more "
+            f"than {max_pixels} pixels (max_image_pixels)"
+        )
     channels = record.one("image/channels", "int64_list")
     raw = record.one("image/encoded", "bytes_list")
-    if channels not in _PNG_COLOR_TYPES or height <= 0 or len(raw) != height * width * channels:
+    if channels not in _PNG_COLOR_TYPES or len(raw) != height * width * channels:
         raise ConversionError(
             f"{record.where}, field 'image/encoded': {len(raw)} bytes do not form a "
             f"{height}x{width}x{channels} uint8 image (channels must be 1, 3 or 4)"
@@ -358,6 +396,22 @@ class _Episode:
         self.goal, self.length = goal, length
         self.steps: dict[int, EpisodeStep] = {}
 
+    def check_step(self, record: _Record, step_id: int) -> None:
+        """Refuse a record whose ``episode_length`` or ``step_id`` does not fit this episode."""
+        length = record.one("episode_length", "int64_list")
+        if length != self.length:
+            raise ConversionError(
+                f"{record.where}, field 'episode_length': {length}, but earlier steps of the "
+                f"episode say {self.length}"
+            )
+        if not 0 <= step_id < self.length:
+            raise ConversionError(
+                f"{record.where}, field 'step_id': {step_id} is outside 0 .. {self.length - 1} "
+                f"(episode_length {self.length})"
+            )
+        if step_id in self.steps:
+            raise ConversionError(f"{record.where}, field 'step_id': duplicate step {step_id}")
+
     def complete_steps(self) -> list[EpisodeStep]:
         """The steps in ``step_id`` order, the last one rewarded 1 (a successful demonstration)."""
         steps = [self.steps[step_id] for step_id in sorted(self.steps)]
@@ -365,7 +419,18 @@ class _Episode:
         return steps
 
 
-def _add_record(record: _Record, pending: dict[str, _Episode], finished: set[str]) -> str:
+def _new_episode(record: _Record) -> _Episode:
+    length = record.one("episode_length", "int64_list")
+    if length < 1:
+        raise ConversionError(
+            f"{record.where}, field 'episode_length': {length} is not a positive number of steps"
+        )
+    return _Episode(record.text("goal_info"), length)
+
+
+def _add_record(
+    record: _Record, pending: dict[str, _Episode], finished: set[str], max_pixels: int
+) -> str:
     """Decode ``record`` into ``pending``; return its episode id."""
     episode_id = record.text("episode_id")
     step_id = record.one("step_id", "int64_list")
@@ -374,26 +439,25 @@ def _add_record(record: _Record, pending: dict[str, _Episode], finished: set[str
         raise ConversionError(
             f"{record.where}, field 'step_id': the episode already had all its steps"
         )
-    episode = pending.get(episode_id)
-    if episode is None:
-        length = record.one("episode_length", "int64_list")
-        episode = pending[episode_id] = _Episode(record.text("goal_info"), length)
-    if step_id in episode.steps:
-        raise ConversionError(f"{record.where}, field 'step_id': duplicate step {step_id}")
+    if episode_id not in pending:
+        pending[episode_id] = _new_episode(record)
+    episode = pending[episode_id]
+    episode.check_step(record, step_id)
     episode.steps[step_id] = EpisodeStep(
-        _png(record), _action(record), 0.0, ui_boxes=_ui_boxes(record)
+        _png(record, max_pixels), _action(record), 0.0, ui_boxes=_ui_boxes(record)
     )
     return episode_id
 
 
-def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
+def _generate_rows(paths: Sequence[str], gamma: float, max_pixels: int) -> Iterator[dict[str, Any]]:
     """Rows of every episode of ``paths``, each episode emitted as soon as it is complete."""
     features = transition_features(with_ui_boxes=True)
     pending: dict[str, _Episode] = {}
     finished: set[str] = set()
     for path in map(Path, paths):
+        index = -1
         for index, data in enumerate(_prefetched(read_tfrecord(path))):
-            episode_id = _add_record(_Record(data, path, index), pending, finished)
+            episode_id = _add_record(_Record(data, path, index), pending, finished, max_pixels)
             episode = pending[episode_id]
             if len(episode.steps) >= episode.length:
                 del pending[episode_id]
@@ -401,6 +465,8 @@ def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
                 yield from episode_rows(
                     episode_id, episode.goal, episode.complete_steps(), gamma, features
                 )
+        if index < 0:
+            raise ConversionError(f"{path}: holds no records (an empty TFRecord file)")
     if pending:
         incomplete = {
             eid: f"{len(e.steps)}/{e.length} steps" for eid, e in list(pending.items())[:5]
@@ -412,27 +478,35 @@ def _generate_rows(paths: list[str], gamma: float) -> Iterator[dict[str, Any]]:
 
 
 def convert_aitw_tfrecord(
-    paths: Sequence[str | Path], gamma: float = 0.95, cache_dir: str | Path | None = None
+    paths: Sequence[str | Path],
+    gamma: float = 0.95,
+    cache_dir: str | Path | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Dataset:
     """Convert AitW TFRecord shards into a validated transitions dataset (with ``ui_boxes``).
 
     Args:
-        paths: TFRecord files, gzip-compressed (as AitW ships them) or not.
-        gamma: discount of ``mc_return``.
+        paths: TFRecord files, gzip-compressed (as AitW ships them) or not. An episode may span
+            several of them.
+        gamma: discount of ``mc_return``, in ``(0, 1]``.
         cache_dir: where the Arrow file is written; the ``datasets`` cache by default.
+        max_image_pixels: largest screenshot accepted (width x height).
 
     Raises:
-        ConversionError: a record is corrupted, lacks a field, or holds an unknown action;
-            the message names the file, record, episode, step and field.
+        ConversionError: an input is missing or empty, a record is corrupted, lacks a field, has
+            steps that do not fit its ``episode_length``, an empty or oversized image, or an
+            unknown action; the message names the file, record, episode, step and field.
 
     Example:
         >>> ds = convert_aitw_tfrecord(["general-00000-of-00321"])  # doctest: +SKIP
     """
-    paths = [str(p) for p in paths]
+    paths = check_input_files(paths)
+    gamma = check_conversion_gamma(gamma)
     return generate_transitions(
         _generate_rows,
-        {"paths": paths, "gamma": gamma},
+        {"paths": paths, "gamma": gamma, "max_pixels": max_image_pixels},
         transition_features(with_ui_boxes=True),
         source=", ".join(paths),
         cache_dir=cache_dir,
+        max_image_pixels=max_image_pixels,
     )

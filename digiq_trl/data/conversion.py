@@ -1,10 +1,11 @@
 """Machinery shared by the converters: one episode's rows, and a bounded-memory dataset writer.
 
-A converter turns its input into :class:`EpisodeStep` lists (screenshots as encoded bytes, never
-decoded here) and hands them to :func:`episode_rows`, which derives everything the schema computes
-from the episode: ``history``, ``next_image``, ``done``, ``mc_return`` and ``trajectory_reward``.
-:func:`generate_transitions` streams those rows into an Arrow file in small batches, so memory stays
-bounded by a few episodes whatever the size of the input.
+A converter checks its inputs (:func:`check_input_files`, :func:`check_conversion_gamma`), turns
+them into :class:`EpisodeStep` lists (screenshots as encoded bytes, fully decoded once by the
+converter that reads them) and hands them to :func:`episode_rows`, which derives everything the
+schema computes from the episode: ``history``, ``next_image``, ``done``, ``mc_return`` and
+``trajectory_reward``. :func:`generate_transitions` streams those rows into an Arrow file in small
+batches, so memory stays bounded by a few episodes whatever the size of the input.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from datasets import Dataset, Features
 from datasets.exceptions import DatasetGenerationError
 
 from ..actions import DeviceAction, format_action, format_history
-from .returns import discounted_returns
-from .validation import validate_transitions
+from .returns import check_gamma, discounted_returns
+from .validation import MAX_IMAGE_PIXELS, validate_transitions
 
 WRITER_BATCH_SIZE = 32
 """Rows buffered before each Arrow write: with two screenshots a row, about 10-30 MB."""
@@ -33,6 +34,30 @@ SAVE_ROW_GROUP_SIZE = "16MB"
 
 class ConversionError(ValueError):
     """An input cannot be converted; the message names the file, trajectory or row, and field."""
+
+
+def check_input_files(paths: Sequence[str | Path]) -> tuple[str, ...]:
+    """The input paths as strings, once each is known to be an existing file.
+
+    Raises:
+        ConversionError: no path was given, or one is missing or not a regular file.
+    """
+    if not paths:
+        raise ConversionError("no input files given")
+    for path in map(Path, paths):
+        if not path.exists():
+            raise ConversionError(f"{path}: no such file")
+        if not path.is_file():
+            raise ConversionError(f"{path}: is a directory or special file, not a data file")
+    return tuple(str(path) for path in paths)
+
+
+def check_conversion_gamma(gamma: float) -> float:
+    """``gamma`` once it is known to be in ``(0, 1]``, as a :class:`ConversionError` otherwise."""
+    try:
+        return check_gamma(gamma)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
 
 
 @dataclass
@@ -96,11 +121,15 @@ def generate_transitions(
     features: Features,
     source: str,
     cache_dir: str | Path | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Dataset:
     """Write the rows of ``generator(**gen_kwargs)`` to an Arrow-backed dataset and validate it.
 
     Rows are written in batches of :data:`WRITER_BATCH_SIZE`. Each call gets a fresh fingerprint, so
     a cached result of an earlier conversion (of files that may have changed since) is never reused.
+    List arguments are passed as tuples: ``datasets`` would take a list for shards and call the
+    generator once per item, which breaks episodes that span files. Validation reads only the image
+    headers, as the converters decode every screenshot themselves.
 
     Args:
         generator: yields the schema's rows.
@@ -108,26 +137,30 @@ def generate_transitions(
         features: the schema of the rows (from :func:`~digiq_trl.data.schema.transition_features`).
         source: names the input in validation errors.
         cache_dir: where the Arrow file goes; the ``datasets`` cache by default.
+        max_image_pixels: largest screenshot the validation accepts (width x height).
 
     Raises:
         ConversionError: an input file is malformed (raised by the generator, unwrapped here).
+        OSError: an input or the cache cannot be read or written (unwrapped too).
         TransitionValidationError: the converted rows break the schema.
     """
     try:
         ds = Dataset.from_generator(
             generator,
             features=features,
-            gen_kwargs=gen_kwargs,
+            gen_kwargs={k: tuple(v) if isinstance(v, list) else v for k, v in gen_kwargs.items()},
             cache_dir=None if cache_dir is None else str(cache_dir),
             fingerprint=uuid.uuid4().hex,
             writer_batch_size=WRITER_BATCH_SIZE,
         )
     except DatasetGenerationError as error:
         cause = error.__cause__
-        if isinstance(cause, ConversionError):
+        if isinstance(cause, (ConversionError, OSError)):
             raise cause from None
         raise
-    return validate_transitions(ds, source=source)
+    return validate_transitions(
+        ds, source=source, max_image_pixels=max_image_pixels, decode_images=False
+    )
 
 
 @contextmanager

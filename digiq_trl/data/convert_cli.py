@@ -2,7 +2,8 @@
 
 The dataset is written with ``save_to_disk`` into a temporary folder beside ``--output`` and renamed
 into place only once it is complete and validated, so a failed conversion never loses an existing
-output. A dataset card (README.md: schema, sources, citations) is written with it.
+output. A dataset card (README.md: schema, sources, citations) is written with it. A bad input or an
+unwritable output ends in one line naming the file, record or row, and field, and exit status 1.
 """
 
 from __future__ import annotations
@@ -75,12 +76,19 @@ def write_dataset(args: argparse.Namespace) -> Path:
     return output
 
 
+def _error_line(error: Exception) -> str:
+    """One line for ``error``; an ``OSError`` as ``<file>: <reason>``."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split())
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``convert``; errors are printed as one clear line and give exit status 1."""
     try:
         output = write_dataset(args)
-    except (ConversionError, TransitionValidationError, FileExistsError) as error:
-        print(f"digiq-trl convert: error: {error}", file=sys.stderr)
+    except (ConversionError, TransitionValidationError, OSError) as error:
+        print(f"digiq-trl convert: error: {_error_line(error)}", file=sys.stderr)
         return 1
     if args.push_to_hub:
         try:

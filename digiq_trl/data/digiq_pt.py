@@ -11,7 +11,8 @@ of the reference code) is refused with :class:`UnsafePickleError` before anythin
 memory-mapped, so the large feature columns of a reference file are never read into memory.
 
 **Mapping.** ``task`` -> ``goal``; the screenshot file of ``image_path`` -> ``image`` (its bytes as
-they are, never decoded); the next step's screenshot -> ``next_image`` (the last step's own one);
+they are, after decoding them once to check them; with an images folder, ``image_path`` must not
+lead out of it); the next step's screenshot -> ``next_image`` (the last step's own one);
 ``action`` -> normalized with :func:`~digiq_trl.actions.format_action`; ``reward`` -> ``reward``;
 ``action_list`` -> ``candidate_actions`` (parsable ones normalized, the others kept verbatim so a
 critic can score them as invalid). ``history`` is rebuilt with
@@ -24,6 +25,7 @@ source, rather than taken from the ``observation`` text, whose action format dif
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 import zipfile
@@ -34,11 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from PIL import Image, UnidentifiedImageError
 
 from ..actions import ActionParseError, DeviceAction, format_action, parse_action
-from .conversion import ConversionError, EpisodeStep, episode_rows, generate_transitions
+from .conversion import (
+    ConversionError,
+    EpisodeStep,
+    check_conversion_gamma,
+    check_input_files,
+    episode_rows,
+    generate_transitions,
+)
 from .schema import transition_features
+from .validation import MAX_IMAGE_PIXELS, image_problem
 
 CANDIDATE_SEPARATOR = "<split>"
 """How the reference joins the candidate actions of ``action_list``."""
@@ -98,11 +107,9 @@ def load_reference_file(path: str | Path) -> Any:
 
     Raises:
         UnsafePickleError: the file references a global outside the allowlist.
-        ConversionError: the file is not a ``torch.save`` file.
+        ConversionError: the file is missing, or not a ``torch.save`` file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+    path = Path(check_input_files([path])[0])
     try:
         with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
             return torch.load(
@@ -119,6 +126,8 @@ def _trajectories(path: Path) -> list[list[dict]]:
     data = load_reference_file(path)
     if not isinstance(data, (list, tuple)):
         raise ConversionError(f"{path}: expected a list of trajectories, got {type(data).__name__}")
+    if not data:
+        raise ConversionError(f"{path}: holds no trajectories (an empty list)")
     for index, trajectory in enumerate(data):
         if not isinstance(trajectory, (list, tuple)) or not trajectory:
             raise ConversionError(f"{path}, trajectory {index}: expected a non-empty list of steps")
@@ -147,25 +156,38 @@ def _reward(value: Any, where: str) -> float:
     return reward
 
 
-def _image_candidates(image_path: str, images_dir: Path | None, base: Path) -> list[Path]:
+def _image_candidates(
+    image_path: str, where: str, images_dir: Path | None, base: Path
+) -> list[Path]:
     """Where ``image_path`` may be: under ``images_dir`` (as given, then by file name) or,
-    without ``images_dir``, the path itself (relative paths against the ``.pt`` file's folder)."""
+    without ``images_dir``, the path itself (relative paths against the ``.pt`` file's folder).
+
+    Raises:
+        ConversionError: a relative ``image_path`` climbs out of ``images_dir`` with ``..``.
+    """
     path = Path(image_path)
     if images_dir is None:
         return [path if path.is_absolute() else base / path]
     if path.is_absolute():
         return [images_dir / path.name]
+    if ".." in Path(os.path.normpath(path)).parts:
+        raise ConversionError(
+            f"{where}, field 'image_path': {image_path!r} leads outside the images folder "
+            f"{images_dir}"
+        )
     return [images_dir / path, images_dir / path.name]
 
 
-def _image_bytes(step: dict, where: str, images_dir: Path | None, base: Path) -> bytes:
-    """The screenshot file's bytes, checked to be an image by its header (not decoded)."""
+def _image_bytes(
+    step: dict, where: str, images_dir: Path | None, base: Path, max_pixels: int
+) -> bytes:
+    """The screenshot file's bytes, fully decoded once to check them."""
     image_path = _get(step, "image_path", where)
     if not isinstance(image_path, str) or not image_path:
         raise ConversionError(
             f"{where}, field 'image_path': expected a file path, got {image_path!r}"
         )
-    tried = _image_candidates(image_path, images_dir, base)
+    tried = _image_candidates(image_path, where, images_dir, base)
     found = next((p for p in tried if p.is_file()), None)
     if found is None:
         hint = "" if images_dir is not None else " (pass --images DIR / images_dir)"
@@ -173,14 +195,11 @@ def _image_bytes(step: dict, where: str, images_dir: Path | None, base: Path) ->
             f"{where}, field 'image_path': screenshot {image_path!r} not found, "
             f"tried {[str(p) for p in tried]}{hint}"
         )
-    try:
-        with Image.open(found):
-            pass
-    except (UnidentifiedImageError, OSError):
-        raise ConversionError(
-            f"{where}, field 'image_path': {found} is not an image file"
-        ) from None
-    return found.read_bytes()
+    data = found.read_bytes()
+    problem = image_problem(data, max_pixels)
+    if problem is not None:
+        raise ConversionError(f"{where}, field 'image_path': {found} is {problem}")
+    return data
 
 
 def _action(value: Any, where: str) -> DeviceAction:
@@ -212,7 +231,7 @@ def _candidates(step: dict, where: str) -> list[str] | None:
 
 
 def _episode(
-    trajectory: list[dict], where: str, images_dir: Path | None, base: Path
+    trajectory: list[dict], where: str, images_dir: Path | None, base: Path, max_pixels: int
 ) -> tuple[str, list[EpisodeStep]]:
     """The goal and steps of one trajectory."""
     goal = _get(trajectory[0], "task", f"{where}, step 0")
@@ -225,7 +244,7 @@ def _episode(
         step_where = f"{where}, step {index}"
         steps.append(
             EpisodeStep(
-                image=_image_bytes(step, step_where, images_dir, base),
+                image=_image_bytes(step, step_where, images_dir, base, max_pixels),
                 action=_action(_get(step, "action", step_where), step_where),
                 reward=_reward(_get(step, "reward", step_where), step_where),
                 candidate_actions=_candidates(step, step_where),
@@ -242,17 +261,28 @@ def _episode_id(path: Path, trajectory: list[dict], index: int) -> str:
 
 
 def _generate_rows(
-    paths: list[str], images_dir: str | None, gamma: float, with_candidates: bool
+    paths: Sequence[str],
+    images_dir: str | None,
+    gamma: float,
+    with_candidates: bool,
+    max_pixels: int,
 ) -> Iterator[dict[str, Any]]:
     """Rows of every trajectory of ``paths``, one trajectory's screenshots in memory at a time."""
     features = transition_features(with_candidates=with_candidates)
     images = None if images_dir is None else Path(images_dir)
+    seen: set[str] = set()
     for path in map(Path, paths):
         for index, trajectory in enumerate(_trajectories(path)):
-            goal, steps = _episode(trajectory, f"{path}, trajectory {index}", images, path.parent)
-            yield from episode_rows(
-                _episode_id(path, trajectory, index), goal, steps, gamma, features
-            )
+            where = f"{path}, trajectory {index}"
+            episode_id = _episode_id(path, trajectory, index)
+            if episode_id in seen:
+                raise ConversionError(
+                    f"{where}, field 'traj_id': episode id {episode_id!r} is already taken by an "
+                    "earlier trajectory (a repeated traj_id, or two input files of the same name)"
+                )
+            seen.add(episode_id)
+            goal, steps = _episode(trajectory, where, images, path.parent, max_pixels)
+            yield from episode_rows(episode_id, goal, steps, gamma, features)
 
 
 def _has_candidates(paths: Sequence[str]) -> bool:
@@ -265,40 +295,55 @@ def _has_candidates(paths: Sequence[str]) -> bool:
     )
 
 
+def _check_images_dir(images_dir: str | Path | None) -> str | None:
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise ConversionError(f"{images_dir}: no such images folder")
+    return None if images_dir is None else str(images_dir)
+
+
 def convert_digiq_pt(
     paths: Sequence[str | Path],
     images_dir: str | Path | None = None,
     gamma: float = 0.95,
     cache_dir: str | Path | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Dataset:
     """Convert reference Digi-Q / DigiRL ``.pt`` files into a validated transitions dataset.
 
     Args:
         paths: the ``.pt`` files (``torch.save`` lists of trajectories).
         images_dir: folder of the screenshots named by ``image_path`` (looked up by the path as
-            given under it, then by file name); without it, ``image_path`` is used as is.
-        gamma: discount of ``mc_return``.
+            given under it, then by file name; a path may not lead out of it); without it,
+            ``image_path`` is used as is.
+        gamma: discount of ``mc_return``, in ``(0, 1]``.
         cache_dir: where the Arrow file is written; the ``datasets`` cache by default.
+        max_image_pixels: largest screenshot accepted (width x height).
 
     Raises:
         UnsafePickleError: a file references a global outside the allowlist (nothing runs).
-        ConversionError: a step lacks a key, has a bad reward or an unparsable action, or its
-            screenshot is missing; the message names the file, trajectory, step and field.
+        ConversionError: an input is missing or holds no trajectories, a step lacks a key, has a
+            bad reward or an unparsable action, or its screenshot is missing, outside
+            ``images_dir``, too large or undecodable; the message names the file, trajectory,
+            step and field.
 
     Example:
         >>> ds = convert_digiq_pt(["general_train.pt"], images_dir="images/")  # doctest: +SKIP
     """
-    paths = [str(p) for p in paths]
+    paths = check_input_files(paths)
+    gamma = check_conversion_gamma(gamma)
+    images_dir = _check_images_dir(images_dir)
     with_candidates = _has_candidates(paths)
     return generate_transitions(
         _generate_rows,
         {
             "paths": paths,
-            "images_dir": None if images_dir is None else str(images_dir),
+            "images_dir": images_dir,
             "gamma": gamma,
             "with_candidates": with_candidates,
+            "max_pixels": max_image_pixels,
         },
         transition_features(with_candidates=with_candidates),
         source=", ".join(paths),
         cache_dir=cache_dir,
+        max_image_pixels=max_image_pixels,
     )

@@ -8,13 +8,31 @@ from typing import Sequence
 from datasets import Dataset, DatasetDict, Value
 
 
+def check_gamma(gamma: float) -> float:
+    """Return ``gamma`` if it is a discount in ``(0, 1]``.
+
+    A NaN, zero, negative or >1 discount gives NaN, degenerate or growing returns that nothing
+    downstream would notice.
+
+    Raises:
+        ValueError: ``gamma`` is not in ``(0, 1]`` (NaN included).
+    """
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma: {gamma} is not in (0, 1] (the discount of mc_return)")
+    return gamma
+
+
 def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
     """Monte-Carlo returns ``G_t = r_t + gamma * G_{t+1}`` of one episode.
+
+    Raises:
+        ValueError: ``gamma`` is not in ``(0, 1]``.
 
     Example:
         >>> discounted_returns([0.0, 0.0, 1.0], gamma=0.5)
         [0.25, 0.5, 1.0]
     """
+    check_gamma(gamma)
     returns: list[float] = []
     running = 0.0
     for reward in reversed(rewards):
