@@ -185,7 +185,7 @@ def write_viewer(
     run = Path(run_dir)
     if not (run / "data" / "dataset_dict.json").exists():
         raise FileNotFoundError(f"{run} holds no data/ DatasetDict: is it the output_dir of a pipeline run?")
-    critic = run / "critic" if (run / "critic" / "config.json").exists() else None
+    critic = run / "critic" if (run / "critic" / "model.safetensors").exists() else None
     return write_dataset_viewer(
         run / "data", output if output is not None else run / VIEWER_FILENAME,
         critic=critic, backbone=_moved_backbone(run, critic), extractor=extractor,

@@ -68,8 +68,8 @@ def action_entry(action: str) -> dict[str, Any]:
     return entry
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), DECIMALS)
+def _round(value: float) -> float:
+    return round(float(value), DECIMALS)
 
 
 def featurize(split: Dataset, extractor: Any) -> Dataset:
@@ -192,7 +192,6 @@ def build_episodes(
     splits: Mapping[str, Dataset],
     values: Mapping[str, Mapping[str, list[float]]] | None = None,
     best_of_n: Mapping[StepKey, dict[str, Any]] | None = None,
-    thumbnail_height: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """The viewer's episodes and, aligned with them, each episode's screenshots (data: URIs).
 
@@ -200,8 +199,6 @@ def build_episodes(
         splits: transitions per split name, rows grouped by episode and sorted by step (the schema).
         values: per split name, :func:`critic_values` of its rows (None: no critic).
         best_of_n: :func:`best_of_n_steps` of a preparation dataset; joined on ``(episode_id, step_id)``.
-        thumbnail_height: screenshots are downscaled to at most this height (None: the default of
-            :func:`~digiq_trl.viewer.thumbnails.screenshot_thumbnail`).
 
     Returns:
         ``(episodes, screenshots)``: each episode is ``{"id", "split", "goal", "kind", "success",
@@ -210,15 +207,13 @@ def build_episodes(
     """
     episodes: list[dict[str, Any]] = []
     screenshots: list[list[str]] = []
-    thumbnail_options = {} if thumbnail_height is None else {"max_height": thumbnail_height}
     for name, split in splits.items():
         light = split.select_columns(
             ["episode_id", "step_id", "goal", "action", "reward", "done", "mc_return", "trajectory_reward"]
         )[:]
         rows = [dict(zip(light, row)) for row in zip(*light.values())]
         ends = episode_ends(light["episode_id"])
-        uris = [screenshot_thumbnail(row["image"], row["action"], **thumbnail_options)
-                for row in split.select_columns(["image", "action"])]
+        uris = [screenshot_thumbnail(row["image"], row["action"]) for row in split.select_columns(["image", "action"])]
         split_values = values.get(name) if values is not None else None
         for start, end in zip([0, *ends[:-1]], ends):
             first = rows[start]

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..actions import ActionType, describe_action, try_parse_action
+from ..actions import ActionType, DeviceAction, describe_action, try_parse_action
 from ..representation import draw_action
 
 THUMBNAIL_HEIGHT = 320
@@ -41,12 +41,13 @@ def action_label(action: str) -> str | None:
     ``type "milk"``, ``back``, ``home``, ``enter``, ``complete``, ``impossible`` (as in the
     ``history`` text), or ``invalid action`` for a string that does not parse.
     """
-    parsed = try_parse_action(action)
-    if parsed is None:
+    return _label(try_parse_action(action))
+
+
+def _label(action: DeviceAction | None) -> str | None:
+    if action is None:
         return "invalid action"
-    if parsed.action_type == ActionType.DUAL_POINT:
-        return None
-    return describe_action(parsed)
+    return None if action.action_type == ActionType.DUAL_POINT else describe_action(action)
 
 
 def screenshot_thumbnail(image: Image.Image, action: str, max_height: int = THUMBNAIL_HEIGHT) -> str:
@@ -60,7 +61,7 @@ def screenshot_thumbnail(image: Image.Image, action: str, max_height: int = THUM
     if canvas.height > max_height:
         width = max(1, round(canvas.width * max_height / canvas.height))
         canvas = canvas.resize((width, max_height), Image.Resampling.LANCZOS)
-    label = action_label(action)
+    label = _label(parsed)
     if label is not None:
         canvas = _with_banner(canvas, label)
     return data_uri(canvas)
