@@ -1,0 +1,220 @@
+"""A self-contained HTML trajectory viewer for Digi-Q runs and transitions datasets.
+
+One page shows, per episode, the goal, the outcome and every screenshot with its action drawn on
+it; with a critic, V(s) and Q(s, a) of each step; where Best-of-N policy extraction ran, every
+candidate action with its advantage and the critic's choice. It filters by outcome, task kind and
+split, and steps through with the arrow keys. The page needs no network and no server: images are
+data: URIs and scripts and styles are inline (``digiq-trl view`` writes it from the command line).
+
+Example:
+    >>> from digiq_trl.viewer import write_viewer
+    >>> write_viewer("outputs/digiq-default")  # doctest: +SKIP
+    PosixPath('outputs/digiq-default/viewer.html')
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from .episodes import best_of_n_steps, build_episodes, critic_values, featurize, first_episodes, task_kind
+from .page import render_page
+from .thumbnails import screenshot_thumbnail
+
+__all__ = [
+    "VIEWER_FILENAME",
+    "best_of_n_steps",
+    "build_episodes",
+    "critic_feature_extractor",
+    "critic_values",
+    "default_preparation",
+    "featurize",
+    "render_page",
+    "screenshot_thumbnail",
+    "task_kind",
+    "write_dataset_viewer",
+    "write_viewer",
+]
+
+VIEWER_FILENAME = "viewer.html"
+"""Where :func:`write_viewer` puts the page in a run folder by default."""
+
+
+def default_preparation(run_dir: str | Path) -> Path | None:
+    """The Best-of-N preparation of a pipeline run, ``actor/digiq/seed<k>/preparation`` with the
+    lowest seed ``k``, or None when the actor stage has not written one."""
+    found = [path for path in Path(run_dir).glob("actor/digiq/seed*/preparation")
+             if re.fullmatch(r"seed\d+", path.parent.name) and (path / "dataset_info.json").exists()]
+    return min(found, key=lambda path: int(path.parent.name[4:]), default=None)
+
+
+def critic_feature_extractor(critic: Any, backbone: str | Path | None = None) -> Any:
+    """The frozen VLM whose features ``critic`` reads, as its config records it (model, revision,
+    adapter, layer, pooling), on the GPU when there is one.
+
+    Args:
+        critic: a :class:`~digiq_trl.models.critic.DigiQCritic`.
+        backbone: a copy of the backbone to load instead of the recorded ``backbone_model_id``
+            (e.g. a run's ``representation/`` after the run folder was moved).
+
+    Raises:
+        ValueError: the config names no backbone and none is given, or the loaded weights differ
+            from those the critic was trained on (its ``backbone_weights_digest``): its values
+            would be meaningless.
+    """
+    from ..models.features import VLMFeatureExtractor, weights_digest
+
+    config = critic.config
+    model_id = str(backbone) if backbone is not None else config.backbone_model_id
+    if not model_id:
+        raise ValueError("the critic's config names no backbone_model_id: pass the feature backbone explicitly")
+    extractor = VLMFeatureExtractor.from_pretrained(
+        model_id, adapter=config.backbone_adapter, layer=config.feature_layer,
+        pooling=config.feature_pooling or "mean",
+        revision=config.backbone_revision if backbone is None else None,
+    )
+    digest = weights_digest(extractor.model)
+    if config.backbone_weights_digest and digest != config.backbone_weights_digest:
+        raise ValueError(
+            f"the backbone {model_id!r} has weights digest {digest}, the critic was trained on features of "
+            f"weights {config.backbone_weights_digest}: pass the backbone it was trained with"
+        )
+    extractor.model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return extractor
+
+
+def _splits(dataset: str | Path | Dataset | DatasetDict) -> dict[str, Dataset]:
+    """Named splits of a dataset, a ``DatasetDict``, or a path / Hub id of either."""
+    if isinstance(dataset, (str, Path)):
+        from ..data.hub import load_transitions
+
+        dataset = load_transitions(dataset)
+    if isinstance(dataset, DatasetDict):
+        return dict(dataset)
+    return {"data": dataset}
+
+
+def write_dataset_viewer(
+    dataset: str | Path | Dataset | DatasetDict,
+    output: str | Path,
+    *,
+    critic: str | Path | Any | None = None,
+    backbone: str | Path | None = None,
+    extractor: Any | None = None,
+    preparation: str | Path | None = None,
+    max_episodes: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write the viewer page of a transitions dataset, with a critic's values and Best-of-N candidates.
+
+    Args:
+        dataset: transitions in the canonical schema: a ``Dataset``, a ``DatasetDict`` (its splits
+            become the page's split filter), or a folder / Hub id of one.
+        output: the HTML file to write (replaced only once complete).
+        critic: a :class:`~digiq_trl.models.critic.DigiQCritic` or its folder; adds V(s), Q(s, a)
+            and their difference to every step.
+        backbone: where to load the critic's feature backbone from instead of the path its config
+            records (see :func:`critic_feature_extractor`).
+        extractor: an already loaded feature extractor of the critic (skips loading one).
+        preparation: an actor preparation dataset folder (``save_to_disk``) whose candidates and
+            advantages are joined to the steps on ``(episode_id, step_id)``.
+        max_episodes: show only the first this many episodes of each split (None: all).
+        title: the page's title (default: from the dataset).
+
+    Returns:
+        The path of the page.
+
+    Example:
+        >>> from digiq_trl.viewer import write_dataset_viewer
+        >>> write_dataset_viewer("data/general-noisy", "noisy.html")  # doctest: +SKIP
+        PosixPath('noisy.html')
+    """
+    from ..models.critic import DigiQCritic
+
+    source = str(dataset) if isinstance(dataset, (str, Path)) else "dataset"
+    splits = {name: first_episodes(split, max_episodes) for name, split in _splits(dataset).items()}
+    values = None
+    if critic is not None:
+        model = critic if isinstance(critic, DigiQCritic) else DigiQCritic.from_pretrained(str(critic))
+        model.eval()
+        extractor = extractor if extractor is not None else critic_feature_extractor(model, backbone)
+        values = {name: critic_values(featurize(split, extractor), model) for name, split in splits.items()}
+    best_of_n = best_of_n_steps(load_from_disk(str(preparation))) if preparation is not None else None
+    episodes, screenshots = build_episodes(splits, values, best_of_n)
+    page = render_page(
+        episodes, screenshots, title=title or f"Digi-Q trajectories: {Path(source).name}", source=source,
+        critic=_describe(critic), best_of_n=None if preparation is None else str(preparation),
+    )
+    return _write_atomically(Path(output), page)
+
+
+def write_viewer(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    *,
+    extractor: Any | None = None,
+    preparation: str | Path | None = None,
+    max_episodes: int | None = None,
+) -> Path:
+    """Write the viewer page of a pipeline run folder (``output_dir`` of :mod:`digiq_trl.pipeline`).
+
+    Shows ``data/`` (train and test splits), with the values of ``critic/`` when it exists, and the
+    Best-of-N candidates of :func:`default_preparation`. The features the pipeline cached are
+    reused, so on a finished run this costs only the screenshot thumbnails; pass the pipeline's
+    loaded ``extractor`` to also skip loading the backbone.
+
+    Args:
+        run_dir: the run folder.
+        output: the HTML file to write (default: ``run_dir/viewer.html``).
+        extractor: the critic's feature extractor, when already loaded.
+        preparation: another preparation folder than the default one.
+        max_episodes: show only the first this many episodes of each split (None: all).
+
+    Returns:
+        The path of the page.
+
+    Example:
+        >>> from digiq_trl.viewer import write_viewer
+        >>> write_viewer("outputs/digiq-default", max_episodes=200)  # doctest: +SKIP
+        PosixPath('outputs/digiq-default/viewer.html')
+    """
+    run = Path(run_dir)
+    if not (run / "data" / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"{run} holds no data/ DatasetDict: is it the output_dir of a pipeline run?")
+    critic = run / "critic" if (run / "critic" / "model.safetensors").exists() else None
+    return write_dataset_viewer(
+        run / "data", output if output is not None else run / VIEWER_FILENAME,
+        critic=critic, backbone=_moved_backbone(run, critic), extractor=extractor,
+        preparation=preparation if preparation is not None else default_preparation(run),
+        max_episodes=max_episodes, title=f"Digi-Q trajectories: {run.resolve().name}",
+    )
+
+
+def _moved_backbone(run: Path, critic: Path | None) -> Path | None:
+    """The run's ``representation/`` when the critic's recorded backbone is no local folder (the run
+    was moved, or it is read from another directory), else None: load what the critic records, the
+    model its features were cached with. The weights digest check catches a wrong fallback."""
+    if critic is None or not (run / "representation" / "config.json").exists():
+        return None
+    from ..models.critic import DigiQCriticModelConfig
+
+    recorded = DigiQCriticModelConfig.from_pretrained(str(critic)).backbone_model_id
+    return None if recorded and Path(recorded).is_dir() else run / "representation"
+
+
+def _describe(critic: str | Path | Any | None) -> str | None:
+    if critic is None or isinstance(critic, (str, Path)):
+        return None if critic is None else str(critic)
+    return getattr(critic, "name_or_path", None) or type(critic).__name__
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+    return path
