@@ -257,7 +257,7 @@ def _raw_transitions() -> Dataset:
     rows = [{
         "episode_id": episode, "step_id": step, "goal": "Open Settings", "history": "",
         "image": screens[index], "next_image": screens[(index + 1) % 5], "action": home,
-        "reward": float(done and episode == "e0"), "done": done, "mc_return": 0.0,
+        "reward": float(done and episode == "e0"), "done": done, "mc_return": float(episode == "e0") * 0.5 ** (2 - step),
         "trajectory_reward": float(episode == "e0"), "candidate_actions": [back] * (index % 2),
     } for index, (episode, step, done) in enumerate(layout)]
     return Dataset.from_list(rows, features=transition_features(with_candidates=True))

@@ -222,7 +222,7 @@ def _transitions(with_candidates: bool = True) -> Dataset:
             {
                 "episode_id": episode, "step_id": step, "goal": GOALS[index % 2], "history": HISTORIES[index % 2],
                 "image": screens[index], "next_image": screens[(index + 1) % 5], "action": flat[index],
-                "reward": float(done and episode == "e0"), "done": done, "mc_return": 0.0,
+                "reward": float(done and episode == "e0"), "done": done, "mc_return": float(episode == "e0") * 0.5 ** (2 - step),
                 "trajectory_reward": float(episode == "e0"), "candidate_actions": flat[: index % 3],
             }
         )

@@ -29,7 +29,7 @@ def _transitions(episode: str = "e0", steps: int = 2) -> Dataset:
             "action": format_action(DeviceAction.tap(0.5, 0.5)),
             "reward": float(i == steps - 1),
             "done": i == steps - 1,
-            "mc_return": 0.0,
+            "mc_return": 0.5 ** (steps - 1 - i),
             "trajectory_reward": 1.0,
         }
         for i in range(steps)
