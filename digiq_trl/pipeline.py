@@ -35,7 +35,9 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from .actions import format_action
 from .data import split_by_episode
 from .envs import collect_transitions
+from .envs.tasks import SPLITS
 from .envs.policies import random_action
+from .evaluation import action_kind_recall, changed_share, greedy_actions, sum_by_kind
 from .staging import staged_output
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,11 @@ class DigiQPipelineConfig:
     )
     suite: str = field(default="general", metadata={"help": "Simulator task suite: general or webshop."})
     seed: int = field(default=0, metadata={"help": "Seed of data collection, initialization and training."})
-    num_threads: int = field(default=0, metadata={"help": "torch CPU threads per process (0: leave torch's default)."})
+    num_threads: int = field(
+        default=0,
+        metadata={"help": "torch CPU threads per process. 0: the available cores divided among the processes on "
+                  "this machine (accelerate launch sets OMP_NUM_THREADS=1, which would leave a CPU run on one core)."},
+    )
     bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 (GPUs); False on CPU."})
     layout: str = field(
         default="fixed",
@@ -136,21 +142,42 @@ class DigiQPipelineConfig:
                   "LoRA init, data order) and the results table reports the spread across them."},
     )
     actor_max_states: int | None = field(
-        default=800,
-        metadata={"help": "Best-of-N candidates are sampled and scored for at most this many training states "
-                  "(whole episodes, drawn with the seed); sampling N actions per state dominates the actor "
-                  "stage's cost. None: every state."},
+        default=None,
+        metadata={"help": "Train the actor on at most this many training states (whole episodes, drawn with the "
+                  "seed), e.g. to try settings quickly. None (default): the whole offline dataset, as the paper."},
     )
+    anchor: str = field(
+        default="greedy",
+        metadata={"help": "What a state imitates when the critic finds nothing better than the threshold (or, for "
+                  "filtered BC, when its trajectory failed): greedy (the base actor's own action), logged, or none "
+                  "(the state is dropped). See BestOfNActorConfig.anchor."},
+    )
+    anchor_weight: float = field(default=1.0, metadata={"help": "Loss weight of the anchor targets."})
     # evaluation
     evaluation: str = field(
         default="simulator",
         metadata={"help": "simulator: success rate in the simulated phone; offline: AitW action matching on the "
                   "held-out split of the data (real data, no device)."},
     )
-    eval_split: str = field(default="heldout", metadata={"help": "Goal split of the evaluation: train, test, heldout."})
+    eval_split: str = field(
+        default="test",
+        metadata={"help": "Goal split of the evaluation: test (the published test goals, as the paper reports "
+                  "AitW; they also occur in train), train, or heldout."},
+    )
     eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
     eval_seeds: list[int] = field(
-        default_factory=lambda: [0], metadata={"help": "Evaluation seeds (each plays eval_episodes episodes)."}
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds (each plays eval_episodes episodes)."}
+    )
+    generalization_split: str | None = field(
+        default="heldout",
+        metadata={"help": "A second goal split reported as a generalization column (one seed, eval_episodes "
+                  "episodes): heldout goals no training stage saw. None skips it."},
+    )
+    probe_states: int = field(
+        default=400,
+        metadata={"help": "States of the critic's test split on which every actor's greedy actions are compared, "
+                  "per action class, with the simulator expert's (the logged ones for a given dataset): a "
+                  "forgetting probe; and with the base actor's (the share of actions changed)."},
     )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the critic and the actor adapter to the Hub."})
     hub_model_prefix: str | None = field(
@@ -165,6 +192,9 @@ class DigiQPipelineConfig:
         unknown = set(self.skip_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
+        for split in (self.eval_split, self.generalization_split):
+            if split is not None and split not in SPLITS:
+                raise ValueError(f"unknown goal split {split!r}; splits are {list(SPLITS)}")
         if self.push_to_hub and not self.hub_model_prefix:
             raise ValueError("push_to_hub needs hub_model_prefix (e.g. 'my-user/digiq-general')")
 
@@ -193,8 +223,7 @@ class DigiQPipeline:
         self._extractor: Any = None
         self.results: dict[str, Any] = {"suite": config.suite, "config": asdict(config)}
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+        torch.set_num_threads(config.num_threads or threads_per_process())
 
     def run(self) -> dict[str, Any]:
         """Run every stage not skipped; returns the results written to ``results.json``."""
@@ -403,43 +432,53 @@ class DigiQPipeline:
         return self.config.path("actor") / method / f"seed{seed}"
 
     def _train_actor(self, method: str, seed: int) -> None:
+        is_digiq = method == "digiq"
+        self.train_actor("threshold" if is_digiq else "filtered_bc", self.actor_states(seed),
+                         self.actor_path(method, seed), seed, push=self.config.push_to_hub and is_digiq)
+
+    def train_actor(self, weighting: str, states: Dataset, out: Path, seed: int, push: bool = False) -> None:
+        """Train one LoRA adapter on the base actor with the actor stage's settings and save it in
+        ``out``, with its preparation (candidates, advantages, targets; no images) and statistics.
+        Critic weightings use the run's critic and feature extractor."""
+        from .best_of_n import uses_critic
         from .trainers.actor_config import BestOfNActorConfig
         from .trainers.actor_trainer import BestOfNActorTrainer
 
         cfg = self.config
-        is_digiq = method == "digiq"
-        out = self.actor_path(method, seed)
+        with_critic = uses_critic(weighting)
         args = BestOfNActorConfig(
-            output_dir=str(out), weighting="threshold" if is_digiq else "filtered_bc",
+            output_dir=str(out), weighting=weighting,
             num_candidates=cfg.num_candidates, temperature=cfg.candidate_temperature,
-            advantage_threshold=cfg.advantage_threshold, max_steps=cfg.actor_steps,
+            advantage_threshold=cfg.advantage_threshold, anchor=cfg.anchor, anchor_weight=cfg.anchor_weight,
+            max_steps=cfg.actor_steps,
             learning_rate=cfg.actor_learning_rate, per_device_train_batch_size=cfg.actor_batch_size,
             logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=seed,
-            bf16=cfg.bf16,
-            push_to_hub=cfg.push_to_hub and is_digiq,
+            bf16=cfg.bf16, push_to_hub=push,
             hub_model_id=f"{cfg.hub_model_prefix}-actor" if cfg.hub_model_prefix else None,
         )
         model, processor = self.load_base_actor()
         torch.manual_seed(seed)
         trainer = BestOfNActorTrainer(
-            model, critic=str(cfg.path("critic")) if is_digiq else None, args=args,
-            train_dataset=self._actor_states(is_digiq, seed), processing_class=processor,
-            feature_extractor=self.load_extractor() if is_digiq else None,
+            model, critic=str(cfg.path("critic")) if with_critic else None, args=args,
+            train_dataset=states, processing_class=processor,
+            feature_extractor=self.load_extractor() if with_critic else None,
         )
         trainer.train()
         if self.state.is_main_process:
             _write_json(out / "preparation_metrics.json", trainer.preparation_metrics)
+            images = [c for c in trainer.prepared_dataset.column_names if c in ("image", "next_image")]
+            trainer.prepared_dataset.remove_columns(images).save_to_disk(str(out / "preparation"))
         trainer.save_model()
-        if args.push_to_hub:
+        if push:
             trainer.push_to_hub()
         self.state.wait_for_everyone()
 
-    def _actor_states(self, is_digiq: bool, seed: int) -> Dataset:
-        """The training transitions of the actor: all of them for filtered BC (only successful
-        episodes count there), whole episodes up to ``actor_max_states`` for Best-of-N."""
+    def actor_states(self, seed: int) -> Dataset:
+        """The training transitions of the actor: the whole training split, or whole episodes up
+        to ``actor_max_states`` (the same states for every method)."""
         train = self.load_data()["train"]
         limit = self.config.actor_max_states
-        if not is_digiq or limit is None or len(train) <= limit:
+        if limit is None or len(train) <= limit:
             return train
         return take_episodes(train, limit, seed)
 
@@ -453,21 +492,41 @@ class DigiQPipeline:
     def _evaluate(self) -> None:
         cfg = self.config
         offline = cfg.evaluation == "offline"
+        probe, reference = self._probe()
+        base_actions: list[str] = []
         runs: dict[str, list[dict[str, Any]]] = {}
         for name, policy in self._trained_policies():
-            runs.setdefault(name, []).append(self.score(policy))
-            logger.info("%s: %s", name, runs[name][-1])
+            score = self.score(policy)
+            actions = greedy_actions(policy, probe)
+            base_actions = base_actions or actions
+            score["probe"] = {"changed_vs_base": changed_share(actions, base_actions),
+                              "recall": action_kind_recall(actions, reference)}
+            runs.setdefault(name, []).append(score)
+            logger.info("%s: %s", name, {k: v for k, v in score.items() if k != "per_seed"})
         metric = "action_matching_accuracy" if offline else "success_rate"
         methods = {name: across_training_seeds(scores, metric) for name, scores in runs.items()}
         self.results.update(
             metric=metric, actor_seeds=list(cfg.actor_seeds),
             eval_split="test (offline action matching)" if offline else cfg.eval_split,
             num_eval_episodes=cfg.eval_episodes, seeds=[] if offline else list(cfg.eval_seeds),
-            methods=methods, behavior_data=self._behavior_stats(),
+            generalization_split=None if offline else cfg.generalization_split,
+            probe_states=len(probe), methods=methods, behavior_data=self._behavior_stats(),
             critic={**_read_json(cfg.path("critic") / "eval_metrics.json"),
                     **({} if offline else self._critic_expert_ranking())},
             representation=_read_json(cfg.path("representation") / "metrics.json"),
         )
+
+    def _probe(self) -> tuple[Dataset, list[str]]:
+        """The forgetting probe: ``probe_states`` rows of the critic's test split (seeded), with the
+        action each should get: the simulator expert's when the data was collected in the simulator
+        (replayed, :func:`~digiq_trl.envs.collect.replay_expert_actions`), else the logged one."""
+        from .envs.collect import replay_expert_actions
+
+        test = self.load_data()["test"]
+        states = test.shuffle(seed=self.config.seed).select(range(min(self.config.probe_states, len(test))))
+        if self.config.dataset is None:
+            return states, replay_expert_actions(states, layout=self.config.layout)
+        return states, list(states["action"])
 
     def _critic_expert_ranking(self) -> dict[str, float]:
         """Does the critic rank the simulator expert's action above random ones, on evaluation
@@ -492,18 +551,20 @@ class DigiQPipeline:
         return self._score_offline(policy) if offline else self._score_in_simulator(policy)
 
     def _score_in_simulator(self, policy: Any) -> dict[str, Any]:
-        """Greedy success rate on the evaluation goals, over every evaluation seed."""
-        from .evaluation import evaluate_policy_seeds
+        """Greedy success rate on the evaluation goals over every evaluation seed (overall and per
+        task kind), and on the generalization split."""
+        from .evaluation import evaluate_policy, evaluate_policy_seeds
 
         cfg = self.config
         run = evaluate_policy_seeds(policy, cfg.suite, seeds=cfg.eval_seeds, split=cfg.eval_split,
                                     num_episodes=cfg.eval_episodes, layout=cfg.layout)
-        return {
-            "success_rate": run["success_rate"],
-            "stderr": run["stderr"],
-            "per_seed": [r["success_rate"] for r in run["per_seed"]],
-            "mean_episode_length": run["mean_episode_length"],
-        }
+        score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind")}
+        score["per_seed"] = [r["success_rate"] for r in run["per_seed"]]
+        if cfg.generalization_split:
+            other = evaluate_policy(policy, cfg.suite, split=cfg.generalization_split,
+                                    num_episodes=cfg.eval_episodes, seed=cfg.eval_seeds[0], layout=cfg.layout)
+            score["generalization"] = {key: other[key] for key in ("success_rate", "stderr", "by_kind")}
+        return score
 
     def _score_offline(self, policy: Any) -> dict[str, Any]:
         """AitW action matching on the held-out split (real data: no device to play in)."""
@@ -527,7 +588,8 @@ class DigiQPipeline:
                 adapter = self.actor_path(method, seed)
                 if (adapter / "adapter_config.json").exists():
                     base, processor = self.load_base_actor()
-                    yield method, VLMPolicy(PeftModel.from_pretrained(base, str(adapter)), processor)
+                    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()  # LoRA-free decoding
+                    yield method, VLMPolicy(merged, processor)
 
     def _behavior_stats(self) -> dict[str, float]:
         """Size and success rate of the offline data (the behavior policy's own success), and how
@@ -579,15 +641,27 @@ def across_training_seeds(scores: list[dict[str, Any]], metric: str) -> dict[str
     """One method's result from its runs, one per training seed.
 
     With a single run, its own figures (standard error across evaluation seeds). With several, the
-    mean of the runs, the standard error of that mean across training seeds, and ``per_seed`` the
-    runs' values.
+    mean of the runs, the standard error of that mean across training seeds, ``per_seed`` the runs'
+    values, the per-task-kind counts summed over the runs (``by_kind``), and every run in ``runs``.
     """
     if len(scores) == 1:
         return scores[0]
     values = [run[metric] for run in scores]
     mean = sum(values) / len(values)
     spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return {metric: mean, "stderr": spread / math.sqrt(len(values)), "per_seed": values}
+    result = {metric: mean, "stderr": spread / math.sqrt(len(values)), "per_seed": values, "runs": scores}
+    if all("by_kind" in run for run in scores):
+        result["by_kind"] = sum_by_kind([run["by_kind"] for run in scores])
+    return result
+
+
+def threads_per_process() -> int:
+    """The cores this process may run on, shared evenly among the processes on this machine
+    (``LOCAL_WORLD_SIZE``, which ``accelerate launch`` and ``torchrun`` set)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def take_episodes(ds: Dataset, max_rows: int, seed: int) -> Dataset:

@@ -109,32 +109,85 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 
 def render_report(results: Mapping[str, Any], plots: Sequence[str | Path]) -> str:
-    """``report.md``: the results table, the critic's quality, timings, and the plots."""
+    """``report.md``: the results table (with the generalization column), success per task kind, the
+    forgetting probe, the critic's quality, timings, and the plots."""
     metric = results.get("metric", "success_rate")
+    methods = results.get("methods", {})
     lines = [
         f"# Digi-Q run: {results.get('suite', '?')} suite",
         "",
         f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per evaluation seed on "
         f"`{results.get('eval_split', '?')}` goals, evaluation seeds {results.get('seeds', [])}, "
-        f"actor training seeds {results.get('actor_seeds', [])}. With several training seeds, "
-        "'per seed' lists one value per training seed and the standard error is across them; "
-        "otherwise across evaluation seeds.",
+        f"actor training seeds {results.get('actor_seeds', [])}. The standard error is across evaluation "
+        "seeds (binomial with one seed; across training seeds when there are several); the pooled one is "
+        "binomial over all episodes.",
         "",
-        f"| method | {metric.replace('_', ' ')} (%) | std. error (%) | per seed (%) |",
-        "|---|---|---|---|",
+        *_methods_table(methods, metric, results.get("generalization_split")),
+        *_kind_table(methods),
+        *_probe_table(methods, results.get("probe_states")),
     ]
-    for name, row in results.get("methods", {}).items():
-        per_seed = ", ".join(f"{100 * r:.1f}" for r in row.get("per_seed", []))
-        lines.append(
-            f"| {METHOD_LABELS.get(name, name)} | {100 * row[metric]:.1f} | "
-            f"{100 * row.get('stderr', 0.0):.1f} | {per_seed} |"
-        )
     for section in ("critic", "representation", "behavior_data", "timings_s"):
         if results.get(section):
             lines += ["", f"## {section.replace('_', ' ')}", ""]
             lines += [f"- {key}: {_fmt(value)}" for key, value in results[section].items()]
     lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _methods_table(methods: Mapping[str, Any], metric: str, generalization: str | None) -> list[str]:
+    name = metric.replace("_", " ")
+    extra = f" {generalization} goals (%) |" if generalization else ""
+    lines = [f"| method | {name} (%) | std. error (%) | pooled s.e. (%) | per seed (%) |{extra}",
+             "|---|---|---|---|---|" + ("---|" if generalization else "")]
+    for method, row in methods.items():
+        per_seed = ", ".join(f"{100 * r:.1f}" for r in row.get("per_seed", []))
+        cells = [METHOD_LABELS.get(method, method), f"{100 * row[metric]:.1f}", f"{100 * row.get('stderr', 0.0):.1f}",
+                 f"{100 * row['pooled_stderr']:.1f}" if "pooled_stderr" in row else "-", per_seed]
+        if generalization:
+            other = row.get("generalization")
+            cells.append(f"{100 * other['success_rate']:.1f}" if other else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _kind_table(methods: Mapping[str, Any]) -> list[str]:
+    """Successes / episodes per task kind and method (methods without per-kind counts are left out)."""
+    counted = {m: row["by_kind"] for m, row in methods.items() if "by_kind" in row}
+    if not counted:
+        return []
+    kinds = sorted({kind for per_kind in counted.values() for kind in per_kind})
+    lines = ["", "## Success per task kind", "",
+             "| task kind | " + " | ".join(METHOD_LABELS.get(m, m) for m in counted) + " |",
+             "|---|" + "---|" * len(counted)]
+    for kind in kinds:
+        cells = []
+        for per_kind in counted.values():
+            row = per_kind.get(kind)
+            cells.append(f"{row['successes']}/{row['episodes']} ({100 * row['successes'] / row['episodes']:.0f} %)"
+                         if row else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _probe_table(methods: Mapping[str, Any], probe_states: int | None) -> list[str]:
+    """Per action class recall on the probe states, and the share of actions changed vs the base actor."""
+    probed = {m: row["probe"] for m, row in methods.items() if "probe" in row}
+    if not probed:
+        return []
+    classes = sorted({c for probe in probed.values() for c in probe["recall"]})
+    lines = ["", "## Forgetting probe", "",
+             f"Greedy actions on {probe_states} states of the critic's test split: recall of each action class "
+             "(the share of states whose reference action has that class where the actor's action has it too) "
+             "and the share of actions that differ from the base actor's.", "",
+             "| action class (states) | " + " | ".join(METHOD_LABELS.get(m, m) for m in probed) + " |",
+             "|---|" + "---|" * len(probed)]
+    for action_class in classes:
+        counts = [p["recall"][action_class]["count"] for p in probed.values() if action_class in p["recall"]]
+        cells = [f"{100 * p['recall'][action_class]['recall']:.0f} %" if action_class in p["recall"] else "-"
+                 for p in probed.values()]
+        lines.append(f"| {action_class} ({counts[0]}) | " + " | ".join(cells) + " |")
+    lines.append("| changed vs base | " + " | ".join(f"{100 * p['changed_vs_base']:.0f} %" for p in probed.values()) + " |")
+    return lines
 
 
 def _fmt(value: Any) -> str:

@@ -1,21 +1,21 @@
 """Is the critic or the actor what limits Best-of-N? Diagnose a finished simulator run.
 
 Point it at the ``output_dir`` of ``examples/train.py`` with the same flags or ``--config`` (it reads
-the run's base actor, critic and feature backbone). It needs the simulator, whose scripted expert
-plays the part of a perfect critic:
+the run's base actor, critic, feature backbone, data and the Digi-Q actor's preparation). It needs
+the simulator, whose scripted expert plays the part of a perfect critic:
 
     python examples/diagnose_best_of_n.py                     # the embedded default's run
     python examples/diagnose_best_of_n.py --config examples/configs/simulator_webshop.yaml
-    python examples/diagnose_best_of_n.py --actor_steps 300 --actor_learning_rate 1e-3
 
 1. **Headroom** (:func:`digiq_trl.evaluation.best_of_n_headroom`, evaluation goals): how often the
    expert's action is the base actor's greedy one, among its N candidates, and the critic's pick.
-2. **Oracle extraction** (:func:`digiq_trl.evaluation.oracle_best_of_n_targets`): the base actor
-   plays train goals as when it collected the data; the actor stage's trainer (weighting ``sft``,
-   the run's actor steps, learning rate and batch size) then imitates (a) the candidate a perfect
-   critic picks, in the states that have a right one, and (b) the expert's action in every state.
-   Both are scored like the run's methods. If (b) does not beat the base actor, no critic can
-   make Best-of-N extraction beat it from such states.
+2. **Oracle extraction** (:func:`digiq_trl.evaluation.oracle_targets`): the expert's action in
+   every training state of the actor stage is recovered by replaying its episode
+   (:func:`digiq_trl.envs.collect.replay_expert_actions`). The actor stage's own trainer, data,
+   candidates, anchor and settings then train the base actor on (a) the candidate a perfect critic
+   picks, where one is right, and (b) the expert's action in every state. Both are scored like the
+   run's methods. If (b) does not beat the base actor, no critic can make Best-of-N extraction
+   beat it from these states; if (a) does and Digi-Q does not, the critic is the bottleneck.
 
 Writes ``best_of_n_diagnosis.json`` to ``output_dir`` and prints it.
 """
@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import load_from_disk
+from peft import PeftModel
 from trl import TrlParser
 
-from digiq_trl.evaluation import best_of_n_headroom, oracle_best_of_n_targets
+from digiq_trl.envs.collect import replay_expert_actions
+from digiq_trl.evaluation import best_of_n_headroom, oracle_targets
 from digiq_trl.models.policy import VLMPolicy
 from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
-from digiq_trl.trainers.actor_config import BestOfNActorConfig
-from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer
 
 
 @dataclass
@@ -46,32 +46,32 @@ class DiagnosisArguments:
     headroom_episodes: int = field(
         default=60, metadata={"help": "Evaluation-goal episodes of the headroom count (every third state is sampled)."}
     )
-    oracle_episodes: int = field(
-        default=100,
-        metadata={"help": "Train-goal episodes the base actor plays for the oracle's states "
-                  "(100 give about as many states as the actor stage's default 800)."},
+    oracles: list[str] = field(
+        default_factory=lambda: ["best_of_n", "expert"],
+        metadata={"help": "Oracle actors to train and score: best_of_n, expert."},
     )
 
 
-def oracle_actor_score(pipe: DigiQPipeline, name: str, states: Dataset) -> dict[str, Any]:
-    """Train the base actor on ``states`` (logged actions, weight 1) as the actor stage would, and
-    score it; an empty set is reported, not trained."""
+def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
+    """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
     cfg = pipe.config
-    if len(states) == 0:
-        return {"states": 0}
-    args = BestOfNActorConfig(
-        output_dir=str(cfg.path("diagnosis") / name), weighting="sft", max_steps=cfg.actor_steps,
-        learning_rate=cfg.actor_learning_rate, per_device_train_batch_size=cfg.actor_batch_size,
-        logging_steps=max(1, cfg.actor_steps // 10), save_strategy="no", report_to=[], seed=cfg.seed,
-    )
-    model, processor = pipe.load_base_actor()
-    trainer = BestOfNActorTrainer(model, args=args, train_dataset=states, processing_class=processor)
-    trainer.train()
-    return {"states": len(states), **pipe.score(VLMPolicy(trainer.model.eval(), processor))}
+    seed = cfg.actor_seeds[0]
+    preparation = load_from_disk(str(pipe.actor_path("digiq", seed) / "preparation"))
+    states = pipe.actor_states(seed)
+    targets = oracle_targets(states, preparation["candidates"], replay_expert_actions(states, layout=cfg.layout))
+    scores: dict[str, Any] = {}
+    for name in names:
+        out = cfg.path("diagnosis") / name
+        pipe.train_actor("filtered_bc", targets[name], out, seed)
+        base, processor = pipe.load_base_actor()
+        policy = VLMPolicy(PeftModel.from_pretrained(base, str(out)).merge_and_unload(), processor)
+        relabeled = sum(targets[name]["trajectory_reward"])
+        scores[f"oracle_{name}"] = {"states_relabeled": relabeled, "states": len(states), **pipe.score(policy)}
+    return scores
 
 
 def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
-    """Headroom on evaluation goals, then base actor vs the two oracle-trained actors."""
+    """Headroom on evaluation goals, then base actor vs the oracle-trained actors."""
     cfg = pipe.config
     model, processor = pipe.load_base_actor()
     greedy = VLMPolicy(model, processor)
@@ -81,15 +81,8 @@ def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
         temperature=cfg.candidate_temperature, split=cfg.eval_split, num_episodes=args.headroom_episodes,
         seed=cfg.seed, layout=cfg.layout,
     )
-    torch.manual_seed(cfg.seed)
-    behavior = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
-    targets = oracle_best_of_n_targets(
-        behavior, cfg.suite, cfg.num_candidates, cfg.candidate_temperature,
-        num_episodes=args.oracle_episodes, seed=cfg.seed, layout=cfg.layout,
-    )
-    actors = {"base": pipe.score(greedy)}
-    actors.update({f"oracle_{name}": oracle_actor_score(pipe, name, states) for name, states in targets.items()})
-    return {"eval_split": cfg.eval_split, "actor_steps": cfg.actor_steps,
+    actors = {"base": pipe.score(greedy), **oracle_scores(pipe, args.oracles)}
+    return {"eval_split": cfg.eval_split, "actor_steps": cfg.actor_steps, "anchor": cfg.anchor,
             "actor_learning_rate": cfg.actor_learning_rate, "headroom": headroom, "actors": actors}
 
 

@@ -46,11 +46,13 @@ def test_take_episodes_keeps_whole_episodes_within_the_budget() -> None:
 def test_across_training_seeds_by_hand() -> None:
     single = {"success_rate": 0.3, "stderr": 0.01, "per_seed": [0.29, 0.31]}
     assert across_training_seeds([single], "success_rate") is single
-    runs = [{"success_rate": r} for r in (0.2, 0.4, 0.6)]
+    runs = [{"success_rate": r, "by_kind": {"search": {"successes": k, "episodes": 5}}}
+            for r, k in ((0.2, 1), (0.4, 2), (0.6, 3))]
     result = across_training_seeds(runs, "success_rate")
     assert result["success_rate"] == pytest.approx(0.4)
     assert result["stderr"] == pytest.approx(0.2 / 3**0.5)
-    assert result["per_seed"] == [0.2, 0.4, 0.6]
+    assert result["per_seed"] == [0.2, 0.4, 0.6] and result["runs"] == runs
+    assert result["by_kind"] == {"search": {"successes": 6, "episodes": 15, "success_rate": 0.4}}
 
 
 def test_unknown_stage_is_refused() -> None:
@@ -97,14 +99,16 @@ def _diagnose(output_dir: str, dataset: str) -> None:
     flags += ["--eval_seeds", "0", "--actor_seeds", "0"]
     subprocess.run(
         [sys.executable, str(REPO / "examples" / "diagnose_best_of_n.py"), f"--output_dir={output_dir}",
-         f"--dataset={dataset}", "--headroom_episodes=2", "--oracle_episodes=2", *flags],
+         f"--dataset={dataset}", "--headroom_episodes=2", *flags],
         check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     result = json.loads((Path(output_dir) / "best_of_n_diagnosis.json").read_text())
     assert result["headroom"]["all"]["num_states"] > 0
     assert set(result["actors"]) == {"base", "oracle_best_of_n", "oracle_expert"}
-    assert result["actors"]["oracle_expert"]["states"] >= 2  # every state of two episodes
-    assert 0.0 <= result["actors"]["oracle_expert"]["success_rate"] <= 1.0
+    expert = result["actors"]["oracle_expert"]
+    assert expert["states"] == expert["states_relabeled"] > 0  # the expert labels every training state
+    assert 0 < result["actors"]["oracle_best_of_n"]["states_relabeled"] <= expert["states"]
+    assert 0.0 <= expert["success_rate"] <= 1.0
 
 
 @pytest.mark.slow
@@ -123,3 +127,26 @@ def test_two_processes_train_critic_and_actor(tmp_path, noisy_expert_data) -> No
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / "critic" / "model.safetensors").exists()
     assert (out / "actor" / "digiq" / "seed0" / "adapter_config.json").exists()
+
+
+def test_threads_are_the_cores_shared_among_local_processes(monkeypatch) -> None:
+    import os
+
+    from digiq_trl.pipeline import threads_per_process
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert threads_per_process() == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 2))
+    assert threads_per_process() == 1  # never below one
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what accelerate launch sets for a single CPU process
+    assert threads_per_process() == cores
+
+
+def test_unknown_goal_splits_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown goal split"):
+        DigiQPipelineConfig(eval_split="validation")
+    with pytest.raises(ValueError, match="unknown goal split"):
+        DigiQPipelineConfig(generalization_split="dev")
+    assert DigiQPipelineConfig(generalization_split=None).generalization_split is None
