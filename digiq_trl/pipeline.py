@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -523,10 +524,13 @@ class DigiQPipeline:
         from .envs.collect import replay_expert_actions
 
         test = self.load_data()["test"]
-        states = test.shuffle(seed=self.config.seed).select(range(min(self.config.probe_states, len(test))))
-        if self.config.dataset is None:
-            return states, replay_expert_actions(states, layout=self.config.layout)
-        return states, list(states["action"])
+        rows = list(range(len(test)))
+        random.Random(self.config.seed).shuffle(rows)
+        rows = sorted(rows[: self.config.probe_states])
+        if self.config.dataset is None:  # replay needs whole episodes: label them all, keep the probe's
+            experts = replay_expert_actions(test, layout=self.config.layout)
+            return test.select(rows), [experts[i] for i in rows]
+        return test.select(rows), [test["action"][i] for i in rows]
 
     def _critic_expert_ranking(self) -> dict[str, float]:
         """Does the critic rank the simulator expert's action above random ones, on evaluation

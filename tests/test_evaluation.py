@@ -166,6 +166,8 @@ def test_replay_recovers_the_expert_action_of_every_logged_state() -> None:
     assert policy.experts != list(noisy["action"])  # the noise took other actions
     shuffled = noisy.add_column("row", list(range(len(noisy)))).shuffle(seed=0)  # any row order works
     assert replay_expert_actions(shuffled) == [policy.experts[i] for i in shuffled["row"]]
+    with pytest.raises(ValueError, match="needs every step of each episode"):
+        replay_expert_actions(noisy.select([i for i in range(len(noisy)) if i != 1]))
     wrong_goal = noisy.map(lambda row: {"goal": "Open Settings"})
     with pytest.raises(ValueError, match="replayed goal or screen differs"):
         replay_expert_actions(wrong_goal)

@@ -187,7 +187,7 @@ def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
     experts: list[str] = [""] * len(dataset)
     envs: dict[tuple[str, str], PhoneEnv] = {}
     env: PhoneEnv | None = None
-    current, observation, info = None, {}, {}
+    current, observation, info, step = None, {}, {}, 0
     for i in order:
         episode_id = columns["episode_id"][i]
         if episode_id != current:
@@ -198,7 +198,10 @@ def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
             key = (match["suite"], match["split"])
             env = envs.setdefault(key, PhoneEnv(suite=key[0], split=key[1], **env_kwargs))
             observation, info = env.reset(seed=episode_seed(int(match["seed"]), int(match["episode"])))
-            current = episode_id
+            current, step = episode_id, 0
+        if columns["step_id"][i] != step:
+            raise ValueError(f"row {i} ({episode_id}): step {columns['step_id'][i]} comes where step {step} should; "
+                             "replaying needs every step of each episode")
         if observation["goal"] != columns["goal"][i] or not np.array_equal(
             np.asarray(observation["image"]), np.asarray(images[i]["image"].convert("RGB"))
         ):
@@ -206,4 +209,5 @@ def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
                              "differs from the logged one")
         experts[i] = info["expert_action"]
         observation, _, _, _, info = env.step(columns["action"][i])
+        step += 1
     return experts
