@@ -11,6 +11,7 @@ from digiq_trl.actions import DeviceAction, format_action, parse_action
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
+from digiq_trl.prompts import answer_token_ids
 from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer, BestOfNCollator, weighted_nll
 
 FEATURES = Features(
@@ -287,3 +288,25 @@ def test_adapter_save_and_reload_gives_equal_outputs(tmp_path):
         base = tiny_qwen2_vl()[0].eval()(**inputs).logits
     assert torch.allclose(trained, reloaded, atol=1e-6)
     assert not torch.allclose(trained, base, atol=1e-4)
+
+
+def test_the_loss_needs_logits_of_the_answer_columns_only(tmp_path):
+    # left padding puts every answer at the end, so the logits kept do not grow with the prompt
+    # (a long history here, a screenshot of thousands of tokens with a real VLM) and the loss is the
+    # one computed from the whole sequence's logits
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = make_trainer(tmp_path, dataset, weighting="sft")
+    processor = trainer.processing_class
+    short = [dict(row, target_action=row["action"], target_weight=1.0) for row in dataset]
+    long = [dict(row, history="; ".join(["tap [0.5, 0.5]"] * 30)) for row in short]
+    kept = []
+    for rows in (short, long):
+        batch = BestOfNCollator(processor)(rows)
+        loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+        kept.append(outputs.logits.shape[1])
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+        with torch.no_grad():
+            full = trainer.model(**inputs).logits
+        assert loss.item() == pytest.approx(weighted_nll(full, batch["labels"], batch["weights"]).item(), rel=1e-5)
+        assert full.shape[1] > outputs.logits.shape[1]
+    assert kept[0] == kept[1] == len(answer_token_ids(processor, "Open Settings", "", tap(0.6))) + 1

@@ -82,9 +82,12 @@ class BestOfNCollator:
     """Batches ``{"image", "goal", "history", "target_action", "target_weight"}`` rows for weighted NLL.
 
     Each row is the prompt (image and text, through the processor) followed by the answer tokens
-    of :func:`~digiq_trl.prompts.answer_token_ids`, right-padded. ``labels`` are -100 everywhere but
-    on the answer tokens, so prompt and image tokens never enter the loss. Per-token processor outputs (e.g. Qwen2-VL's
-    ``mm_token_type_ids``) are extended with zeros over the answer; image tensors pass through.
+    of :func:`~digiq_trl.prompts.answer_token_ids`, left-padded so that every answer ends at the
+    last column: the loss then needs the logits of the last few columns only
+    (:func:`answer_span`), whatever the prompt and image lengths. ``labels`` are -100 everywhere but
+    on the answer tokens, so prompt and image tokens never enter the loss. Per-token processor
+    outputs (e.g. Qwen2-VL's ``mm_token_type_ids``) are extended with zeros over the answer; image
+    tensors pass through.
     """
 
     processor: Any
@@ -105,7 +108,7 @@ class BestOfNCollator:
     def _sequences(
         self, encoded: dict[str, torch.Tensor], prompt_lengths: list[int], answers: list[list[int]], width: int
     ) -> dict[str, torch.Tensor]:
-        """Right-padded ``input_ids``, ``attention_mask``, ``labels`` and other per-token tensors."""
+        """Left-padded ``input_ids``, ``attention_mask``, ``labels`` and other per-token tensors."""
         pad_id = self.processor.tokenizer.pad_token_id or 0
         rows = len(answers)
         out = {
@@ -116,14 +119,15 @@ class BestOfNCollator:
         extra = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in encoded.items()
                  if _is_per_token(v, encoded) and k not in out}
         for row, (length, answer) in enumerate(zip(prompt_lengths, answers)):
-            end = length + len(answer)
+            start = width - length - len(answer)
+            answer_start = width - len(answer)
             ids = torch.tensor(answer, dtype=torch.long)
-            out["input_ids"][row, :length] = encoded["input_ids"][row, :length]
-            out["input_ids"][row, length:end] = ids
-            out["attention_mask"][row, :end] = 1
-            out["labels"][row, length:end] = ids
+            out["input_ids"][row, start:answer_start] = encoded["input_ids"][row, :length]
+            out["input_ids"][row, answer_start:] = ids
+            out["attention_mask"][row, start:] = 1
+            out["labels"][row, answer_start:] = ids
             for key, tensor in extra.items():
-                tensor[row, :length] = encoded[key][row, :length]
+                tensor[row, start:answer_start] = encoded[key][row, :length]
         return {**out, **extra}
 
 
@@ -135,6 +139,18 @@ def _as_rgb(image: Any) -> Any:
 def _is_per_token(value: Any, encoded: dict[str, torch.Tensor]) -> bool:
     """Whether a processor output has one entry per prompt token (``[B, L]`` like ``input_ids``)."""
     return isinstance(value, torch.Tensor) and value.shape == encoded["input_ids"].shape
+
+
+def answer_span(labels: torch.Tensor) -> int:
+    """How many last columns hold every labelled token, plus the column whose logits predict the first.
+
+    With the collator's left padding the answers end at the last column, so the logits of these
+    columns are all the loss needs (``logits_to_keep``).
+    """
+    labelled = (labels != -100).any(dim=0).nonzero()
+    if labelled.numel() == 0:
+        return 1
+    return labels.shape[1] - int(labelled[0]) + 1
 
 
 def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -430,10 +446,16 @@ class BestOfNActorTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        """Weighted NLL of the chosen actions' tokens (:func:`weighted_nll`); a per-batch mean."""
+        """Weighted NLL of the target actions' tokens (:func:`weighted_nll`); a per-batch mean.
+
+        Only the last :func:`answer_span` columns get logits (the collator left-pads, so every answer
+        ends at the last column): with a 152k vocabulary the logits of whole sequences, screenshot
+        tokens included, would dominate the memory of a step.
+        """
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "weights")}
-        outputs = model(**model_inputs)
-        loss = weighted_nll(outputs.logits, inputs["labels"], inputs["weights"])
+        span = answer_span(inputs["labels"])
+        outputs = model(**model_inputs, logits_to_keep=span)
+        loss = weighted_nll(outputs.logits, inputs["labels"][:, -span:], inputs["weights"])
         mode = "train" if model.training else "eval"
         self._metrics[mode]["mean_weight"].append(float(inputs["weights"].mean()))
         return (loss, outputs) if return_outputs else loss
