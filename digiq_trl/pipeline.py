@@ -172,7 +172,7 @@ class DigiQPipelineConfig:
     generalization_split: str | None = field(
         default="heldout",
         metadata={"help": "A second goal split reported as a generalization column (one seed, eval_episodes "
-                  "episodes): heldout goals no training stage saw. None skips it."},
+                  "episodes): heldout goals no training stage saw. none skips it."},
     )
     probe_states: int = field(
         default=400,
@@ -193,6 +193,8 @@ class DigiQPipelineConfig:
         unknown = set(self.skip_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
+        if self.generalization_split in ("", "none", "None"):  # how a command line spells None
+            self.generalization_split = None
         for split in (self.eval_split, self.generalization_split):
             if split is not None and split not in SPLITS:
                 raise ValueError(f"unknown goal split {split!r}; splits are {list(SPLITS)}")

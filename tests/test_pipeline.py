@@ -150,3 +150,4 @@ def test_unknown_goal_splits_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown goal split"):
         DigiQPipelineConfig(generalization_split="dev")
     assert DigiQPipelineConfig(generalization_split=None).generalization_split is None
+    assert DigiQPipelineConfig(generalization_split="none").generalization_split is None
