@@ -35,8 +35,8 @@ during the stage, weights included (``null`` on CPU). A measurement that runs ou
 Usage:
     python benchmarks/real_size.py --device cuda                       # 2B and 3B, all stages
     python benchmarks/real_size.py --device cuda --model qwen2.5-vl-7b --batch-size 4
-    python benchmarks/real_size.py --device cpu --dtype float32 --layers 2 --max-pixels 50176 \\
-        --batch-size 2 --num-candidates 4 --max-new-tokens 8 --steps 1   # CPU smoke run, ~1 min
+    python benchmarks/real_size.py --device cpu --dtype float32 --model qwen2-vl-2b --layers 2 \\
+        --max-pixels 50176 --batch-size 2 --num-candidates 4 --max-new-tokens 8 --steps 1  # CPU smoke run, ~1 min
 """
 
 from __future__ import annotations
@@ -369,7 +369,8 @@ def train(make_trainer: Callable[[dict[str, Any], StepClock], Any], args: argpar
     trainer = None
     with tempfile.TemporaryDirectory() as out, _out_of_memory_as_none(record, "ours"):
         trainer = make_trainer(training_arguments(args, out), clock)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its metrics; stdout is for JSON
+            trainer.train()
         record.update(ours=clock.samples_per_second(args.batch_size), peak_memory_gib=clock.peak_gib)
     if trainer is not None and hasattr(trainer.model, "unload"):
         trainer.model.unload()
