@@ -452,3 +452,143 @@ def greedy_actions(policy: Policy, dataset: Dataset, batch_size: int = 64) -> li
         observations = [{"image": i, "goal": g, "history": h} for i, g, h in zip(rows["image"], rows["goal"], rows["history"])]
         actions.extend(policy.act(observations, [{} for _ in observations]))
     return actions
+
+
+# ---------------------------------------------------------------------- scoring a pipeline run
+def evaluate_run(config: Any, artifacts: Any) -> dict[str, Any]:
+    """The evaluation stage of a run: every method scored alike, plus the data and critic figures.
+
+    Base actor, filtered BC and Digi-Q (each adapter merged into the base actor) are scored by
+    :func:`score_policy`; each also gets the forgetting probe (:func:`probe_states`): per action
+    class recall of its greedy actions, and the share that differ from the base actor's.
+
+    Args:
+        config: the run's :class:`~digiq_trl.pipeline_config.DigiQPipelineConfig`.
+        artifacts: its :class:`~digiq_trl.artifacts.RunArtifacts`.
+
+    Returns:
+        The ``results.json`` entries: ``metric``, ``methods`` (per method, one result per training
+        seed aggregated by :func:`across_training_seeds`), ``behavior_data``, ``critic``,
+        ``representation`` and the evaluation settings.
+    """
+    from .models.policy import VLMPolicy
+
+    offline = config.evaluation == "offline"
+    probe, reference = probe_states(config, artifacts)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    base_actions: list[str] = []
+    actors = [("base", None), *((method, folder) for method, _, folder in artifacts.adapters())]
+    for name, adapter in actors:
+        policy = VLMPolicy(*artifacts.load_actor(adapter))
+        score = score_policy(config, artifacts, policy)
+        actions = greedy_actions(policy, probe)
+        base_actions = base_actions or actions
+        score["probe"] = {"changed_vs_base": changed_share(actions, base_actions),
+                          "recall": action_kind_recall(actions, reference)}
+        runs.setdefault(name, []).append(score)
+    metric = "action_matching_accuracy" if offline else "success_rate"
+    critic_dir = artifacts.path("critic")
+    return {
+        "metric": metric, "actor_seeds": list(config.actor_seeds),
+        "eval_split": "test (offline action matching)" if offline else config.eval_split,
+        "num_eval_episodes": config.eval_episodes, "seeds": [] if offline else list(config.eval_seeds),
+        "generalization_split": None if offline else config.generalization_split,
+        "probe_states": len(probe),
+        "methods": {name: across_training_seeds(scores, metric) for name, scores in runs.items()},
+        "behavior_data": behavior_stats(artifacts.load_data()),
+        "critic": {**_read_json(critic_dir / "eval_metrics.json"),
+                   **({} if offline or not (critic_dir / "model.safetensors").exists()
+                      else _critic_expert_ranking(config, artifacts))},
+        "representation": _read_json(artifacts.path("representation") / "metrics.json"),
+    }
+
+
+def score_policy(config: Any, artifacts: Any, policy: Policy) -> dict[str, Any]:
+    """How a run scores one policy: simulator success on ``eval_split`` goals over every evaluation
+    seed (overall, per task kind, and on the ``generalization_split``), or, with
+    ``evaluation: offline``, AitW action matching on the data's test split."""
+    if config.evaluation == "offline":
+        run = action_matching_accuracy(policy, artifacts.load_data()["test"])
+        return {"action_matching_accuracy": run["accuracy"], "stderr": run["stderr"],
+                "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
+    run = evaluate_policy_seeds(policy, config.suite, seeds=config.eval_seeds, split=config.eval_split,
+                                num_episodes=config.eval_episodes, layout=config.layout)
+    score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind")}
+    score["per_seed"] = [r["success_rate"] for r in run["per_seed"]]
+    if config.generalization_split:
+        other = evaluate_policy(policy, config.suite, split=config.generalization_split,
+                                num_episodes=config.eval_episodes, seed=config.eval_seeds[0], layout=config.layout)
+        score["generalization"] = {key: other[key] for key in ("success_rate", "stderr", "by_kind")}
+    return score
+
+
+def probe_states(config: Any, artifacts: Any) -> tuple[Dataset, list[str]]:
+    """The forgetting probe: ``probe_states`` rows of the critic's test split (seeded), with the
+    action each should get: the simulator expert's when the run collected its data in the simulator
+    (replayed, :func:`~digiq_trl.envs.collect.replay_expert_actions`), else the logged one."""
+    import random
+
+    from .envs.collect import replay_expert_actions
+
+    test = artifacts.load_data()["test"]
+    rows = list(range(len(test)))
+    random.Random(config.seed).shuffle(rows)
+    rows = sorted(rows[: config.probe_states])
+    if config.dataset is None:  # replay needs whole episodes: label them all, keep the probe's
+        experts = replay_expert_actions(test, layout=config.layout)
+        return test.select(rows), [experts[i] for i in rows]
+    return test.select(rows), [test["action"][i] for i in rows]
+
+
+def behavior_stats(data: Any) -> dict[str, float]:
+    """Size and success rate of the offline data (the behavior policy's own success), and how
+    well the goal alone predicts success (the ceiling of the critic's V(s_0) AUROC)."""
+    firsts = [row for split in data.values()
+              for row in split.select_columns(["step_id", "goal", "trajectory_reward"]) if row["step_id"] == 0]
+    successes = [r["trajectory_reward"] > 0 for r in firsts]
+    return {
+        "episodes": len(firsts),
+        "transitions": sum(len(split) for split in data.values()),
+        "success_rate": sum(successes) / max(1, len(firsts)),
+        "goal_predictability_auroc": goal_predictability_auroc([r["goal"] for r in firsts], successes),
+    }
+
+
+def across_training_seeds(scores: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One method's result from its runs, one per training seed.
+
+    With a single run, its own figures (standard error across evaluation seeds). With several, the
+    mean of the runs, the standard error of that mean across training seeds, ``per_seed`` the runs'
+    values, the per-task-kind counts summed over the runs (``by_kind``), and every run in ``runs``.
+    """
+    if len(scores) == 1:
+        return scores[0]
+    values = [run[metric] for run in scores]
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    result = {metric: mean, "stderr": spread / math.sqrt(len(values)), "per_seed": values, "runs": scores}
+    if all("by_kind" in run for run in scores):
+        result["by_kind"] = sum_by_kind([run["by_kind"] for run in scores])
+    return result
+
+
+def _critic_expert_ranking(config: Any, artifacts: Any) -> dict[str, float]:
+    """Does the critic rank the simulator expert's action above random ones, on evaluation states
+    the behavior policy visits?"""
+    import torch
+
+    from .models.policy import VLMPolicy
+
+    model, processor = artifacts.load_base_actor()
+    torch.manual_seed(config.seed)
+    behavior = VLMPolicy(model, processor, temperature=config.behavior_temperature)
+    return critic_expert_ranking(artifacts.load_critic(), artifacts.extractor(), config.suite, behavior,
+                                 split=config.eval_split, num_episodes=50, seed=config.seed, layout=config.layout)
+
+
+def _read_json(path: Any) -> Any:
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -123,6 +123,8 @@ def render_report(results: Mapping[str, Any], plots: Sequence[str | Path]) -> st
         "binomial over all episodes.",
         "",
         *_methods_table(methods, metric, results.get("generalization_split")),
+        "",
+        "Every episode, step, critic value and Best-of-N candidate: [viewer.html](viewer.html) (open it in a browser).",
         *_kind_table(methods),
         *_probe_table(methods, results.get("probe_states")),
     ]
@@ -192,3 +194,34 @@ def _probe_table(methods: Mapping[str, Any], probe_states: int | None) -> list[s
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_run_report(
+    results: Mapping[str, Any],
+    output_dir: str | Path,
+    critic_values: tuple[Sequence[int], Mapping[str, Sequence[float]], Sequence[bool]] | None = None,
+) -> Path:
+    """Everything a run leaves for a person in ``output_dir``: ``results.json``, the plots and
+    ``report.md`` (which links the trajectory viewer, ``viewer.html``).
+
+    Args:
+        results: the run's results (:func:`digiq_trl.evaluation.evaluate_run` plus settings).
+        output_dir: the run's folder; the critic's ``critic/log_history.json`` is read from it.
+        critic_values: ``(step_ids, {"Q": ..., "V": ...}, success)`` of held-out steps, for the
+            values plot (:func:`plot_values_by_step`); None leaves that plot out.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(output_dir)
+    metric = results["metric"]
+    plots = [plot_success_rates(results["methods"], out / f"{metric}.png", metric)]
+    history_file = out / "critic" / "log_history.json"
+    if history_file.exists():
+        plots.append(plot_critic_losses(json.loads(history_file.read_text()), out / "critic_losses.png"))
+    if critic_values is not None:
+        plots.append(plot_values_by_step(*critic_values, out / "critic_values.png"))
+    write_results(out / "results.json", results)
+    report = out / "report.md"
+    report.write_text(render_report(results, plots))
+    return report

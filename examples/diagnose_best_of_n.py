@@ -30,11 +30,10 @@ from typing import Any
 
 import torch
 from datasets import load_from_disk
-from peft import PeftModel
 from trl import TrlParser
 
 from digiq_trl.envs.collect import replay_expert_actions
-from digiq_trl.evaluation import best_of_n_headroom, oracle_targets
+from digiq_trl.evaluation import best_of_n_headroom, oracle_targets, score_policy
 from digiq_trl.models.policy import VLMPolicy
 from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
 
@@ -56,32 +55,31 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
     """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
     cfg = pipe.config
     seed = cfg.actor_seeds[0]
-    preparation = load_from_disk(str(pipe.actor_path("digiq", seed) / "preparation"))
+    preparation = load_from_disk(str(pipe.artifacts.actor_path("digiq", seed) / "preparation"))
     states = pipe.actor_states(seed)
     targets = oracle_targets(states, preparation["candidates"], replay_expert_actions(states, layout=cfg.layout))
     scores: dict[str, Any] = {}
     for name in names:
         out = cfg.path("diagnosis") / name
         pipe.train_actor("filtered_bc", targets[name], out, seed)
-        base, processor = pipe.load_base_actor()
-        policy = VLMPolicy(PeftModel.from_pretrained(base, str(out)).merge_and_unload(), processor)
+        policy = VLMPolicy(*pipe.artifacts.load_actor(out))
         relabeled = sum(targets[name]["trajectory_reward"])
-        scores[f"oracle_{name}"] = {"states_relabeled": relabeled, "states": len(states), **pipe.score(policy)}
+        scores[f"oracle_{name}"] = {"states_relabeled": relabeled, "states": len(states),
+                                    **score_policy(cfg, pipe.artifacts, policy)}
     return scores
 
 
 def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
     """Headroom on evaluation goals, then base actor vs the oracle-trained actors."""
     cfg = pipe.config
-    model, processor = pipe.load_base_actor()
-    greedy = VLMPolicy(model, processor)
+    greedy = VLMPolicy(*pipe.artifacts.load_actor())
     torch.manual_seed(cfg.seed)
     headroom = best_of_n_headroom(
-        pipe.load_critic(), pipe.load_extractor(), cfg.suite, greedy, num_candidates=cfg.num_candidates,
+        pipe.artifacts.load_critic(), pipe.artifacts.extractor(), cfg.suite, greedy, num_candidates=cfg.num_candidates,
         temperature=cfg.candidate_temperature, split=cfg.eval_split, num_episodes=args.headroom_episodes,
         seed=cfg.seed, layout=cfg.layout,
     )
-    actors = {"base": pipe.score(greedy), **oracle_scores(pipe, args.oracles)}
+    actors = {"base": score_policy(cfg, pipe.artifacts, greedy), **oracle_scores(pipe, args.oracles)}
     return {"eval_split": cfg.eval_split, "actor_steps": cfg.actor_steps, "anchor": cfg.anchor,
             "actor_learning_rate": cfg.actor_learning_rate, "headroom": headroom, "actors": actors}
 

@@ -99,3 +99,17 @@ def split_by_episode(ds: Dataset, test_size: float, seed: int = 0) -> DatasetDic
     test_rows = [i for i, e in enumerate(ids) if e in test_episodes]
     train_rows = [i for i, e in enumerate(ids) if e not in test_episodes]
     return DatasetDict(train=ds.select(train_rows), test=ds.select(test_rows))
+
+
+def take_episodes(ds: Dataset, max_rows: int, seed: int) -> Dataset:
+    """Whole episodes of ``ds`` in a seeded random order, as many as fit in ``max_rows`` rows."""
+    spans: dict[str, list[int]] = {}
+    for index, episode in enumerate(ds["episode_id"]):
+        spans.setdefault(episode, []).append(index)
+    episodes = list(spans)
+    random.Random(seed).shuffle(episodes)
+    rows: list[int] = []
+    for episode in episodes:
+        if len(rows) + len(spans[episode]) <= max_rows:
+            rows.extend(spans[episode])
+    return ds.select(sorted(rows))

@@ -69,6 +69,21 @@ def _random_words(rng: np.random.Generator, goal: str) -> str:
     return " ".join(words[start : start + count])
 
 
+def add_random_alternatives(ds: Any, count: int, seed: int, column: str = "alt_actions") -> Any:
+    """``ds`` with ``column``: ``count`` uniformly random actions per state (seeded, reproducible).
+
+    The critic's ranking metric compares the logged action with them, and its conservative penalty
+    pushes their Q values down (:class:`~digiq_trl.trainers.critic_config.DigiQCriticConfig`
+    ``alt_actions_column``).
+
+    Example:
+        >>> ds = add_random_alternatives(transitions, count=4, seed=0)  # doctest: +SKIP
+    """
+    rng = np.random.default_rng(seed)
+    alternatives = [[format_action(random_action(rng, goal)) for _ in range(count)] for goal in ds["goal"]]
+    return ds.add_column(column, alternatives)
+
+
 class ExpertPolicy:
     """The scripted expert: plays ``info["expert_action"]`` (solves every task within the horizon)."""
 

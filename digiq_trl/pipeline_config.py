@@ -1,0 +1,273 @@
+"""Options of a whole Digi-Q run, and the arguments each stage's trainer gets from them.
+
+Every field of :class:`DigiQPipelineConfig` is a command-line flag and a YAML key of
+``examples/train.py`` (``digiq-trl train``). The methods turn them into each stage's trainer
+arguments, so no stage hides a constant, and name the fields each stage's output depends on (its
+manifest, :mod:`digiq_trl.artifacts`): a changed field recomputes that stage and every later one.
+
+Stages, in order (the paper's four are numbered 1-4 everywhere; the others are named):
+``base_actor`` (the policy to improve), ``data`` (offline transitions), ``representation`` (stage 1:
+actionability fine-tuning), ``features`` (stage 2: frozen-VLM features), ``critic`` (stage 3: TD
+learning), ``actor`` (stage 4: Best-of-N extraction, and the filtered-BC baseline), ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .envs.tasks import SPLITS
+
+STAGES = ("base_actor", "data", "representation", "features", "critic", "actor", "evaluate")
+METHODS = ("filtered_bc", "digiq")
+METHOD_WEIGHTINGS = {"filtered_bc": "filtered_bc", "digiq": "threshold"}
+"""How each method's actor is trained (``BestOfNActorConfig.weighting``)."""
+
+@dataclass
+class DigiQPipelineConfig:
+    """Options of the whole run; every field is a command-line flag and a YAML key of ``train.py``."""
+
+    output_dir: str = field(
+        default="outputs/digiq-default",
+        metadata={"help": "Where every stage writes; a stage whose output is already here is reused."},
+    )
+    skip_stages: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"Stages not to run, among {list(STAGES)} (their outputs must exist if needed)."},
+    )
+    suite: str = field(default="general", metadata={"help": "Simulator task suite: general or webshop."})
+    seed: int = field(default=0, metadata={"help": "Seed of data collection, initialization and training."})
+    num_threads: int = field(
+        default=0,
+        metadata={"help": "torch CPU threads per process. 0: the available cores divided among the processes on "
+                  "this machine (accelerate launch sets OMP_NUM_THREADS=1, which would leave a CPU run on one core)."},
+    )
+    bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 (GPUs); False on CPU."})
+    layout: str = field(
+        default="fixed",
+        metadata={"help": "Simulator layout: fixed (strong cues, for tiny models) or random (for pretrained VLMs)."},
+    )
+    # base actor
+    base_actor: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of the VLM actor to improve. Default: behavior-clone a tiny Qwen2-VL "
+                  "in the simulator (offline, CPU)."},
+    )
+    bc_layers: int = field(default=3, metadata={"help": "Decoder layers of the tiny base actor."})
+    bc_heads: int = field(
+        default=4, metadata={"help": "Attention heads of the tiny base actor (copying the goal into TYPE needs >2)."}
+    )
+    bc_episodes: int = field(default=1500, metadata={"help": "Noisy-expert episodes for behavior cloning."})
+    bc_noise: float = field(default=0.15, metadata={"help": "Random-action probability of the BC demonstrations."})
+    bc_pseudo_entities: bool = field(
+        default=False,
+        metadata={"help": "Add variants of the search and video goals with made-up entity names to the BC "
+                  "demonstrations, so the actor has to copy queries from the goal instead of memorizing them "
+                  "(what held-out goals need; in a prototype, copying emerged only after ~3000 bc_steps)."},
+    )
+    bc_steps: int = field(default=800, metadata={"help": "Behavior-cloning optimizer steps."})
+    bc_learning_rate: float = field(default=2e-3, metadata={"help": "Behavior-cloning peak learning rate."})
+    # offline data
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
+    )
+    collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
+    behavior_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
+    )
+    test_size: float = field(default=0.2, metadata={"help": "Fraction of episodes held out for critic evaluation."})
+    # representation
+    representation_steps: int = field(default=150, metadata={"help": "Actionability fine-tuning steps (LoRA)."})
+    representation_learning_rate: float = field(default=2e-3, metadata={"help": "Actionability learning rate."})
+    representation_batch_size: int = field(default=16, metadata={"help": "Actionability batch size per device."})
+    # features and critic
+    feature_layer: int | None = field(default=None, metadata={"help": "VLM layer of the features (default: middle)."})
+    feature_pooling: str = field(default="mean", metadata={"help": "Pooling over action tokens: mean or last."})
+    critic_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the Q and V heads."})
+    critic_steps: int = field(default=1500, metadata={"help": "Critic optimizer steps."})
+    critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
+    critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size per device."})
+    critic_gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Critic gradient accumulation (the paper: batch 32 x 4)."}
+    )
+    critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
+    critic_save_steps: int = field(
+        default=500, metadata={"help": "Critic checkpoint interval in steps (an interrupted run resumes from the last)."}
+    )
+    ranking_alternatives: int = field(
+        default=4,
+        metadata={"help": "Random alternative actions per state (alt_actions): the held-out ranking metric, and "
+                  "the conservative penalty's negatives in training."},
+    )
+    critic_conservative_weight: float = field(
+        default=1.0,
+        metadata={"help": "Conservative penalty on Q of random alternative actions (DigiQCriticConfig."
+                  "conservative_weight); 0 is the paper's critic. Measured in the simulator: the plain TD "
+                  "critic ranked the expert's action above random ones in 30 %% of states, this one in 95 %%."},
+    )
+    # actor
+    num_candidates: int = field(default=16, metadata={"help": "Best-of-N: candidate actions per state."})
+    candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    advantage_threshold: float = field(
+        default=0.02,
+        metadata={"help": "Best-of-N: train on states with A > this (the paper: 0.10 General, 0.05 WebShop, for "
+                  "data with 20-30 %% success; advantages are smaller when successes are rarer)."},
+    )
+    actor_steps: int = field(default=80, metadata={"help": "Actor (LoRA) optimizer steps per method and seed."})
+    actor_learning_rate: float = field(default=3e-4, metadata={"help": "Actor (LoRA) learning rate."})
+    actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
+    actor_seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={"help": "Training seeds of the actor stage: each method is trained once per seed (candidates, "
+                  "LoRA init, data order) and the results table reports the spread across them."},
+    )
+    actor_max_states: int | None = field(
+        default=None,
+        metadata={"help": "Train the actor on at most this many training states (whole episodes, drawn with the "
+                  "seed), e.g. to try settings quickly. None (default): the whole offline dataset, as the paper."},
+    )
+    anchor: str = field(
+        default="greedy",
+        metadata={"help": "What a state imitates when the critic finds nothing better than the threshold (or, for "
+                  "filtered BC, when its trajectory failed): greedy (the base actor's own action), logged, or none "
+                  "(the state is dropped). See BestOfNActorConfig.anchor."},
+    )
+    anchor_weight: float = field(default=1.0, metadata={"help": "Loss weight of the anchor targets."})
+    # evaluation
+    evaluation: str = field(
+        default="simulator",
+        metadata={"help": "simulator: success rate in the simulated phone; offline: AitW action matching on the "
+                  "held-out split of the data (real data, no device)."},
+    )
+    eval_split: str = field(
+        default="test",
+        metadata={"help": "Goal split of the evaluation: test (the published test goals, as the paper reports "
+                  "AitW; they also occur in train), train, or heldout."},
+    )
+    eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
+    eval_seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds (each plays eval_episodes episodes)."}
+    )
+    generalization_split: str | None = field(
+        default="heldout",
+        metadata={"help": "A second goal split reported as a generalization column (one seed, eval_episodes "
+                  "episodes): heldout goals no training stage saw. none skips it."},
+    )
+    probe_states: int = field(
+        default=400,
+        metadata={"help": "States of the critic's test split on which every actor's greedy actions are compared, "
+                  "per action class, with the simulator expert's (the logged ones for a given dataset): a "
+                  "forgetting probe; and with the base actor's (the share of actions changed)."},
+    )
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Where the trainers log besides the console, as in TrainingArguments (tensorboard, wandb, "
+                  "...); none by default."},
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the critic and the actor adapter to the Hub."})
+    hub_model_prefix: str | None = field(
+        default=None, metadata={"help": "Hub repo prefix: pushes <prefix>-critic and <prefix>-actor."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.evaluation not in ("simulator", "offline"):
+            raise ValueError(f"evaluation must be 'simulator' or 'offline', got {self.evaluation!r}")
+        if self.layout not in ("fixed", "random"):
+            raise ValueError(f"layout must be 'fixed' or 'random', got {self.layout!r}")
+        unknown = set(self.skip_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
+        if self.generalization_split in ("", "none", "None"):  # how a command line spells None
+            self.generalization_split = None
+        for split in (self.eval_split, self.generalization_split):
+            if split is not None and split not in SPLITS:
+                raise ValueError(f"unknown goal split {split!r}; splits are {list(SPLITS)}")
+        if self.push_to_hub and not self.hub_model_prefix:
+            raise ValueError("push_to_hub needs hub_model_prefix (e.g. 'my-user/digiq-general')")
+
+    @property
+    def env_id(self) -> str:
+        """The simulator's Gymnasium id for the chosen suite."""
+        return f"digiq_trl/Phone-{self.suite}-v0"
+
+    def path(self, stage: str) -> Path:
+        """The folder of one stage's output."""
+        return Path(self.output_dir) / stage
+
+    # ------------------------------------------------------------------ stage trainer arguments
+    def representation_args(self, output_dir: str | Path) -> Any:
+        """:class:`~digiq_trl.trainers.representation_config.RepresentationConfig` of stage 1."""
+        from .trainers.representation_config import RepresentationConfig
+
+        return RepresentationConfig(
+            output_dir=str(output_dir), max_steps=self.representation_steps,
+            learning_rate=self.representation_learning_rate, per_device_train_batch_size=self.representation_batch_size,
+            merge_adapter=True, eval_fraction=0.2, balance=True, seed=self.seed,
+            logging_steps=max(1, self.representation_steps // 10), save_strategy="no", report_to=self.report_to,
+            bf16=self.bf16,
+        )
+
+    def critic_args(self, output_dir: str | Path) -> Any:
+        """:class:`~digiq_trl.trainers.critic_config.DigiQCriticConfig` of stage 3 (checkpoints every
+        ``critic_save_steps``, so an interrupted run resumes)."""
+        from .trainers.critic_config import DigiQCriticConfig
+
+        return DigiQCriticConfig(
+            output_dir=str(output_dir), max_steps=self.critic_steps, learning_rate=self.critic_learning_rate,
+            per_device_train_batch_size=self.critic_batch_size, per_device_eval_batch_size=4 * self.critic_batch_size,
+            max_grad_norm=self.critic_max_grad_norm, gradient_accumulation_steps=self.critic_gradient_accumulation_steps,
+            bf16=self.bf16, logging_steps=max(1, self.critic_steps // 30), eval_strategy="steps",
+            eval_steps=max(1, self.critic_steps // 5), save_strategy="steps", save_steps=self.critic_save_steps,
+            save_total_limit=1, report_to=self.report_to, seed=self.seed,
+            conservative_weight=self.critic_conservative_weight, alt_actions_column=ALT_ACTIONS_COLUMN,
+            push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("critic"),
+        )
+
+    def actor_args(self, weighting: str, output_dir: str | Path, seed: int, push: bool = False) -> Any:
+        """:class:`~digiq_trl.trainers.actor_config.BestOfNActorConfig` of stage 4 for ``weighting``."""
+        from .trainers.actor_config import BestOfNActorConfig
+
+        return BestOfNActorConfig(
+            output_dir=str(output_dir), weighting=weighting, num_candidates=self.num_candidates,
+            temperature=self.candidate_temperature, advantage_threshold=self.advantage_threshold,
+            anchor=self.anchor, anchor_weight=self.anchor_weight, max_steps=self.actor_steps,
+            learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
+            logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
+            bf16=self.bf16, push_to_hub=push, hub_model_id=self.hub_id("actor"),
+        )
+
+    def hub_id(self, artifact: str) -> str | None:
+        """``<hub_model_prefix>-<artifact>``, where artifacts are pushed."""
+        return f"{self.hub_model_prefix}-{artifact}" if self.hub_model_prefix else None
+
+    # ------------------------------------------------------------------ manifests
+    def stage_fingerprint(self, stage: str, upstream: str = "") -> str:
+        """A digest of the fields ``stage`` depends on and of the stage before it (``upstream``):
+        equal fingerprints mean an existing output can be reused."""
+        values = {name: getattr(self, name) for name in STAGE_FIELDS[stage]}
+        text = json.dumps({"stage": stage, "fields": values, "upstream": upstream}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+ALT_ACTIONS_COLUMN = "alt_actions"
+"""Column of random alternative actions per state: the critic's ranking metric and conservative negatives."""
+
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "base_actor": ("seed", "suite", "layout", "base_actor", "bc_layers", "bc_heads", "bc_episodes", "bc_noise",
+                   "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bf16"),
+    "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "test_size",
+             "ranking_alternatives"),
+    "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
+                       "bf16"),
+    "features": ("feature_layer", "feature_pooling", "critic_conservative_weight"),
+    "critic": ("seed", "critic_hidden_size", "critic_steps", "critic_learning_rate", "critic_batch_size",
+               "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight", "bf16"),
+    "actor": ("num_candidates", "candidate_temperature", "advantage_threshold", "anchor", "anchor_weight",
+              "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_max_states", "bf16"),
+}
+"""The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
+keys each adapter by its method and training seed."""
