@@ -203,3 +203,38 @@ def test_runs_are_bitwise_reproducible_fresh_or_resumed_and_rerun_what_changed(t
     weights.write_bytes(bytes(blob))
     with pytest.raises(Exception, match=r"stage critic: .*model\.safetensors does not match its manifest"):
         DigiQPipeline(changed).run()
+
+
+@pytest.mark.slow
+def test_an_interrupted_critic_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, noisy_expert_data,
+                                                                                monkeypatch, caplog) -> None:
+    from digiq_trl.trainers.critic_trainer import DigiQCriticTrainer
+
+    toy = {**TOY, "critic_steps": 10, "critic_save_steps": 4, "actor_seeds": [0]}
+    skip = ["actor", "evaluate"]
+    fresh = DigiQPipelineConfig(output_dir=str(tmp_path / "fresh"), dataset=noisy_expert_data, skip_stages=skip, **toy)
+    DigiQPipeline(fresh).run()
+
+    interrupted = DigiQPipelineConfig(**{**fresh.__dict__, "output_dir": str(tmp_path / "killed")})
+    step = DigiQCriticTrainer.training_step
+    calls = []
+
+    def crash_at_step_seven(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt("killed")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DigiQCriticTrainer, "training_step", crash_at_step_seven)
+    with pytest.raises(KeyboardInterrupt):
+        DigiQPipeline(interrupted).run()
+    killed = Path(interrupted.output_dir)
+    assert not (killed / "critic").exists()  # nothing half-written where the critic goes
+    assert (killed / "critic.partial" / "checkpoint-4").is_dir()
+    monkeypatch.setattr(DigiQCriticTrainer, "training_step", step)
+    caplog.set_level("INFO", logger="digiq_trl.pipeline")
+    DigiQPipeline(interrupted).run()
+    assert "stage critic: resuming from" in caplog.text and "checkpoint-4" in caplog.text
+    weights = "critic/model.safetensors"
+    assert _manifests(killed)["critic"][weights] == _manifests(Path(fresh.output_dir))["critic"][weights]
+    assert not (killed / "critic.partial").exists()
