@@ -81,8 +81,9 @@ class RunArtifacts:
 
     @property
     def base_actor_path(self) -> str:
-        """Hub id or folder of the base actor."""
-        return self.config.base_actor or str(self.path("base_actor"))
+        """The behavior-cloned base actor's folder, or the given ``base_actor`` kept as it is."""
+        cloned = self.config.bc_steps > 0
+        return str(self.path("base_actor")) if cloned else str(self.config.base_actor)
 
     @property
     def feature_backbone_path(self) -> str:
@@ -98,7 +99,7 @@ class RunArtifacts:
         from .models.processing import load_processor
 
         path = self.base_actor_path
-        if self.config.base_actor is None:
+        if self.config.bc_steps > 0:
             self.require("base_actor", "config.json")
         return AutoModelForImageTextToText.from_pretrained(path), load_processor(path)
 

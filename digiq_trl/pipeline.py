@@ -27,6 +27,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ class DigiQPipeline:
     def __init__(self, config: DigiQPipelineConfig) -> None:
         self.config = config
         self.artifacts = RunArtifacts(config)
-        self.state = PartialState()
+        self.state = PartialState(timeout=timedelta(seconds=config.ddp_timeout))
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"suite": config.suite, "config": asdict(config)}
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
@@ -98,26 +99,62 @@ class DigiQPipeline:
 
     # ----------------------------------------------------------------- base actor
     def stage_base_actor(self, fingerprint: str) -> None:
-        """Behavior-clone the tiny base actor, unless a ``base_actor`` was given."""
-        if self.config.base_actor is None:
+        """Behavior-clone the base actor (unless ``bc_steps`` is 0: a given ``base_actor`` as it is)."""
+        if self.config.bc_steps > 0:
             self._once("base_actor", self.artifacts.path("base_actor"), fingerprint, self._behavior_clone)
 
     def _behavior_clone(self) -> None:
-        from .testing import tiny_qwen2_vl
-        from .trainers.behavior_cloning import behavior_clone, expert_demonstrations
+        from .trainers.behavior_cloning import behavior_clone
 
         cfg = self.config
-        model, processor = tiny_qwen2_vl(num_hidden_layers=cfg.bc_layers, num_attention_heads=cfg.bc_heads,
-                                         seed=cfg.seed)
-        demos = expert_demonstrations(
-            cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed, split="train",
-            layout=cfg.layout, pseudo_entities=cfg.bc_pseudo_entities,
-        )
-        logger.info("behavior cloning on %d noisy-expert states", len(demos))
+        model, processor, peft_config = self._untrained_actor()
+        demos = self._demonstrations()
+        logger.info("behavior cloning on %d states", len(demos))
         with staged_output(self.artifacts.path("base_actor")) as out:
-            behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
-                           learning_rate=cfg.bc_learning_rate, seed=cfg.seed)
+            trained = behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
+                                     learning_rate=cfg.bc_learning_rate, batch_size=cfg.bc_batch_size, seed=cfg.seed,
+                                     use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16)
+            if peft_config is not None:  # the base actor is a plain model: later stages add their own adapters
+                trained.merge_and_unload().save_pretrained(out)
             processor.save_pretrained(out)
+
+    def _untrained_actor(self) -> tuple[Any, Any, Any]:
+        """The model to clone, its processor, and the LoRA config for a given (pretrained) actor."""
+        cfg = self.config
+        if cfg.base_actor is None:
+            from .testing import tiny_qwen2_vl
+
+            return (*tiny_qwen2_vl(num_hidden_layers=cfg.bc_layers, num_attention_heads=cfg.bc_heads, seed=cfg.seed),
+                    None)
+        from transformers import AutoModelForImageTextToText
+
+        from .models.processing import load_processor
+        from .trainers.actor_trainer import default_lora_config
+
+        model = AutoModelForImageTextToText.from_pretrained(cfg.base_actor)
+        return model, load_processor(cfg.base_actor), default_lora_config()
+
+    def _demonstrations(self) -> Any:
+        """The offline dataset's training episodes (the data stage's split), or noisy-expert
+        demonstrations in the simulator."""
+        cfg = self.config
+        if cfg.dataset is not None:
+            from .data import split_by_episode
+
+            return split_by_episode(self._load_dataset(), cfg.test_size, seed=cfg.seed)["train"]
+        from .trainers.behavior_cloning import expert_demonstrations
+
+        return expert_demonstrations(cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed,
+                                     split="train", layout=cfg.layout, pseudo_entities=cfg.bc_pseudo_entities)
+
+    def _load_dataset(self) -> Any:
+        """The given offline dataset (its ``train`` split when it has splits)."""
+        from datasets import DatasetDict
+
+        from .data.hub import load_transitions
+
+        loaded = load_transitions(self.config.dataset)
+        return loaded["train"] if isinstance(loaded, DatasetDict) else loaded
 
     # ----------------------------------------------------------------- offline data
     def stage_data(self, fingerprint: str) -> None:
@@ -131,12 +168,7 @@ class DigiQPipeline:
 
         cfg = self.config
         if cfg.dataset is not None:
-            from datasets import DatasetDict
-
-            from .data.hub import load_transitions
-
-            loaded = load_transitions(cfg.dataset)
-            transitions = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+            transitions = self._load_dataset()
         else:
             from .models.policy import VLMPolicy
 

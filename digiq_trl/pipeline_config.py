@@ -53,8 +53,8 @@ class DigiQPipelineConfig:
     # base actor
     base_actor: str | None = field(
         default=None,
-        metadata={"help": "Hub id or path of the VLM actor to improve. Default: behavior-clone a tiny Qwen2-VL "
-                  "in the simulator (offline, CPU)."},
+        metadata={"help": "Hub id or path of the VLM actor to improve. Default: a tiny Qwen2-VL built offline "
+                  "(CPU), behavior-cloned as below."},
     )
     bc_layers: int = field(default=3, metadata={"help": "Decoder layers of the tiny base actor."})
     bc_heads: int = field(
@@ -68,8 +68,17 @@ class DigiQPipelineConfig:
                   "demonstrations, so the actor has to copy queries from the goal instead of memorizing them "
                   "(what held-out goals need; in a prototype, copying emerged only after ~3000 bc_steps)."},
     )
-    bc_steps: int = field(default=800, metadata={"help": "Behavior-cloning optimizer steps."})
-    bc_learning_rate: float = field(default=2e-3, metadata={"help": "Behavior-cloning peak learning rate."})
+    bc_steps: int = field(
+        default=800,
+        metadata={"help": "Behavior-cloning steps of the base actor, on the offline dataset's training episodes when "
+                  "`dataset` is given (so the actor speaks the action format, as AutoUI was trained on AitW), else on "
+                  "the simulator's noisy-expert demonstrations. A given base_actor trains a LoRA adapter, merged; "
+                  "the tiny default trains all weights. 0 keeps a given base_actor as it is."},
+    )
+    bc_learning_rate: float = field(
+        default=2e-3, metadata={"help": "Behavior-cloning peak learning rate (2e-3 for the tiny model, ~1e-4 for a VLM)."}
+    )
+    bc_batch_size: int = field(default=32, metadata={"help": "Behavior-cloning batch size per device."})
     # offline data
     dataset: str | None = field(
         default=None,
@@ -112,6 +121,11 @@ class DigiQPipelineConfig:
     # actor
     num_candidates: int = field(default=16, metadata={"help": "Best-of-N: candidate actions per state."})
     candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    candidate_source: str = field(
+        default="policy",
+        metadata={"help": "Best-of-N candidates: policy (sampled from the base actor), dataset (the data's "
+                  "candidate_actions column, e.g. the reference .pt files' action_list), or both."},
+    )
     advantage_threshold: float = field(
         default=0.02,
         metadata={"help": "Best-of-N: train on states with A > this (the paper: 0.10 General, 0.05 WebShop, for "
@@ -163,6 +177,11 @@ class DigiQPipelineConfig:
                   "per action class, with the simulator expert's (the logged ones for a given dataset): a "
                   "forgetting probe; and with the base actor's (the share of actions changed)."},
     )
+    ddp_timeout: int = field(
+        default=7200,
+        metadata={"help": "Seconds a process waits for the others under accelerate launch --num_processes K (stages "
+                  "such as feature caching run on the main process while the others wait)."},
+    )
     report_to: list[str] = field(
         default_factory=list,
         metadata={"help": "Where the trainers log besides the console, as in TrainingArguments (tensorboard, wandb, "
@@ -186,6 +205,8 @@ class DigiQPipelineConfig:
         for split in (self.eval_split, self.generalization_split):
             if split is not None and split not in SPLITS:
                 raise ValueError(f"unknown goal split {split!r}; splits are {list(SPLITS)}")
+        if self.base_actor is None and self.bc_steps <= 0:
+            raise ValueError("bc_steps must be > 0 without a base_actor: the tiny default actor starts untrained")
         if self.push_to_hub and not self.hub_model_prefix:
             raise ValueError("push_to_hub needs hub_model_prefix (e.g. 'my-user/digiq-general')")
 
@@ -234,7 +255,8 @@ class DigiQPipelineConfig:
         return BestOfNActorConfig(
             output_dir=str(output_dir), weighting=weighting, num_candidates=self.num_candidates,
             temperature=self.candidate_temperature, advantage_threshold=self.advantage_threshold,
-            anchor=self.anchor, anchor_weight=self.anchor_weight, max_steps=self.actor_steps,
+            anchor=self.anchor, anchor_weight=self.anchor_weight, candidate_source=self.candidate_source,
+            max_steps=self.actor_steps,
             learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
             logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
             bf16=self.bf16, push_to_hub=push, hub_model_id=self.hub_id("actor"),
@@ -257,8 +279,9 @@ ALT_ACTIONS_COLUMN = "alt_actions"
 """Column of random alternative actions per state: the critic's ranking metric and conservative negatives."""
 
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "base_actor": ("seed", "suite", "layout", "base_actor", "bc_layers", "bc_heads", "bc_episodes", "bc_noise",
-                   "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bf16"),
+    "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
+                   "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
+                   "bf16"),
     "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "test_size",
              "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
@@ -266,7 +289,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "features": ("feature_layer", "feature_pooling", "critic_conservative_weight"),
     "critic": ("seed", "critic_hidden_size", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight", "bf16"),
-    "actor": ("num_candidates", "candidate_temperature", "advantage_threshold", "anchor", "anchor_weight",
+    "actor": ("num_candidates", "candidate_temperature", "candidate_source", "advantage_threshold", "anchor",
+              "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_max_states", "bf16"),
 }
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also

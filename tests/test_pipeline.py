@@ -238,3 +238,41 @@ def test_an_interrupted_critic_resumes_from_its_checkpoint_to_the_same_weights(t
     weights = "critic/model.safetensors"
     assert _manifests(killed)["critic"][weights] == _manifests(Path(fresh.output_dir))["critic"][weights]
     assert not (killed / "critic.partial").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["aitw-tfrecord", "digiq-pt"])
+def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source) -> None:
+    """examples/configs/aitw_tiny_cpu.yaml on a converted AitW shard and a converted Digi-Q .pt file
+    (steps shortened): behavior cloning on the data, every stage, offline action matching."""
+    from real_data import write_aitw_shard, write_digiq_pt
+
+    from digiq_trl.data import convert_aitw_tfrecord, convert_digiq_pt
+
+    if source == "aitw-tfrecord":
+        dataset = convert_aitw_tfrecord([write_aitw_shard(tmp_path / "shard.tfrecord.gz", episodes=12)])
+        extra = []
+    else:
+        path, images = write_digiq_pt(tmp_path / "pt", trajectories=12)
+        dataset = convert_digiq_pt([path], images_dir=images)
+        extra = ["--candidate_source", "both"]
+    dataset.save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), "--config",
+         str(REPO / "examples" / "configs" / "aitw_tiny_cpu.yaml"), f"--dataset={tmp_path / 'data'}",
+         f"--output_dir={out}", "--bc_steps=6", "--representation_steps=3", "--critic_steps=10",
+         "--actor_steps=2", "--num_candidates=2", "--num_threads=1", "--advantage_threshold=-1", *extra],
+        cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["metric"] == "action_matching_accuracy"
+    assert set(results["methods"]) == {"base", "filtered_bc", "digiq"}
+    assert all(0.0 <= row["action_matching_accuracy"] <= 1.0 for row in results["methods"].values())
+    assert (out / "report.md").exists() and (out / "action_matching_accuracy.png").exists()
+    assert (out / "base_actor" / "manifest.json").exists()  # the tiny actor was cloned on the data
+    assert '"action_matching_accuracy"' in done.stdout  # the printed table uses the run's metric
+    if source == "digiq-pt":
+        preparation = json.loads((out / "actor" / "digiq" / "seed0" / "preparation_metrics.json").read_text())
+        assert preparation["num_states"] > 0
