@@ -308,7 +308,8 @@ class DigiQPipeline:
     # ----------------------------------------------------------------- evaluation
     def stage_evaluate(self, fingerprint: str) -> None:
         """Score base / filtered BC / Digi-Q and write ``results.json``, ``report.md``, the plots and
-        the trajectory viewer (main process)."""
+        the trajectory viewer (main process). The report also gets the critic's held-out values
+        (V(s0) per episode among them) and Digi-Q's saved Best-of-N preparations."""
         if self.state.is_main_process:
             from .evaluation import evaluate_run
             from .report import write_run_report
@@ -317,7 +318,10 @@ class DigiQPipeline:
             self.results.update(evaluate_run(self.config, self.artifacts))
             self.results["timings_s"] = dict(self.timings)
             critic_values = self._critic_values() if (self.artifacts.path("critic") / "model.safetensors").exists() else None
-            write_run_report(self.results, self.artifacts.root, critic_values)
+            preparations = {seed: self.artifacts.actor_path("digiq", seed) / "preparation"
+                            for seed in self.config.actor_seeds}
+            write_run_report(self.results, self.artifacts.root, critic_values,
+                             {seed: path for seed, path in preparations.items() if path.is_dir()})
             write_viewer(self.artifacts.root, extractor=self.artifacts.extractor())
         self.state.wait_for_everyone()
 
