@@ -107,10 +107,27 @@ def polyak_update(
 
 
 def advantage(
-    q1: torch.Tensor, q2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor
+    q1: torch.Tensor, q2: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, combine: VTargetCombine = "independent"
 ) -> torch.Tensor:
-    """Digi-Q's advantage ``A(s, a) = max(Q1, Q2) - max(V1, V2)``, used to pick Best-of-N actions."""
-    return torch.maximum(q1, q2) - torch.maximum(v1, v2)
+    """Digi-Q's advantage of an action, used to pick Best-of-N actions, on the scale the V heads learned.
+
+    ``combine`` is how the V heads were trained (:func:`v_targets`). With ``"independent"`` targets
+    (``V_i <- Qbar_i(s, a_data)``) it is the paper's ``max(Q1, Q2) - max(V1, V2)``. With ``"min"``
+    targets both V heads learn ``min(Qbar1, Qbar2)(s, a_data)``, so the Q heads are combined the
+    same way: ``min(Q1, Q2) - max(V1, V2)``. Either way the logged action's advantage is centred on
+    0, and a disagreement between the two Q heads (large where the data says little, e.g. on
+    actions no logged state resembles) never counts as an advantage.
+
+    Example:
+        >>> q1, q2, v = torch.tensor([0.5]), torch.tensor([0.3]), torch.tensor([0.3])
+        >>> advantage(q1, q2, v, v).item(), round(advantage(q1, q2, v, v, "min").item(), 6)
+        (0.2, 0.0)
+    """
+    if combine == "min":
+        return torch.minimum(q1, q2) - torch.maximum(v1, v2)
+    if combine == "independent":
+        return torch.maximum(q1, q2) - torch.maximum(v1, v2)
+    raise ValueError(f"combine must be 'min' or 'independent', got {combine!r}")
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

@@ -37,8 +37,11 @@ def test_advantage_matches_formula_and_half_precision_features() -> None:
     q_feat, v_feat = torch.randn(4, 6), torch.randn(4, 4)
     q1, q2 = critic.q_values(q_feat)
     v1, v2 = critic.v_values(v_feat)
-    expected = torch.maximum(q1, q2) - torch.maximum(v1, v2)
+    assert critic.config.v_target_combine == "min"  # the trainer's default V target
+    expected = torch.minimum(q1, q2) - torch.maximum(v1, v2)
     assert torch.allclose(critic.advantage(q_feat, v_feat), expected)
+    critic.config.v_target_combine = "independent"  # the paper's max(Q1, Q2) - max(V1, V2)
+    assert torch.allclose(critic.advantage(q_feat, v_feat), torch.maximum(q1, q2) - torch.maximum(v1, v2))
     assert critic.advantage(q_feat.half(), v_feat.half()).dtype == torch.float32
 
 

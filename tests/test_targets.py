@@ -85,6 +85,15 @@ def test_advantage_is_max_q_minus_max_v() -> None:
         torch.tensor([0.3, 0.9]), torch.tensor([0.6, 0.1]),
     )
     assert result.tolist() == pytest.approx([0.4, -0.5])
+    # V heads trained on min(Qbar1, Qbar2): the Q heads are combined by min, so their disagreement
+    # (1.0 vs 0.5 in the first state) adds nothing
+    pessimistic = advantage(
+        torch.tensor([1.0, 0.2]), torch.tensor([0.5, 0.4]),
+        torch.tensor([0.3, 0.9]), torch.tensor([0.6, 0.1]), combine="min",
+    )
+    assert pessimistic.tolist() == pytest.approx([-0.1, -0.7])
+    with pytest.raises(ValueError, match="combine"):
+        advantage(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), combine="mean")
 
 
 def test_auroc_hand_computed_with_ties() -> None:

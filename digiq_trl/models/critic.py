@@ -55,6 +55,8 @@ class DigiQCriticModelConfig(PreTrainedConfig):
         feature_layer: index into the VLM's ``hidden_states`` the features were taken from.
         feature_pooling: how token states were pooled into one vector (e.g. ``"mean"``, ``"last"``).
         prompt_template_id: id of the prompt template (``digiq_trl.prompts.PROMPT_TEMPLATE_ID``).
+        v_target_combine: how the V heads were trained (``DigiQCriticConfig.v_target_combine``,
+            recorded by the trainer); :meth:`DigiQCritic.advantage` combines the Q heads the same way.
     """
 
     model_type = "digiq_critic"
@@ -73,6 +75,7 @@ class DigiQCriticModelConfig(PreTrainedConfig):
     feature_layer: int | None = None
     feature_pooling: str | None = None
     prompt_template_id: str | None = PROMPT_TEMPLATE_ID
+    v_target_combine: str = "min"
 
     def validate_architecture(self) -> None:
         """Reject sizes and settings that cannot build a critic (called by ``@strict``)."""
@@ -84,6 +87,8 @@ class DigiQCriticModelConfig(PreTrainedConfig):
             raise ValueError(f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.v_target_combine not in ("min", "independent"):
+            raise ValueError(f"v_target_combine must be 'min' or 'independent', got {self.v_target_combine!r}")
         if self.hidden_act not in ACT2FN:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACT2FN)}")
 
@@ -211,14 +216,16 @@ class DigiQCritic(PreTrainedModel):
 
     @torch.no_grad()
     def advantage(self, q_features: torch.Tensor, v_features: torch.Tensor) -> torch.Tensor:
-        """``max(Q1, Q2)(s, a) - max(V1, V2)(s)`` from the online heads, without grad.
+        """The advantage of :func:`digiq_trl.targets.advantage` from the online heads, without grad:
+        ``max(Q1, Q2)(s, a) - max(V1, V2)(s)`` for V heads trained on independent targets, ``min(Q1,
+        Q2)(s, a) - max(V1, V2)(s)`` for V heads trained on ``min(Qbar1, Qbar2)`` (the default).
 
         ``v_features`` broadcasts against ``q_features``: for N candidates of one state pass
         ``q_features`` of shape ``(B, N, q_input_dim)`` and ``v_features`` of ``(B, 1, v_input_dim)``.
         """
         q1, q2 = self.q_values(q_features)
         v1, v2 = self.v_values(v_features)
-        return advantage(q1, q2, v1, v2)
+        return advantage(q1, q2, v1, v2, self.config.v_target_combine)
 
     def forward(
         self, q_features: torch.Tensor | None = None, v_features: torch.Tensor | None = None
