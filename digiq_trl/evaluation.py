@@ -479,9 +479,9 @@ def evaluate_run(config: Any, artifacts: Any) -> dict[str, Any]:
     base_actions: list[str] = []
     actors = [("base", None), *((method, folder) for method, _, folder in artifacts.adapters())]
     for name, adapter in actors:
-        policy = VLMPolicy(*artifacts.load_actor(adapter))
+        policy = VLMPolicy(*artifacts.load_actor(adapter), batch_size=config.rollout_batch_size)
         score = score_policy(config, artifacts, policy)
-        actions = greedy_actions(policy, probe)
+        actions = greedy_actions(policy, probe, batch_size=config.rollout_batch_size)
         base_actions = base_actions or actions
         score["probe"] = {"changed_vs_base": changed_share(actions, base_actions),
                           "recall": action_kind_recall(actions, reference)}
@@ -508,16 +508,18 @@ def score_policy(config: Any, artifacts: Any, policy: Policy) -> dict[str, Any]:
     seed (overall, per task kind, and on the ``generalization_split``), or, with
     ``evaluation: offline``, AitW action matching on the data's test split."""
     if config.evaluation == "offline":
-        run = action_matching_accuracy(policy, artifacts.load_data()["test"])
+        run = action_matching_accuracy(policy, artifacts.load_data()["test"], batch_size=config.rollout_batch_size)
         return {"action_matching_accuracy": run["accuracy"], "stderr": run["stderr"],
                 "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
     run = evaluate_policy_seeds(policy, config.suite, seeds=config.eval_seeds, split=config.eval_split,
-                                num_episodes=config.eval_episodes, layout=config.layout)
+                                num_episodes=config.eval_episodes, batch_size=config.rollout_batch_size,
+                                layout=config.layout)
     score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind")}
     score["per_seed"] = [r["success_rate"] for r in run["per_seed"]]
     if config.generalization_split:
         other = evaluate_policy(policy, config.suite, split=config.generalization_split,
-                                num_episodes=config.eval_episodes, seed=config.eval_seeds[0], layout=config.layout)
+                                num_episodes=config.eval_episodes, seed=config.eval_seeds[0],
+                                batch_size=config.rollout_batch_size, layout=config.layout)
         score["generalization"] = {key: other[key] for key in ("success_rate", "stderr", "by_kind")}
     return score
 

@@ -173,9 +173,10 @@ class DigiQPipeline:
             from .models.policy import VLMPolicy
 
             model, processor = self.artifacts.load_base_actor()
-            policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature)
+            policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature,
+                               batch_size=cfg.rollout_batch_size)
             transitions = collect_transitions(cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train",
-                                              layout=cfg.layout)
+                                              batch_size=cfg.rollout_batch_size, layout=cfg.layout)
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
         for offset, name in enumerate(("train", "test")):
             splits[name] = add_random_alternatives(splits[name], cfg.ranking_alternatives, cfg.seed + offset,

@@ -163,6 +163,12 @@ class DigiQPipelineConfig:
                   "AitW; they also occur in train), train, or heldout."},
     )
     eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
+    rollout_batch_size: int = field(
+        default=200,
+        metadata={"help": "Phones played in lockstep, and states per decoding batch, when the base actor collects "
+                  "data and when actors are evaluated (a larger batch amortizes each decoding step; lower it to "
+                  "bound memory with a large VLM)."},
+    )
     eval_seeds: list[int] = field(
         default_factory=lambda: [0, 1, 2], metadata={"help": "Evaluation seeds (each plays eval_episodes episodes)."}
     )
@@ -239,7 +245,7 @@ class DigiQPipelineConfig:
 
         return DigiQCriticConfig(
             output_dir=str(output_dir), max_steps=self.critic_steps, learning_rate=self.critic_learning_rate,
-            per_device_train_batch_size=self.critic_batch_size, per_device_eval_batch_size=4 * self.critic_batch_size,
+            per_device_train_batch_size=self.critic_batch_size, per_device_rollout_batch_size=4 * self.critic_batch_size,
             max_grad_norm=self.critic_max_grad_norm, gradient_accumulation_steps=self.critic_gradient_accumulation_steps,
             bf16=self.bf16, logging_steps=max(1, self.critic_steps // 30), eval_strategy="steps",
             eval_steps=max(1, self.critic_steps // 5), save_strategy="steps", save_steps=self.critic_save_steps,
@@ -282,7 +288,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
                    "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
                    "bf16"),
-    "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "test_size",
+    "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "rollout_batch_size", "test_size",
              "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "bf16"),
