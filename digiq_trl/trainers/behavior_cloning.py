@@ -7,7 +7,7 @@ assistant answer (the action string and its end-of-turn token) carries labels.
 
 Example:
     >>> from digiq_trl.trainers.behavior_cloning import behavior_clone
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> model, processor = tiny_qwen2_vl()
     >>> actor = behavior_clone(model, processor, transitions, "out/base-actor", max_steps=600)  # doctest: +SKIP
 """

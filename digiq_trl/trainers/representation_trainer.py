@@ -10,7 +10,7 @@ transitions.
 Example:
     >>> from digiq_trl.trainers.representation_config import RepresentationConfig
     >>> from digiq_trl.trainers.representation_trainer import train_representation
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> model, processor = tiny_qwen2_vl()
     >>> args = RepresentationConfig(output_dir="actionability-vlm", max_steps=100, use_cpu=True)
     >>> metrics = train_representation(model, processor, transitions, args)  # doctest: +SKIP
