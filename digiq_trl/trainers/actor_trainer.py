@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset, concatenate_datasets
-from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
 from transformers.utils import logging
 
@@ -60,21 +60,16 @@ from ..models.features import VLMFeatureExtractor
 from ..models.processing import load_processor
 from ..prompts import answer_token_ids, render_prompt
 from .actor_config import BestOfNActorConfig
+from .lora import default_lora_config, language_model_targets
 from .model_cards import latest_eval_metrics, render_model_card, write_model_card
 
 logger = logging.get_logger(__name__)
 
-LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-"""Default LoRA targets: the attention and MLP projections of the VLM's language model (the vision
-tower stays untouched; in transformers 5 VLMs the text decoder lives under ``language_model``)."""
+LANGUAGE_MODEL_LORA_TARGETS = language_model_targets()
+"""Default LoRA targets (:func:`~digiq_trl.trainers.lora.language_model_targets`)."""
 
 TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""
-
-
-def default_lora_config() -> LoraConfig:
-    """LoRA used when no ``peft_config`` is given: rank 16, alpha 32, on the language model."""
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_LORA_TARGETS, task_type="CAUSAL_LM")
 
 
 @dataclass
@@ -315,8 +310,8 @@ class BestOfNActorTrainer(Trainer):
         feature_extractor: the critic's frozen feature VLM; by default built from the critic's
             config (``backbone_model_id``, ``backbone_revision``, ``feature_layer``,
             ``feature_pooling``) with :meth:`VLMFeatureExtractor.from_pretrained`.
-        peft_config: LoRA (or other peft) config; :func:`default_lora_config` when None and the
-            model is not already a ``PeftModel``. The base weights stay frozen.
+        peft_config: LoRA (or other peft) config; :func:`~digiq_trl.trainers.lora.default_lora_config`
+            when None and the model is not already a ``PeftModel``. The base weights stay frozen.
         data_collator: default :class:`BestOfNCollator`.
         callbacks: ``transformers`` callbacks.
         optimizers: ``(optimizer, scheduler)``, as in ``Trainer``.
