@@ -28,9 +28,9 @@ from digiq_trl.trainers.representation_config import RepresentationConfig
 from digiq_trl.trainers.representation_trainer import (
     RepresentationTrainer,
     actionability_metrics,
-    answer_token_ids,
     train_representation,
     yes_no_margins,
+    yes_no_token_ids,
 )
 
 SIZE = (56, 112)  # (width, height) of the crafted screenshots
@@ -166,8 +166,14 @@ def _args(tmp_path, **kwargs) -> RepresentationConfig:
 
 
 def test_answer_tokens_differ(tiny_vlm):
-    yes_id, no_id = answer_token_ids(tiny_vlm[1])
+    yes_id, no_id = yes_no_token_ids(tiny_vlm[1])
     assert yes_id != no_id
+
+
+def test_former_name_of_yes_no_token_ids_still_imports_with_a_warning(tiny_vlm):
+    with pytest.warns(DeprecationWarning, match="yes_no_token_ids"):
+        from digiq_trl.trainers.representation_trainer import answer_token_ids
+    assert answer_token_ids(tiny_vlm[1]) == yes_no_token_ids(tiny_vlm[1])
 
 
 def test_yes_no_margins_do_not_depend_on_padding(tiny_vlm):

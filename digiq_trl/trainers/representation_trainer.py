@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,7 +47,7 @@ from .representation_config import RepresentationConfig
 
 logger = logging.getLogger(__name__)
 
-def answer_token_ids(processor: Any) -> tuple[int, int]:
+def yes_no_token_ids(processor: Any) -> tuple[int, int]:
     """Ids of the first token of ``"Yes"`` and of ``"No"`` where the chat template puts the answer.
 
     Read from the rendered conversation (answer text after the generation prompt), so prefixes
@@ -71,6 +72,18 @@ def answer_token_ids(processor: Any) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def __getattr__(name: str) -> Any:
+    """``answer_token_ids``: the former name of :func:`yes_no_token_ids`, kept importable with a
+    warning (:func:`digiq_trl.prompts.answer_token_ids` is the actor's answer tokens)."""
+    if name == "answer_token_ids":
+        warnings.warn(
+            "digiq_trl.trainers.representation_trainer.answer_token_ids is renamed yes_no_token_ids",
+            DeprecationWarning, stacklevel=2,
+        )
+        return yes_no_token_ids
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def yes_no_margins(
     model: torch.nn.Module, processor: Any, dataset: Dataset, batch_size: int = 16
 ) -> torch.Tensor:
@@ -79,7 +92,7 @@ def yes_no_margins(
     Positive means the model answers "Yes" (greedy decoding would pick the larger of the two
     whenever it picks either). Prompts are left-padded, so the last position is the answer's.
     """
-    yes_id, no_id = answer_token_ids(processor)
+    yes_id, no_id = yes_no_token_ids(processor)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
