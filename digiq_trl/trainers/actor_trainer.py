@@ -307,9 +307,9 @@ class BestOfNActorTrainer(Trainer):
         train_dataset: canonical transitions (:mod:`digiq_trl.data.schema`).
         eval_dataset: transitions evaluated with the same preparation and weighted loss.
         processing_class: the actor's processor (default: loaded from the model's name).
-        feature_extractor: the critic's frozen feature VLM; by default built from the critic's
-            config (``backbone_model_id``, ``backbone_revision``, ``feature_layer``,
-            ``feature_pooling``) with :meth:`VLMFeatureExtractor.from_pretrained`.
+        feature_extractor: the critic's frozen feature VLM; by default rebuilt from the critic's
+            config with :meth:`VLMFeatureExtractor.for_critic` (which refuses weights other than
+            those the critic was trained on).
         peft_config: LoRA (or other peft) config; :func:`~digiq_trl.trainers.lora.default_lora_config`
             when None and the model is not already a ``PeftModel``. The base weights stay frozen.
         data_collator: default :class:`BestOfNCollator`.
@@ -352,9 +352,9 @@ class BestOfNActorTrainer(Trainer):
                 raise ValueError("pass processing_class: the model was built in memory, so no processor can be loaded")
             processing_class = load_processor(model_id)
         self.critic = _load_critic(critic, args) if uses_critic(args.weighting) else None
-        self.feature_extractor = (
-            _load_extractor(feature_extractor, self.critic, args) if self.critic is not None else None
-        )
+        if self.critic is not None and feature_extractor is None:
+            feature_extractor = VLMFeatureExtractor.for_critic(self.critic.config, device=args.device)
+        self.feature_extractor = feature_extractor if self.critic is not None else None
         self.model_id = _describe(model_id, model)
         self.critic_id = _describe(_critic_id(critic), self.critic)
         self._base_model_hub_id = model_id if model_id and not os.path.isdir(model_id) else None
@@ -554,23 +554,6 @@ def _load_critic(critic: str | DigiQCritic | None, args: BestOfNActorConfig) -> 
         critic = DigiQCritic.from_pretrained(critic)
     critic.requires_grad_(False)
     return critic.eval().to(args.device)
-
-
-def _load_extractor(
-    extractor: VLMFeatureExtractor | None, critic: DigiQCritic, args: BestOfNActorConfig
-) -> VLMFeatureExtractor:
-    """The given extractor, or the one the critic's config names (same model, layer, pooling)."""
-    if extractor is not None:
-        return extractor
-    config = critic.config
-    if not config.backbone_model_id:
-        raise ValueError("the critic's config names no backbone_model_id: pass feature_extractor explicitly")
-    extractor = VLMFeatureExtractor.from_pretrained(
-        config.backbone_model_id, adapter=config.backbone_adapter, layer=config.feature_layer,
-        pooling=config.feature_pooling or "mean", revision=config.backbone_revision,
-    )
-    extractor.model.to(args.device)
-    return extractor
 
 
 def _policy(model: PreTrainedModel, processor: Any, args: BestOfNActorConfig) -> Any:
