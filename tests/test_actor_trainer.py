@@ -310,3 +310,43 @@ def test_the_loss_needs_logits_of_the_answer_columns_only(tmp_path):
         assert loss.item() == pytest.approx(weighted_nll(full, batch["labels"], batch["weights"]).item(), rel=1e-5)
         assert full.shape[1] > outputs.logits.shape[1]
     assert kept[0] == kept[1] == len(answer_token_ids(processor, "Open Settings", "", tap(0.6))) + 1
+
+
+def _usage_code(card: str) -> str:
+    """The Python block of the card's Usage section."""
+    usage = card.split("## Usage", 1)[1]
+    return usage.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _run_usage(code: str) -> list[str]:
+    screenshot = transitions([tap(0.2)], [[]])[0]["image"]
+    scope = {"screenshot": screenshot, "goal": "Open Settings"}
+    exec(code, scope)  # noqa: S102 - the card's own code, as a reader would run it
+    return scope["actions"]
+
+
+def test_card_of_an_in_memory_base_says_so_and_its_code_runs_from_a_saved_copy(tmp_path):
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = make_trainer(tmp_path, dataset, weighting="sft")
+    trainer.save_model()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "in-memory" not in _usage_code(card) and "base_model:" not in card.split("---")[1]
+    assert "The base model has no Hub id: it was built in memory (a `Qwen2VLForConditionalGeneration`)" in card
+    base, processor = tiny_qwen2_vl()
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    code = _usage_code(card).replace("'path/to/base-model'", repr(str(tmp_path / "base")))
+    assert len(_run_usage(code)) == 1
+
+
+def test_card_of_a_local_base_loads_it_from_that_folder(tmp_path):
+    base, processor = tiny_qwen2_vl()
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = BestOfNActorTrainer(str(tmp_path / "base"), args=config(tmp_path, weighting="sft"),
+                                  train_dataset=dataset)
+    trainer.save_model()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"it was loaded from the local folder `{tmp_path / 'base'}`" in card
+    assert len(_run_usage(_usage_code(card))) == 1

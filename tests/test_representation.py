@@ -226,6 +226,9 @@ def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
     card = (out_dir / "README.md").read_text()
     assert "actionability" in card and "change_threshold" not in card and "30.0" in card
     assert ("adapter=" in card) != merge
+    usage = card.split("## Usage", 1)[1].split("## Training", 1)[0]
+    assert "None" not in usage and "in-memory" not in usage
+    assert ("The base model has no Hub id: it was built in memory" in usage) != merge
     if merge:
         extractor = VLMFeatureExtractor.from_pretrained(str(out_dir), dtype=torch.float32)
     else:
@@ -248,3 +251,5 @@ def test_train_representation_end_to_end(tmp_path):
     assert metrics["labels_num_examples"] == 8 and metrics["labels_num_yes"] == 4
     assert "eval_yes_no_accuracy" in metrics and "train_loss" in metrics
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()
+    card = (tmp_path / "README.md").read_text()
+    assert f"| eval_yes_no_accuracy | {metrics['eval_yes_no_accuracy']:.4g} |" in card

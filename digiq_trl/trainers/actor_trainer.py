@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -60,8 +59,9 @@ from ..models.features import VLMFeatureExtractor
 from ..models.processing import load_processor
 from ..prompts import answer_token_ids, render_prompt
 from .actor_config import BestOfNActorConfig
+from .base import DigiQTrainerMixin
 from .lora import default_lora_config, language_model_targets
-from .model_cards import latest_eval_metrics, render_model_card, write_model_card
+from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 
 logger = logging.get_logger(__name__)
 
@@ -295,7 +295,7 @@ class _GreedyActions:
         return {"base_action": actions}
 
 
-class BestOfNActorTrainer(Trainer):
+class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
     """Train a VLM actor (LoRA) on the critic's Best-of-N choices, or on the paper's baselines.
 
     Args:
@@ -322,7 +322,7 @@ class BestOfNActorTrainer(Trainer):
         preparation_metrics: the statistics of the preparation, also logged at the first log step.
     """
 
-    _tag_names = ["trl", "digiq", "best-of-n", "offline-rl"]
+    _tag_names = ["trl", "best-of-n", "offline-rl", "gui-agent"]
     loss_is_scaled_for_ga = False
 
     def __init__(
@@ -357,7 +357,8 @@ class BestOfNActorTrainer(Trainer):
         self.feature_extractor = feature_extractor if self.critic is not None else None
         self.model_id = _describe(model_id, model)
         self.critic_id = _describe(_critic_id(critic), self.critic)
-        self._base_model_hub_id = model_id if model_id and not os.path.isdir(model_id) else None
+        self._base_model_source = model_source(model_id, "the base model", type(model).__name__)
+        self._base_model_hub_id = hub_repo_id(model_id)
         self.dataset_id = _dataset_id(train_dataset)
         model.to(args.device)
         self.prepared_dataset, self.preparation_metrics = self._prepare(model, processing_class, train_dataset, args)
@@ -372,7 +373,6 @@ class BestOfNActorTrainer(Trainer):
             train_dataset=train, eval_dataset=evaluation, processing_class=processing_class,
             callbacks=callbacks, optimizers=optimizers,
         )
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._pending_preparation_log = True
 
     def _prepare(
@@ -451,50 +451,32 @@ class BestOfNActorTrainer(Trainer):
         span = answer_span(inputs["labels"])
         outputs = model(**model_inputs, logits_to_keep=span)
         loss = weighted_nll(outputs.logits, inputs["labels"][:, -span:], inputs["weights"])
-        mode = "train" if model.training else "eval"
-        self._metrics[mode]["mean_weight"].append(float(inputs["weights"].mean()))
+        self._record_metrics({"mean_weight": float(inputs["weights"].mean())})
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averaged batch metrics, and the preparation statistics once, to ``logs``."""
-        mode = "train" if self.model.training else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        logs.update({f"{prefix}{k}": sum(v) / len(v) for k, v in self._metrics[mode].items() if v})
-        self._metrics[mode].clear()
-        if self._pending_preparation_log and mode == "train":
+        """Log like every Digi-Q trainer, adding the preparation statistics to the first training log."""
+        if self._pending_preparation_log and self.model.training:
             logs.update({f"best_of_n/{k}": v for k, v in self.preparation_metrics.items()})
             self._pending_preparation_log = False
         super().log(logs, start_time)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the adapter (and processor) like ``Trainer``, plus the model card."""
-        super().save_model(output_dir, _internal_call)
-        if self.is_world_process_zero():
-            self.create_model_card(output_dir=output_dir)
-
-    def create_model_card(
-        self, model_name: str | None = None, dataset_name: str | None = None, output_dir: str | None = None, **kwargs: Any
-    ) -> None:
-        """Write ``README.md``: base model, critic, data, settings and the preparation statistics."""
-        if not self.is_world_process_zero():
-            return
-        dataset = dataset_name or self.dataset_id
-        name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        text = render_model_card(
-            title=name,
-            summary=(
-                f"A LoRA adapter for `{self.model_id}` trained with Digi-Q Best-of-N policy extraction "
-                f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
-                "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
-                "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
-            ),
-            metrics=latest_eval_metrics(self.state.log_history),
-            sections=[("Training", self._card_training()), ("Usage", self._card_usage(name))],
-            tags=[*self._tag_names, *(kwargs.get("tags") or [])],
-            base_model=self._base_model_hub_id,
-            datasets=[dataset] if dataset else None,
+    def _card_summary(self) -> str:
+        return (
+            f"A LoRA adapter for {_quoted(self.model_id)} trained with Digi-Q Best-of-N policy extraction "
+            f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
+            "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
+            "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
         )
-        write_model_card(output_dir or self.args.output_dir, text)
+
+    def _card_sections(self, repo: str) -> list[tuple[str, str]]:
+        return [("Training", self._card_training()), ("Usage", _card_usage(self._base_model_source, repo))]
+
+    def _card_base_model(self) -> str | None:
+        return self._base_model_hub_id
+
+    def _card_dataset(self) -> str | None:
+        return self.dataset_id
 
     def _card_training(self) -> str:
         """Markdown: base model, critic, data, method settings and preparation statistics."""
@@ -509,17 +491,29 @@ class BestOfNActorTrainer(Trainer):
             "candidate_source": args.candidate_source,
             "include_logged_action": args.include_logged_action,
             "advantage_threshold": args.advantage_threshold,
+            "anchor": args.anchor,
             "learning_rate": args.learning_rate,
             **{k: round(v, 4) for k, v in self.preparation_metrics.items()},
         }
         return "\n".join(f"- {k}: `{v}`" for k, v in lines.items())
 
-    def _card_usage(self, name: str) -> str:
-        return (
-            "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForImageTextToText\n\n"
-            f'base = AutoModelForImageTextToText.from_pretrained("{self.model_id}")\n'
-            f'actor = PeftModel.from_pretrained(base, "{name}")\n```'
-        )
+
+def _quoted(description: str) -> str:
+    """A model's id in backquotes, or its in-memory description as plain text."""
+    return description if description.startswith("an in-memory ") else f"`{description}`"
+
+
+def _card_usage(base: ModelSource, repo: str) -> str:
+    """Code that loads the base model and this adapter (and says so when the base has no Hub id)."""
+    note = f"{base.note}\n\n" if base.note else ""
+    return (
+        f"{note}```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForImageTextToText\n\n"
+        "from digiq_trl.models.policy import VLMPolicy\nfrom digiq_trl.models.processing import load_processor\n\n"
+        f"base_model = {base.literal}\nadapter = {repo_literal(repo)}\n"
+        "actor = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_model), adapter)\n"
+        "policy = VLMPolicy(actor, load_processor(adapter))\n"
+        "actions = policy.act([{\"image\": screenshot, \"goal\": goal, \"history\": \"\"}])\n```"
+    )
 
 
 def _model_id(model: torch.nn.Module) -> str | None:
