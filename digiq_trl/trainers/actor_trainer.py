@@ -12,7 +12,11 @@ on the whole offline dataset: a state whose choice is not above the threshold im
 dropping out, so actions that the improved states rarely show (the ENTER press that submits every
 search) are not forgotten (:func:`digiq_trl.best_of_n.anchor_targets`). Under several processes
 each prepares a contiguous shard of the states and all gather the result, so every process trains
-on the same prepared data.
+on the same prepared data. The preparation is reproducible (sampling is seeded from ``args.seed``
+before each shard) and cached under ``args.output_dir`` (:data:`PREPARATION_CACHE_DIR`), keyed by
+the states, the starting policy's and the critic's weights and the settings that change the
+result, so a rerun with the same inputs (e.g. after an error) reads the candidates instead of
+sampling them again; nothing is written next to the user's dataset.
 
 Training minimizes the NLL of the target action's tokens only (prompt and image tokens are masked
 with -100), times the per-sample weight. The paper's baselines run through the same trainer and
@@ -28,10 +32,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
-import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -55,9 +63,9 @@ from ..best_of_n import (
     zero_invalid,
 )
 from ..models.critic import DigiQCritic
-from ..models.features import VLMFeatureExtractor
+from ..models.features import VLMFeatureExtractor, weights_digest
 from ..models.processing import load_processor
-from ..prompts import answer_token_ids, render_prompt
+from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 from .actor_config import BestOfNActorConfig
 from .base import DigiQTrainerMixin
 from .lora import default_lora_config, language_model_targets
@@ -70,6 +78,16 @@ LANGUAGE_MODEL_LORA_TARGETS = language_model_targets()
 
 TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""
+
+PREPARATION_CACHE_DIR = "_best_of_n_cache"
+"""Folder of ``args.output_dir`` holding the cached preparation steps (Arrow files). Its leading
+underscore keeps it out of ``push_to_hub`` uploads, which skip ``_*`` paths."""
+
+_SCORING_FIELDS = (
+    "weighting", "num_candidates", "temperature", "candidate_source", "include_logged_action",
+    "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
+)
+"""Config fields the Best-of-N step's result depends on (the sampled candidates and their weights)."""
 
 
 @dataclass
@@ -385,9 +403,10 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         start = time.perf_counter()
         samples_candidates = self.critic is not None and args.candidate_source != "dataset"
         policy = _policy(model, processor, args) if samples_candidates or args.anchor == "greedy" else None
+        steps = self._cached_steps(model, dataset, args)
         if args.anchor == "greedy":
-            greedy = _map_sharded(dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
-                                  "Greedy actions of the starting policy")
+            greedy = steps("greedy", dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
+                           "Greedy actions of the starting policy")
             dataset = _with_columns(dataset, greedy)
         metrics: dict[str, float] = {}
         if self.critic is None:
@@ -396,8 +415,8 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
             scorer = _CandidateScorer(args, policy if samples_candidates else None, self.feature_extractor,
                                       self.critic, timer)
             with torch.no_grad():
-                columns = _map_sharded(dataset, scorer, args.candidate_batch_size,
-                                       f"Best-of-{args.num_candidates} candidates")
+                columns = steps("best-of-n", dataset, scorer, args.candidate_batch_size,
+                                f"Best-of-{args.num_candidates} candidates", **self._scoring_settings(args))
             prepared = _with_columns(dataset, columns)
             metrics = selection_stats(
                 prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
@@ -409,13 +428,30 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         metrics["preparation_seconds"] = timer.total
         return prepared, {**metrics, **_kept_metrics(prepared)}
 
+    def _cached_steps(self, model: PreTrainedModel, dataset: Dataset, args: BestOfNActorConfig) -> _CachedSteps:
+        """The preparation's steps for ``dataset``, cached under ``args.output_dir``
+        (:data:`PREPARATION_CACHE_DIR`), keyed by the states (the dataset's fingerprint), the
+        starting policy's weights and the settings of its decoding."""
+        identity = {
+            "dataset": dataset._fingerprint, "policy": weights_digest(model), "prompt": PROMPT_TEMPLATE_ID,
+            "max_completion_length": args.max_completion_length, "candidate_batch_size": args.candidate_batch_size,
+        }
+        return _CachedSteps(Path(args.output_dir) / PREPARATION_CACHE_DIR, identity, args.seed, args.device)
+
+    def _scoring_settings(self, args: BestOfNActorConfig) -> dict[str, Any]:
+        """What the Best-of-N step depends on besides the states and the starting policy."""
+        return {
+            "critic": weights_digest(self.critic), "extractor": _extractor_identity(self.feature_extractor),
+            "seed": args.seed, **{name: getattr(args, name) for name in _SCORING_FIELDS},
+        }
+
     def _training_rows(self, prepared: Dataset, processor: Any, args: BestOfNActorConfig, split: str) -> Dataset:
         """Drop the rows with nothing to learn (and rows longer than ``max_length``), keep the
         collator's columns. With an anchor a row stays whatever its weight (``anchor_weight`` 0 keeps
         it in the batch mean, as the reference does); without one, weight-0 rows are dropped."""
         kept = prepared
         if args.anchor == "none":
-            kept = prepared.filter(lambda w: w != 0.0, input_columns="target_weight")
+            kept = prepared.filter(lambda w: w != 0.0, input_columns="target_weight", keep_in_memory=True)
         logger.info(
             "Best-of-N %s: %d of %d states kept for training (weighting=%r, anchor=%r).",
             split, len(kept), len(prepared), args.weighting, args.anchor,
@@ -424,7 +460,7 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
             before = len(kept)
             kept = kept.filter(
                 lambda batch: _fits(processor, batch, args.max_length), batched=True,
-                batch_size=args.candidate_batch_size,
+                batch_size=args.candidate_batch_size, keep_in_memory=True,
             )
             logger.info("Best-of-N %s: %d states longer than max_length=%d dropped.", split, before - len(kept), args.max_length)
         if not any(w != 0.0 for w in kept["target_weight"]):
@@ -570,19 +606,69 @@ def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | 
     return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
 
 
-def _map_sharded(dataset: Dataset, function: Any, batch_size: int, desc: str) -> dict[str, list[Any]]:
-    """New columns from ``function`` over ``dataset`` (batched), on every process.
+def _shard_seed(seed: int, process_index: int) -> int:
+    """The sampling seed of one process's shard: fixed by the run's seed and the process."""
+    return int(hashlib.sha256(f"best-of-n-{seed}-{process_index}".encode()).hexdigest()[:15], 16)
 
-    Each process maps a contiguous shard of the states, then all of them gather the shards in
-    process order, so the expensive work (sampling, scoring) is split across processes and every
-    process ends with identical prepared data.
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Sample with torch's generator (CPU and ``device``) seeded with ``seed``, and give the global
+    generator back as it was: training then starts from the same RNG state whether the preparation
+    sampled or came from the cache."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    """A short, stable digest of JSON-able ``parts`` (a cache key)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _extractor_identity(extractor: Any) -> Any:
+    """What makes an extractor's features: its provenance (weights digest, layer, pooling, prompt),
+    or its class for a stand-in without one."""
+    provenance = getattr(extractor, "provenance", None)
+    return provenance if provenance is not None else type(extractor).__qualname__
+
+
+@dataclass
+class _CachedSteps:
+    """Runs the preparation's steps on this process's shard of the states, each cached as an Arrow file.
+
+    A step's file is named by a digest of everything its result depends on (``identity``, the step's
+    own settings and the process index/count), so an unchanged rerun (e.g. after an error) reads it
+    instead of sampling again, and any change computes a new one. Sampling is seeded right before
+    each shard, so equal inputs give equal candidates.
     """
-    state = PartialState()
-    shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
-    mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
-                       new_fingerprint=f"digiq-best-of-n-{uuid.uuid4().hex}", desc=desc)
-    shards = gather_object([mapped.to_dict()])
-    return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
+
+    folder: Path
+    identity: dict[str, Any]
+    seed: int
+    device: torch.device
+
+    def __call__(self, step: str, dataset: Dataset, function: Any, batch_size: int, desc: str,
+                 **depends_on: Any) -> dict[str, list[Any]]:
+        """New columns from ``function`` over ``dataset`` (batched), identical on every process.
+
+        Each process maps a contiguous shard of the states, then all of them gather the shards in
+        process order, so the expensive work (sampling, scoring) is split across processes and every
+        process ends with the same prepared data.
+        """
+        state = PartialState()
+        key = _digest({"step": step, **self.identity, **depends_on,
+                       "process": [state.process_index, state.num_processes]})
+        cache_file = self.folder / f"{step}-{key}.arrow"
+        if cache_file.exists():
+            logger.info("Best-of-N preparation: %s reused from %s", desc, cache_file)
+        shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
+        with _seeded(_shard_seed(self.seed, state.process_index), self.device):
+            mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
+                               new_fingerprint=key, cache_file_name=str(cache_file), desc=desc)
+        shards = gather_object([mapped.to_dict()])
+        return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
 
 
 def _with_columns(dataset: Dataset, columns: dict[str, list[Any]]) -> Dataset:
