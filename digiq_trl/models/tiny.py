@@ -87,8 +87,9 @@ def action_scaffold_tokens() -> list[str]:
 
     Derived from :func:`~digiq_trl.actions.format_action`, so they follow its format: the prefix up
     to the action type, the text around the two points, and the whole no-point middle of
-    BACK/HOME/ENTER/TYPE/status actions. A tap is then ~24 tokens and a button press 4, instead
-    of ~35 when the scaffold is spelled out in punctuation and key tokens.
+    BACK/HOME/ENTER/TYPE/status actions. An action then costs a few tokens for its fixed text plus
+    its variable parts (digits of the points, typed words), instead of one token per punctuation
+    mark and key of the scaffold: shorter sequences train faster.
     """
     no_points = format_action(DeviceAction.type_text(""))
     prefix, middle = no_points.split(ActionType.TYPE.name, 1)
@@ -147,7 +148,8 @@ def tokenizer_corpus(num_examples: int = 4000, seed: int = 0) -> Iterator[str]:
 
 @lru_cache(maxsize=4)
 def _trained_tokenizer_json(vocab_size: int) -> str:
-    """Train the BPE once per vocabulary size and process (a few seconds); cached as JSON."""
+    """Train the BPE once per vocabulary size and process, cached as JSON (every model built after
+    the first reuses it)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
