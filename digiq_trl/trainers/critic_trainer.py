@@ -453,7 +453,8 @@ def _features_section(config: Any, repo: str) -> str:
         "The heads only make sense on features computed exactly as during training:\n\n"
         f"| setting | value |\n|---|---|\n{rows}\n\n{note}"
         "`VLMFeatureExtractor.for_critic` loads the recorded backbone, revision, adapter, layer and pooling, "
-        "and refuses weights whose digest differs from the recorded one.\n\n"
+        "and refuses weights whose digest differs from the recorded one or a digiq-trl whose prompt template "
+        "(`digiq_trl.prompts.PROMPT_TEMPLATE_ID`) is not `prompt_template_id`.\n\n"
         "```python\nfrom digiq_trl.models.critic import DigiQCritic\n"
         "from digiq_trl.models.feature_cache import cache_features\n"
         "from digiq_trl.models.features import VLMFeatureExtractor\n\n"
@@ -461,8 +462,7 @@ def _features_section(config: Any, repo: str) -> str:
         "critic = DigiQCritic.from_pretrained(repo)\n"
         f"extractor = VLMFeatureExtractor.for_critic(critic.config{argument})\n"
         "dataset = cache_features(dataset, extractor)  # adds q_features, v_features, next_v_features\n"
-        "```\n\nThe prompt template must be the one named by `prompt_template_id` "
-        "(`digiq_trl.prompts.PROMPT_TEMPLATE_ID` of the digiq-trl version that trained it)."
+        "```"
     )
 
 
