@@ -12,7 +12,12 @@ from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
 from digiq_trl.prompts import answer_token_ids
-from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer, BestOfNCollator, weighted_nll
+from digiq_trl.trainers.actor_trainer import (
+    PREPARATION_CACHE_DIR,
+    BestOfNActorTrainer,
+    BestOfNCollator,
+    weighted_nll,
+)
 
 FEATURES = Features(
     {
@@ -310,3 +315,98 @@ def test_the_loss_needs_logits_of_the_answer_columns_only(tmp_path):
         assert loss.item() == pytest.approx(weighted_nll(full, batch["labels"], batch["weights"]).item(), rel=1e-5)
         assert full.shape[1] > outputs.logits.shape[1]
     assert kept[0] == kept[1] == len(answer_token_ids(processor, "Open Settings", "", tap(0.6))) + 1
+
+
+def _usage_code(card: str) -> str:
+    """The Python block of the card's Usage section."""
+    usage = card.split("## Usage", 1)[1]
+    return usage.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _run_usage(code: str) -> list[str]:
+    screenshot = transitions([tap(0.2)], [[]])[0]["image"]
+    scope = {"screenshot": screenshot, "goal": "Open Settings"}
+    exec(code, scope)  # noqa: S102 - the card's own code, as a reader would run it
+    return scope["actions"]
+
+
+def test_card_of_an_in_memory_base_says_so_and_its_code_runs_from_a_saved_copy(tmp_path):
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = make_trainer(tmp_path, dataset, weighting="sft")
+    trainer.save_model()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "in-memory" not in _usage_code(card) and "base_model:" not in card.split("---")[1]
+    assert "The base model has no Hub id: it was built in memory (a `Qwen2VLForConditionalGeneration`)" in card
+    base, processor = tiny_qwen2_vl()
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    code = _usage_code(card).replace("'path/to/base-model'", repr(str(tmp_path / "base")))
+    assert len(_run_usage(code)) == 1
+
+
+def test_card_of_a_local_base_loads_it_from_that_folder(tmp_path):
+    base, processor = tiny_qwen2_vl()
+    base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    dataset = transitions([tap(0.6), tap(0.7)], [[], []])
+    trainer = BestOfNActorTrainer(str(tmp_path / "base"), args=config(tmp_path, weighting="sft"),
+                                  train_dataset=dataset)
+    trainer.save_model()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"it was loaded from the local folder `{tmp_path / 'base'}`" in card
+    assert len(_run_usage(_usage_code(card))) == 1
+
+
+@pytest.fixture()
+def saved_states(tmp_path):
+    """File-backed transitions (datasets writes map caches next to such files unless told otherwise)."""
+    transitions([tap(0.2), tap(0.4), tap(0.6)], [[], [], []]).save_to_disk(str(tmp_path / "states"))
+    return tmp_path / "states"
+
+
+def _sampling_trainer(tmp_path, states, output="out", **kwargs):
+    from datasets import load_from_disk
+
+    model, processor = tiny_qwen2_vl()
+    settings = dict(candidate_source="policy", anchor="greedy", num_candidates=4, advantage_threshold=0.0,
+                    max_completion_length=16, seed=3)
+    args = config(tmp_path / output, **{**settings, **kwargs})
+    return BestOfNActorTrainer(model, critic=linear_critic(), feature_extractor=TouchYExtractor(),
+                               train_dataset=load_from_disk(str(states)), processing_class=processor, args=args)
+
+
+def test_preparation_is_reproducible_cached_and_recomputed_when_a_setting_changes(tmp_path, saved_states, monkeypatch):
+    from digiq_trl.models.policy import VLMPolicy
+
+    calls = {"sample": 0, "act": 0}
+    for name in calls:
+        original = getattr(VLMPolicy, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(VLMPolicy, name, counted)
+    before = sorted(p.name for p in saved_states.iterdir())
+    first = _sampling_trainer(tmp_path, saved_states).prepared_dataset
+    assert calls["sample"] > 0 and calls["act"] > 0
+    fresh = _sampling_trainer(tmp_path, saved_states, output="elsewhere").prepared_dataset  # samples again
+    assert fresh["candidates"] == first["candidates"]
+    calls.update(sample=0, act=0)
+    again = _sampling_trainer(tmp_path, saved_states)  # same output_dir: the cache is read
+    assert calls == {"sample": 0, "act": 0}
+    assert again.prepared_dataset.to_dict() == first.to_dict()
+    assert again.preparation_metrics["generation_time_share"] == 0.0
+    changed = _sampling_trainer(tmp_path, saved_states, temperature=0.5)
+    assert calls["sample"] > 0 and calls["act"] == 0  # the greedy actions do not depend on the temperature
+    assert changed.prepared_dataset["base_action"] == first["base_action"]
+    assert sorted(p.name for p in saved_states.iterdir()) == before  # nothing written next to the dataset
+    cached = sorted(p.name for p in (tmp_path / "out" / "out" / PREPARATION_CACHE_DIR).iterdir())
+    assert len([name for name in cached if name.startswith("best-of-n-")]) == 2
+    assert len([name for name in cached if name.startswith("greedy-")]) == 1
+
+
+def test_another_seed_samples_other_candidates(tmp_path, saved_states):
+    first = _sampling_trainer(tmp_path, saved_states).prepared_dataset["candidates"]
+    other = _sampling_trainer(tmp_path, saved_states, output="other", seed=4).prepared_dataset["candidates"]
+    assert other != first

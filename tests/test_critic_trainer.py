@@ -213,7 +213,8 @@ def test_save_model_writes_heads_config_and_card(tmp_path, train_ds) -> None:
     trainer.save_model(str(out))
     card = (out / "README.md").read_text()
     assert "library_name: digiq-trl" in card and "eval_v0_auroc" in card
-    assert "'org/tiny-vlm'" in card and "revision='0123abc'" in card and "bai2025digiq" in card
+    assert "| `backbone_model_id` | `org/tiny-vlm` |" in card and "| `backbone_revision` | `0123abc` |" in card
+    assert "VLMFeatureExtractor.for_critic(critic.config)" in card and "bai2025digiq" in card
     loaded = DigiQCritic.from_pretrained(out)
     _assert_same_state(trainer.model, loaded)
 
@@ -302,3 +303,65 @@ def test_conservative_weight_lowers_q_of_actions_the_data_did_not_take(tmp_path,
 def test_conservative_weight_without_alternatives_is_a_clear_error(tmp_path, train_ds) -> None:
     with pytest.raises(ValueError, match="needs alternative actions"):
         _train(tmp_path, train_ds.remove_columns("alt_q_features"), conservative_weight=1.0)
+
+
+def _card(folder: Path) -> str:
+    return (folder / "README.md").read_text()
+
+
+def test_cards_show_the_latest_evaluation_on_save_checkpoint_and_create(tmp_path, train_ds) -> None:
+    held_out = chain_dataset(20, seed=3)
+    args = _args(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4)
+    trainer = DigiQCriticTrainer(_critic(), args, train_dataset=train_ds, eval_dataset=held_out)
+    trainer.save_model(str(tmp_path / "before"))
+    assert "Not evaluated yet: call `trainer.evaluate()`" in _card(tmp_path / "before")
+    trainer.train()
+    checkpoint = _card(tmp_path / "run" / "checkpoint-4")  # evaluated at step 4, then checkpointed
+    assert "| eval_v0_auroc |" in checkpoint and "eval_runtime" not in checkpoint
+    final = trainer.evaluate(metric_key_prefix="test")
+    trainer.save_model(str(tmp_path / "saved"))
+    trainer.create_model_card(model_name="my-critic")
+    for card in (_card(tmp_path / "saved"), _card(tmp_path / "run")):
+        assert f"| test_loss | {final['test_loss']:.4g} |" in card and "| eval_v0_auroc |" in card
+        assert "Not evaluated yet" not in card and "No evaluation was run" not in card
+        assert "| epoch |" not in card and "_runtime |" not in card
+    assert _card(tmp_path / "run").split("\n# ")[1].startswith("my-critic")
+
+
+def test_a_card_without_eval_dataset_says_how_to_get_metrics(tmp_path, train_ds) -> None:
+    trainer = _train(tmp_path, train_ds, max_steps=2)
+    trainer.save_model()
+    assert "No evaluation was run; pass an `eval_dataset`" in _card(tmp_path / "run")
+
+
+def test_evaluate_before_train_still_reaches_the_card(tmp_path, train_ds) -> None:
+    # train() starts a fresh TrainerState (log history), so the card also keeps what evaluate() returned
+    trainer = DigiQCriticTrainer(_critic(), _args(tmp_path, max_steps=2), train_dataset=train_ds,
+                                 eval_dataset=chain_dataset(20, seed=3))
+    metrics = trainer.evaluate()
+    trainer.train()
+    trainer.save_model()
+    assert f"| eval_loss | {metrics['eval_loss']:.4g} |" in _card(tmp_path / "run")
+
+
+def test_tags_reach_the_model_and_the_card(tmp_path, train_ds) -> None:
+    trainer = _train(tmp_path, train_ds, max_steps=1)
+    assert set(DigiQCriticTrainer._tag_names) <= set(trainer.model.model_tags)
+    trainer.create_model_card(tags=["my-tag"])
+    header = _card(tmp_path / "run").split("---")[1]
+    assert all(f"- {tag}\n" in header for tag in ["digiq-trl", "digiq", *DigiQCriticTrainer._tag_names, "my-tag"])
+
+
+def test_windowed_metrics_are_means_over_the_logging_window(tmp_path, train_ds) -> None:
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs) -> None:
+            seen.append(list(trainer._metrics["train"]["q_loss"]))
+
+    trainer = DigiQCriticTrainer(_critic(), _args(tmp_path, max_steps=4, logging_steps=2), train_dataset=train_ds,
+                                 callbacks=[Spy()])
+    trainer.train()
+    logged = [entry["q_loss"] for entry in trainer.state.log_history if "q_loss" in entry]
+    assert logged == pytest.approx([np.mean(seen[1]), np.mean(seen[3])])
+    assert len(seen[1]) == 2 and len(seen[3]) == 2  # the window was cleared after the first log

@@ -206,6 +206,31 @@ def test_from_pretrained_with_adapter_matches_in_memory(tmp_path):
     assert provenance["prompt_template_id"] == "digiq-trl/act-v1"
 
 
+def test_for_critic_rebuilds_the_recorded_backbone_and_refuses_other_weights(tmp_path):
+    from digiq_trl.models.critic import DigiQCriticModelConfig
+
+    base, processor = tiny_qwen2_vl(num_hidden_layers=4)
+    for folder, model in (("base", base), ("other", tiny_qwen2_vl(num_hidden_layers=4, seed=1)[0])):
+        model.save_pretrained(tmp_path / folder)
+        processor.save_pretrained(tmp_path / folder)
+    _lora(base).save_pretrained(tmp_path / "adapter")
+    recorded = VLMFeatureExtractor.from_pretrained(
+        str(tmp_path / "base"), adapter=str(tmp_path / "adapter"), layer=3, pooling="last").provenance
+    config = DigiQCriticModelConfig(q_input_dim=128, v_input_dim=128, backbone_model_id=recorded["model_id"],
+                                    backbone_adapter=recorded["adapter"], backbone_weights_digest=recorded["weights_digest"],
+                                    feature_layer=3, feature_pooling="last")
+    extractor = VLMFeatureExtractor.for_critic(config, device="cpu")
+    assert {k: extractor.provenance[k] for k in ("model_id", "adapter", "weights_digest", "layer", "pooling")} == {
+        k: recorded[k] for k in ("model_id", "adapter", "weights_digest", "layer", "pooling")}
+    with pytest.raises(ValueError, match="weights digest"):
+        VLMFeatureExtractor.for_critic(config, backbone=tmp_path / "other")
+    with pytest.raises(ValueError, match="no backbone_model_id"):
+        VLMFeatureExtractor.for_critic(DigiQCriticModelConfig(q_input_dim=128, v_input_dim=128))
+    config.prompt_template_id = "someone-else/act-v9"
+    with pytest.raises(ValueError, match="prompt template"):
+        VLMFeatureExtractor.for_critic(config)
+
+
 # ----------------------------------------------------------------------------- cache_features
 
 

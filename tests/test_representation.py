@@ -28,9 +28,9 @@ from digiq_trl.trainers.representation_config import RepresentationConfig
 from digiq_trl.trainers.representation_trainer import (
     RepresentationTrainer,
     actionability_metrics,
-    answer_token_ids,
     train_representation,
     yes_no_margins,
+    yes_no_token_ids,
 )
 
 SIZE = (56, 112)  # (width, height) of the crafted screenshots
@@ -166,8 +166,14 @@ def _args(tmp_path, **kwargs) -> RepresentationConfig:
 
 
 def test_answer_tokens_differ(tiny_vlm):
-    yes_id, no_id = answer_token_ids(tiny_vlm[1])
+    yes_id, no_id = yes_no_token_ids(tiny_vlm[1])
     assert yes_id != no_id
+
+
+def test_former_name_of_yes_no_token_ids_still_imports_with_a_warning(tiny_vlm):
+    with pytest.warns(DeprecationWarning, match="yes_no_token_ids"):
+        from digiq_trl.trainers.representation_trainer import answer_token_ids
+    assert answer_token_ids(tiny_vlm[1]) == yes_no_token_ids(tiny_vlm[1])
 
 
 def test_yes_no_margins_do_not_depend_on_padding(tiny_vlm):
@@ -220,6 +226,9 @@ def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
     card = (out_dir / "README.md").read_text()
     assert "actionability" in card and "change_threshold" not in card and "30.0" in card
     assert ("adapter=" in card) != merge
+    usage = card.split("## Usage", 1)[1].split("## Training", 1)[0]
+    assert "None" not in usage and "in-memory" not in usage
+    assert ("The base model has no Hub id: it was built in memory" in usage) != merge
     if merge:
         extractor = VLMFeatureExtractor.from_pretrained(str(out_dir), dtype=torch.float32)
     else:
@@ -242,3 +251,5 @@ def test_train_representation_end_to_end(tmp_path):
     assert metrics["labels_num_examples"] == 8 and metrics["labels_num_yes"] == 4
     assert "eval_yes_no_accuracy" in metrics and "train_loss" in metrics
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()
+    card = (tmp_path / "README.md").read_text()
+    assert f"| eval_yes_no_accuracy | {metrics['eval_yes_no_accuracy']:.4g} |" in card

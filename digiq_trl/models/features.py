@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Any, Iterator, Literal, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 
 from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+
+if TYPE_CHECKING:
+    from .critic import DigiQCriticModelConfig
 
 Pooling = Literal["mean", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "last")
@@ -189,6 +193,55 @@ class VLMFeatureExtractor:
             model, processor, layer=layer, pooling=pooling, model_id=name_or_path,
             revision=revision, adapter=adapter, adapter_revision=adapter_revision, **kwargs,
         )
+
+    @classmethod
+    def for_critic(
+        cls,
+        critic_config: DigiQCriticModelConfig,
+        backbone: str | Path | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> "VLMFeatureExtractor":
+        """The frozen VLM whose features a critic reads, rebuilt from what its config records
+        (model, revision, adapter, layer, pooling), and checked against the recorded weights digest
+        and prompt template: features of other weights or another prompt would make the critic's
+        values meaningless.
+
+        Args:
+            critic_config: the critic's :class:`~digiq_trl.models.critic.DigiQCriticModelConfig`.
+            backbone: a copy of the backbone to load instead of the recorded ``backbone_model_id``
+                (e.g. a run's ``representation/`` after the run folder moved); the recorded
+                revision does not apply to it.
+            device: where the model goes; default: the GPU when there is one, else the CPU.
+            **kwargs: passed to :meth:`from_pretrained` (``processor``, ``dtype``,
+                ``candidate_batch_size``, ...).
+
+        Raises:
+            ValueError: the config names no backbone and none is given, or the loaded weights or
+                the prompt template differ from those the critic was trained on.
+        """
+        model_id = str(backbone) if backbone is not None else critic_config.backbone_model_id
+        if not model_id:
+            raise ValueError("the critic's config names no backbone_model_id: pass the feature backbone explicitly")
+        recorded_template = critic_config.prompt_template_id
+        if recorded_template and recorded_template != PROMPT_TEMPLATE_ID:
+            raise ValueError(
+                f"the critic was trained on features of prompt template {recorded_template!r}, this digiq-trl "
+                f"renders {PROMPT_TEMPLATE_ID!r}: use the digiq-trl version that trained it"
+            )
+        extractor = cls.from_pretrained(
+            model_id, adapter=critic_config.backbone_adapter, layer=critic_config.feature_layer,
+            pooling=critic_config.feature_pooling or "mean",
+            revision=critic_config.backbone_revision if backbone is None else None, **kwargs,
+        )
+        digest, recorded = weights_digest(extractor.model), critic_config.backbone_weights_digest
+        if recorded and digest != recorded:
+            raise ValueError(
+                f"the backbone {model_id!r} has weights digest {digest}, the critic was trained on features of "
+                f"weights {recorded}: pass the backbone it was trained with"
+            )
+        extractor.model.to(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        return extractor
 
     @property
     def hidden_size(self) -> int:

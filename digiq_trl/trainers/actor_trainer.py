@@ -12,7 +12,11 @@ on the whole offline dataset: a state whose choice is not above the threshold im
 dropping out, so actions that the improved states rarely show (the ENTER press that submits every
 search) are not forgotten (:func:`digiq_trl.best_of_n.anchor_targets`). Under several processes
 each prepares a contiguous shard of the states and all gather the result, so every process trains
-on the same prepared data.
+on the same prepared data. The preparation is reproducible (sampling is seeded from ``args.seed``
+before each shard) and cached under ``args.output_dir`` (:data:`PREPARATION_CACHE_DIR`), keyed by
+the states, the starting policy's and the critic's weights and the settings that change the
+result, so a rerun with the same inputs (e.g. after an error) reads the candidates instead of
+sampling them again; nothing is written next to the user's dataset.
 
 Training minimizes the NLL of the target action's tokens only (prompt and image tokens are masked
 with -100), times the per-sample weight. The paper's baselines run through the same trainer and
@@ -28,11 +32,14 @@ Example:
 
 from __future__ import annotations
 
-import os
+import contextlib
+import hashlib
+import json
 import time
-import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,7 +48,7 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset, concatenate_datasets
-from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
 from transformers.utils import logging
 
@@ -56,25 +63,31 @@ from ..best_of_n import (
     zero_invalid,
 )
 from ..models.critic import DigiQCritic
-from ..models.features import VLMFeatureExtractor
+from ..models.features import VLMFeatureExtractor, weights_digest
 from ..models.processing import load_processor
-from ..prompts import answer_token_ids, render_prompt
+from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 from .actor_config import BestOfNActorConfig
-from .model_cards import latest_eval_metrics, render_model_card, write_model_card
+from .base import DigiQTrainerMixin
+from .lora import default_lora_config, language_model_targets
+from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 
 logger = logging.get_logger(__name__)
 
-LANGUAGE_MODEL_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-"""Default LoRA targets: the attention and MLP projections of the VLM's language model (the vision
-tower stays untouched; in transformers 5 VLMs the text decoder lives under ``language_model``)."""
+LANGUAGE_MODEL_LORA_TARGETS = language_model_targets()
+"""Default LoRA targets (:func:`~digiq_trl.trainers.lora.language_model_targets`)."""
 
 TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""
 
+PREPARATION_CACHE_DIR = "_best_of_n_cache"
+"""Folder of ``args.output_dir`` holding the cached preparation steps (Arrow files). Its leading
+underscore keeps it out of ``push_to_hub`` uploads, which skip ``_*`` paths."""
 
-def default_lora_config() -> LoraConfig:
-    """LoRA used when no ``peft_config`` is given: rank 16, alpha 32, on the language model."""
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LANGUAGE_MODEL_LORA_TARGETS, task_type="CAUSAL_LM")
+_SCORING_FIELDS = (
+    "weighting", "num_candidates", "temperature", "candidate_source", "include_logged_action",
+    "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
+)
+"""Config fields the Best-of-N step's result depends on (the sampled candidates and their weights)."""
 
 
 @dataclass
@@ -300,7 +313,7 @@ class _GreedyActions:
         return {"base_action": actions}
 
 
-class BestOfNActorTrainer(Trainer):
+class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
     """Train a VLM actor (LoRA) on the critic's Best-of-N choices, or on the paper's baselines.
 
     Args:
@@ -312,11 +325,11 @@ class BestOfNActorTrainer(Trainer):
         train_dataset: canonical transitions (:mod:`digiq_trl.data.schema`).
         eval_dataset: transitions evaluated with the same preparation and weighted loss.
         processing_class: the actor's processor (default: loaded from the model's name).
-        feature_extractor: the critic's frozen feature VLM; by default built from the critic's
-            config (``backbone_model_id``, ``backbone_revision``, ``feature_layer``,
-            ``feature_pooling``) with :meth:`VLMFeatureExtractor.from_pretrained`.
-        peft_config: LoRA (or other peft) config; :func:`default_lora_config` when None and the
-            model is not already a ``PeftModel``. The base weights stay frozen.
+        feature_extractor: the critic's frozen feature VLM; by default rebuilt from the critic's
+            config with :meth:`VLMFeatureExtractor.for_critic` (which refuses weights other than
+            those the critic was trained on).
+        peft_config: LoRA (or other peft) config; :func:`~digiq_trl.trainers.lora.default_lora_config`
+            when None and the model is not already a ``PeftModel``. The base weights stay frozen.
         data_collator: default :class:`BestOfNCollator`.
         callbacks: ``transformers`` callbacks.
         optimizers: ``(optimizer, scheduler)``, as in ``Trainer``.
@@ -327,7 +340,7 @@ class BestOfNActorTrainer(Trainer):
         preparation_metrics: the statistics of the preparation, also logged at the first log step.
     """
 
-    _tag_names = ["trl", "digiq", "best-of-n", "offline-rl"]
+    _tag_names = ["trl", "best-of-n", "offline-rl", "gui-agent"]
     loss_is_scaled_for_ga = False
 
     def __init__(
@@ -357,12 +370,13 @@ class BestOfNActorTrainer(Trainer):
                 raise ValueError("pass processing_class: the model was built in memory, so no processor can be loaded")
             processing_class = load_processor(model_id)
         self.critic = _load_critic(critic, args) if uses_critic(args.weighting) else None
-        self.feature_extractor = (
-            _load_extractor(feature_extractor, self.critic, args) if self.critic is not None else None
-        )
+        if self.critic is not None and feature_extractor is None:
+            feature_extractor = VLMFeatureExtractor.for_critic(self.critic.config, device=args.device)
+        self.feature_extractor = feature_extractor if self.critic is not None else None
         self.model_id = _describe(model_id, model)
         self.critic_id = _describe(_critic_id(critic), self.critic)
-        self._base_model_hub_id = model_id if model_id and not os.path.isdir(model_id) else None
+        self._base_model_source = model_source(model_id, "the base model", type(model).__name__)
+        self._base_model_hub_id = hub_repo_id(model_id)
         self.dataset_id = _dataset_id(train_dataset)
         model.to(args.device)
         self.prepared_dataset, self.preparation_metrics = self._prepare(model, processing_class, train_dataset, args)
@@ -377,7 +391,6 @@ class BestOfNActorTrainer(Trainer):
             train_dataset=train, eval_dataset=evaluation, processing_class=processing_class,
             callbacks=callbacks, optimizers=optimizers,
         )
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._pending_preparation_log = True
 
     def _prepare(
@@ -390,9 +403,10 @@ class BestOfNActorTrainer(Trainer):
         start = time.perf_counter()
         samples_candidates = self.critic is not None and args.candidate_source != "dataset"
         policy = _policy(model, processor, args) if samples_candidates or args.anchor == "greedy" else None
+        steps = self._cached_steps(model, dataset, args)
         if args.anchor == "greedy":
-            greedy = _map_sharded(dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
-                                  "Greedy actions of the starting policy")
+            greedy = steps("greedy", dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
+                           "Greedy actions of the starting policy")
             dataset = _with_columns(dataset, greedy)
         metrics: dict[str, float] = {}
         if self.critic is None:
@@ -401,8 +415,8 @@ class BestOfNActorTrainer(Trainer):
             scorer = _CandidateScorer(args, policy if samples_candidates else None, self.feature_extractor,
                                       self.critic, timer)
             with torch.no_grad():
-                columns = _map_sharded(dataset, scorer, args.candidate_batch_size,
-                                       f"Best-of-{args.num_candidates} candidates")
+                columns = steps("best-of-n", dataset, scorer, args.candidate_batch_size,
+                                f"Best-of-{args.num_candidates} candidates", **self._scoring_settings(args))
             prepared = _with_columns(dataset, columns)
             metrics = selection_stats(
                 prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
@@ -414,13 +428,30 @@ class BestOfNActorTrainer(Trainer):
         metrics["preparation_seconds"] = timer.total
         return prepared, {**metrics, **_kept_metrics(prepared)}
 
+    def _cached_steps(self, model: PreTrainedModel, dataset: Dataset, args: BestOfNActorConfig) -> _CachedSteps:
+        """The preparation's steps for ``dataset``, cached under ``args.output_dir``
+        (:data:`PREPARATION_CACHE_DIR`), keyed by the states (the dataset's fingerprint), the
+        starting policy's weights and the settings of its decoding."""
+        identity = {
+            "dataset": dataset._fingerprint, "policy": weights_digest(model), "prompt": PROMPT_TEMPLATE_ID,
+            "max_completion_length": args.max_completion_length, "candidate_batch_size": args.candidate_batch_size,
+        }
+        return _CachedSteps(Path(args.output_dir) / PREPARATION_CACHE_DIR, identity, args.seed, args.device)
+
+    def _scoring_settings(self, args: BestOfNActorConfig) -> dict[str, Any]:
+        """What the Best-of-N step depends on besides the states and the starting policy."""
+        return {
+            "critic": weights_digest(self.critic), "extractor": _extractor_identity(self.feature_extractor),
+            "seed": args.seed, **{name: getattr(args, name) for name in _SCORING_FIELDS},
+        }
+
     def _training_rows(self, prepared: Dataset, processor: Any, args: BestOfNActorConfig, split: str) -> Dataset:
         """Drop the rows with nothing to learn (and rows longer than ``max_length``), keep the
         collator's columns. With an anchor a row stays whatever its weight (``anchor_weight`` 0 keeps
         it in the batch mean, as the reference does); without one, weight-0 rows are dropped."""
         kept = prepared
         if args.anchor == "none":
-            kept = prepared.filter(lambda w: w != 0.0, input_columns="target_weight")
+            kept = prepared.filter(lambda w: w != 0.0, input_columns="target_weight", keep_in_memory=True)
         logger.info(
             "Best-of-N %s: %d of %d states kept for training (weighting=%r, anchor=%r).",
             split, len(kept), len(prepared), args.weighting, args.anchor,
@@ -429,7 +460,7 @@ class BestOfNActorTrainer(Trainer):
             before = len(kept)
             kept = kept.filter(
                 lambda batch: _fits(processor, batch, args.max_length), batched=True,
-                batch_size=args.candidate_batch_size,
+                batch_size=args.candidate_batch_size, keep_in_memory=True,
             )
             logger.info("Best-of-N %s: %d states longer than max_length=%d dropped.", split, before - len(kept), args.max_length)
         if not any(w != 0.0 for w in kept["target_weight"]):
@@ -456,50 +487,32 @@ class BestOfNActorTrainer(Trainer):
         span = answer_span(inputs["labels"])
         outputs = model(**model_inputs, logits_to_keep=span)
         loss = weighted_nll(outputs.logits, inputs["labels"][:, -span:], inputs["weights"])
-        mode = "train" if model.training else "eval"
-        self._metrics[mode]["mean_weight"].append(float(inputs["weights"].mean()))
+        self._record_metrics({"mean_weight": float(inputs["weights"].mean())})
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averaged batch metrics, and the preparation statistics once, to ``logs``."""
-        mode = "train" if self.model.training else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        logs.update({f"{prefix}{k}": sum(v) / len(v) for k, v in self._metrics[mode].items() if v})
-        self._metrics[mode].clear()
-        if self._pending_preparation_log and mode == "train":
+        """Log like every Digi-Q trainer, adding the preparation statistics to the first training log."""
+        if self._pending_preparation_log and self.model.training:
             logs.update({f"best_of_n/{k}": v for k, v in self.preparation_metrics.items()})
             self._pending_preparation_log = False
         super().log(logs, start_time)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the adapter (and processor) like ``Trainer``, plus the model card."""
-        super().save_model(output_dir, _internal_call)
-        if self.is_world_process_zero():
-            self.create_model_card(output_dir=output_dir)
-
-    def create_model_card(
-        self, model_name: str | None = None, dataset_name: str | None = None, output_dir: str | None = None, **kwargs: Any
-    ) -> None:
-        """Write ``README.md``: base model, critic, data, settings and the preparation statistics."""
-        if not self.is_world_process_zero():
-            return
-        dataset = dataset_name or self.dataset_id
-        name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        text = render_model_card(
-            title=name,
-            summary=(
-                f"A LoRA adapter for `{self.model_id}` trained with Digi-Q Best-of-N policy extraction "
-                f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
-                "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
-                "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
-            ),
-            metrics=latest_eval_metrics(self.state.log_history),
-            sections=[("Training", self._card_training()), ("Usage", self._card_usage(name))],
-            tags=[*self._tag_names, *(kwargs.get("tags") or [])],
-            base_model=self._base_model_hub_id,
-            datasets=[dataset] if dataset else None,
+    def _card_summary(self) -> str:
+        return (
+            f"A LoRA adapter for {_quoted(self.model_id)} trained with Digi-Q Best-of-N policy extraction "
+            f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
+            "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
+            "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
         )
-        write_model_card(output_dir or self.args.output_dir, text)
+
+    def _card_sections(self, repo: str) -> list[tuple[str, str]]:
+        return [("Training", self._card_training()), ("Usage", _card_usage(self._base_model_source, repo))]
+
+    def _card_base_model(self) -> str | None:
+        return self._base_model_hub_id
+
+    def _card_dataset(self) -> str | None:
+        return self.dataset_id
 
     def _card_training(self) -> str:
         """Markdown: base model, critic, data, method settings and preparation statistics."""
@@ -514,17 +527,29 @@ class BestOfNActorTrainer(Trainer):
             "candidate_source": args.candidate_source,
             "include_logged_action": args.include_logged_action,
             "advantage_threshold": args.advantage_threshold,
+            "anchor": args.anchor,
             "learning_rate": args.learning_rate,
             **{k: round(v, 4) for k, v in self.preparation_metrics.items()},
         }
         return "\n".join(f"- {k}: `{v}`" for k, v in lines.items())
 
-    def _card_usage(self, name: str) -> str:
-        return (
-            "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForImageTextToText\n\n"
-            f'base = AutoModelForImageTextToText.from_pretrained("{self.model_id}")\n'
-            f'actor = PeftModel.from_pretrained(base, "{name}")\n```'
-        )
+
+def _quoted(description: str) -> str:
+    """A model's id in backquotes, or its in-memory description as plain text."""
+    return description if description.startswith("an in-memory ") else f"`{description}`"
+
+
+def _card_usage(base: ModelSource, repo: str) -> str:
+    """Code that loads the base model and this adapter (and says so when the base has no Hub id)."""
+    note = f"{base.note}\n\n" if base.note else ""
+    return (
+        f"{note}```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForImageTextToText\n\n"
+        "from digiq_trl.models.policy import VLMPolicy\nfrom digiq_trl.models.processing import load_processor\n\n"
+        f"base_model = {base.literal}\nadapter = {repo_literal(repo)}\n"
+        "actor = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_model), adapter)\n"
+        "policy = VLMPolicy(actor, load_processor(adapter))\n"
+        "actions = policy.act([{\"image\": screenshot, \"goal\": goal, \"history\": \"\"}])\n```"
+    )
 
 
 def _model_id(model: torch.nn.Module) -> str | None:
@@ -561,23 +586,6 @@ def _load_critic(critic: str | DigiQCritic | None, args: BestOfNActorConfig) -> 
     return critic.eval().to(args.device)
 
 
-def _load_extractor(
-    extractor: VLMFeatureExtractor | None, critic: DigiQCritic, args: BestOfNActorConfig
-) -> VLMFeatureExtractor:
-    """The given extractor, or the one the critic's config names (same model, layer, pooling)."""
-    if extractor is not None:
-        return extractor
-    config = critic.config
-    if not config.backbone_model_id:
-        raise ValueError("the critic's config names no backbone_model_id: pass feature_extractor explicitly")
-    extractor = VLMFeatureExtractor.from_pretrained(
-        config.backbone_model_id, adapter=config.backbone_adapter, layer=config.feature_layer,
-        pooling=config.feature_pooling or "mean", revision=config.backbone_revision,
-    )
-    extractor.model.to(args.device)
-    return extractor
-
-
 def _policy(model: PreTrainedModel, processor: Any, args: BestOfNActorConfig) -> Any:
     """The starting policy: ``act`` is its greedy action (the anchor), ``sample`` draws the candidates
     (at ``args.temperature``, passed by the caller)."""
@@ -598,19 +606,69 @@ def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | 
     return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
 
 
-def _map_sharded(dataset: Dataset, function: Any, batch_size: int, desc: str) -> dict[str, list[Any]]:
-    """New columns from ``function`` over ``dataset`` (batched), on every process.
+def _shard_seed(seed: int, process_index: int) -> int:
+    """The sampling seed of one process's shard: fixed by the run's seed and the process."""
+    return int(hashlib.sha256(f"best-of-n-{seed}-{process_index}".encode()).hexdigest()[:15], 16)
 
-    Each process maps a contiguous shard of the states, then all of them gather the shards in
-    process order, so the expensive work (sampling, scoring) is split across processes and every
-    process ends with identical prepared data.
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Sample with torch's generator (CPU and ``device``) seeded with ``seed``, and give the global
+    generator back as it was: training then starts from the same RNG state whether the preparation
+    sampled or came from the cache."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    """A short, stable digest of JSON-able ``parts`` (a cache key)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _extractor_identity(extractor: Any) -> Any:
+    """What makes an extractor's features: its provenance (weights digest, layer, pooling, prompt),
+    or its class for a stand-in without one."""
+    provenance = getattr(extractor, "provenance", None)
+    return provenance if provenance is not None else type(extractor).__qualname__
+
+
+@dataclass
+class _CachedSteps:
+    """Runs the preparation's steps on this process's shard of the states, each cached as an Arrow file.
+
+    A step's file is named by a digest of everything its result depends on (``identity``, the step's
+    own settings and the process index/count), so an unchanged rerun (e.g. after an error) reads it
+    instead of sampling again, and any change computes a new one. Sampling is seeded right before
+    each shard, so equal inputs give equal candidates.
     """
-    state = PartialState()
-    shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
-    mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
-                       new_fingerprint=f"digiq-best-of-n-{uuid.uuid4().hex}", desc=desc)
-    shards = gather_object([mapped.to_dict()])
-    return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
+
+    folder: Path
+    identity: dict[str, Any]
+    seed: int
+    device: torch.device
+
+    def __call__(self, step: str, dataset: Dataset, function: Any, batch_size: int, desc: str,
+                 **depends_on: Any) -> dict[str, list[Any]]:
+        """New columns from ``function`` over ``dataset`` (batched), identical on every process.
+
+        Each process maps a contiguous shard of the states, then all of them gather the shards in
+        process order, so the expensive work (sampling, scoring) is split across processes and every
+        process ends with the same prepared data.
+        """
+        state = PartialState()
+        key = _digest({"step": step, **self.identity, **depends_on,
+                       "process": [state.process_index, state.num_processes]})
+        cache_file = self.folder / f"{step}-{key}.arrow"
+        if cache_file.exists():
+            logger.info("Best-of-N preparation: %s reused from %s", desc, cache_file)
+        shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
+        with _seeded(_shard_seed(self.seed, state.process_index), self.device):
+            mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
+                               new_fingerprint=key, cache_file_name=str(cache_file), desc=desc)
+        shards = gather_object([mapped.to_dict()])
+        return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
 
 
 def _with_columns(dataset: Dataset, columns: dict[str, list[Any]]) -> Dataset:

@@ -7,7 +7,7 @@ assistant answer (the action string and its end-of-turn token) carries labels.
 
 Example:
     >>> from digiq_trl.trainers.behavior_cloning import behavior_clone
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> model, processor = tiny_qwen2_vl()
     >>> actor = behavior_clone(model, processor, transitions, "out/base-actor", max_steps=600)  # doctest: +SKIP
 """
@@ -37,8 +37,8 @@ def _to_conversation(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
 def transitions_to_sft(dataset: Dataset) -> Dataset:
     """Canonical transitions -> TRL conversational vision rows ``{"messages", "images"}``.
 
-    The screenshot is passed through as encoded bytes (not decoded and re-encoded), so converting
-    tens of thousands of steps takes seconds.
+    The screenshot is passed through as encoded bytes (not decoded and re-encoded), so the
+    conversion costs no image work, whatever the number of steps.
     """
     raw = dataset.select_columns(["goal", "history", "action", "image"]).cast_column("image", Image(decode=False))
     converted = raw.map(_to_conversation, batched=True, remove_columns=raw.column_names)

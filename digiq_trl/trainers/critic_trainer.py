@@ -18,9 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -32,8 +30,9 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput
 from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, td_targets, v_targets
+from .base import DigiQTrainerMixin
 from .critic_config import DigiQCriticConfig
-from .model_cards import latest_eval_metrics, render_model_card, write_model_card
+from .model_cards import ModelSource, model_source, repo_literal
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -116,7 +115,7 @@ def _pad_alternatives(rows: Sequence[Any]) -> Pair:
     return features, mask
 
 
-class DigiQCriticTrainer(Trainer):
+class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
     """Trains a :class:`~digiq_trl.models.critic.DigiQCritic` on logged transitions, offline.
 
     Loss (``loss_type="td"``): ``sum_i MSE(Q_i(s, a), r + gamma (1 - done) Vbar_i(s'))
@@ -131,6 +130,10 @@ class DigiQCriticTrainer(Trainer):
     max(Q1, Q2) of the logged action beats that of each alternative, ties half), with ``eval_loss``
     the TD (or MC) loss on the held-out set.
 
+    ``save_model`` (also every checkpoint and ``push_to_hub``) writes the heads and a model card
+    with the latest evaluation and code that rebuilds the features
+    (:class:`~digiq_trl.trainers.base.DigiQTrainerMixin`).
+
     Args:
         model: the critic, or a Hub id / path to load one from.
         args: a :class:`DigiQCriticConfig`; defaults to one with ``output_dir="digiq-critic"``.
@@ -144,7 +147,7 @@ class DigiQCriticTrainer(Trainer):
     """
 
     loss_is_scaled_for_ga = False
-    _tag_names = ["digiq", "critic", "offline-rl"]
+    _tag_names = ["critic", "q-function", "offline-rl", "gui-agent"]
 
     def __init__(
         self,
@@ -186,9 +189,6 @@ class DigiQCriticTrainer(Trainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
         self.add_callback(TargetNetworkUpdateCallback(args.tau, args.target_update_interval))
-        self._metrics: dict[str, defaultdict[str, list[float]]] = {
-            "train": defaultdict(list), "eval": defaultdict(list),
-        }
 
     # ---- data ----
 
@@ -296,18 +296,7 @@ class DigiQCriticTrainer(Trainer):
         }
         stacked = torch.stack([value.detach().float() for value in stats.values()])
         averaged = self.accelerator.gather(stacked.unsqueeze(0)).mean(0).tolist()
-        window = self._metrics["train" if self.model.training else "eval"]
-        for name, value in zip(stats, averaged):
-            window[name].append(value)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the window's averaged statistics to ``logs`` (``eval_``-prefixed in evaluation)."""
-        mode = "train" if self.model.training else "eval"
-        window = self._metrics[mode]
-        prefix = "eval_" if mode == "eval" else ""
-        logs.update({f"{prefix}{name}": sum(values) / len(values) for name, values in window.items()})
-        window.clear()
-        super().log(logs, start_time)
+        self._record_metrics(dict(zip(stats, averaged)))
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor]) -> int:
         """Rough training FLOPs of one batch: forward + backward through the trainable heads."""
@@ -350,24 +339,23 @@ class DigiQCriticTrainer(Trainer):
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in quality.items()})
         return output
 
-    # ---- saving and cards ----
+    # ---- model card ----
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the critic (safetensors + config, targets included) and its model card."""
-        super()._save(output_dir, state_dict=state_dict)
-        if self.args.should_save:
-            write_model_card(output_dir or self.args.output_dir, self._card_text())
+    def _card_summary(self) -> str:
+        config = self.model.config
+        return (
+            f"A [Digi-Q](https://arxiv.org/abs/2502.15760) critic trained with digiq-trl by offline "
+            f"{'TD' if self.args.loss_type == 'td' else 'Monte-Carlo'} regression ({self.state.global_step} "
+            f"optimizer steps). It holds double Q heads over state-action features ({config.q_input_dim}-d) and "
+            f"double V heads over state features ({config.v_input_dim}-d) of a frozen VLM, each an MLP with "
+            f"{config.num_hidden_layers} hidden layers of {config.hidden_size} units, plus their Polyak target "
+            "copies. It scores candidate actions of a device-control agent by the advantage "
+            "max(Q1, Q2) - max(V1, V2)."
+        )
 
-    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
-        """Write the card to ``args.output_dir`` (``push_to_hub`` calls this before uploading)."""
-        if self.is_world_process_zero():
-            write_model_card(self.args.output_dir, self._card_text(model_name))
-
-    def _card_text(self, model_name: str | None = None) -> str:
-        name = model_name or self.args.hub_model_id or Path(self.args.output_dir).name
-        return critic_model_card(self.model, self.args, latest_eval_metrics(self.state.log_history),
-                                 name, self.state.global_step)
-
+    def _card_sections(self, repo: str) -> list[tuple[str, str]]:
+        return [("Rebuilding the features", _features_section(self.model.config, repo)),
+                ("Usage", _usage_section(repo)), ("Training", _training_section(self.args))]
 
 def critic_quality_metrics(diagnostics: np.ndarray) -> dict[str, float]:
     """``v_mc_mse``, ``v0_auroc`` and ``ranking_accuracy`` from gathered per-row diagnostics."""
@@ -452,48 +440,37 @@ def _record_provenance(model: DigiQCritic, extractor: Any) -> None:
         setattr(model.config, field, value)
 
 
-def critic_model_card(model: DigiQCritic, args: DigiQCriticConfig, metrics: Mapping[str, float],
-                      model_name: str, global_step: int) -> str:
-    """The README of a saved or pushed critic: what it is, metrics, how to rebuild features, usage."""
-    config = model.config
-    summary = (
-        f"A [Digi-Q](https://arxiv.org/abs/2502.15760) critic trained with digiq-trl by offline "
-        f"{'TD' if args.loss_type == 'td' else 'Monte-Carlo'} "
-        f"regression ({global_step} optimizer steps). It holds double Q heads over state-action "
-        f"features ({config.q_input_dim}-d) and double V heads over state features "
-        f"({config.v_input_dim}-d) of a frozen VLM, each an MLP with {config.num_hidden_layers} hidden "
-        f"layers of {config.hidden_size} units, plus their Polyak target copies. It scores candidate "
-        "actions of a device-control agent by the advantage max(Q1, Q2) - max(V1, V2)."
-    )
-    return render_model_card(
-        title=model_name, summary=summary, metrics=metrics,
-        sections=[("Rebuilding the features", _features_section(config)),
-                  ("Usage", _usage_section(model_name)),
-                  ("Training", _training_section(args))],
-        tags=["critic", "q-function", "offline-rl", "gui-agent"],
-    )
-
-
-def _features_section(config: Any) -> str:
+def _features_section(config: Any, repo: str) -> str:
+    """The recorded provenance, and code that rebuilds exactly these features (checked by digest)."""
     rows = "\n".join(f"| `{field}` | `{getattr(config, field)}` |" for field in PROVENANCE_FIELDS.values())
+    backbone = model_source(config.backbone_model_id, "the feature backbone")
+    if not config.backbone_model_id:
+        backbone = ModelSource(backbone.literal, "The critic's config records no feature backbone: pass the VLM "
+                               "its features came from as `backbone=`.")
+    note = f"{backbone.note}\n\n" if backbone.note else ""
+    argument = f", backbone={backbone.literal}" if backbone.note else ""
     return (
         "The heads only make sense on features computed exactly as during training:\n\n"
-        f"| setting | value |\n|---|---|\n{rows}\n\n"
-        "```python\nfrom digiq_trl.models.feature_cache import cache_features\n"
+        f"| setting | value |\n|---|---|\n{rows}\n\n{note}"
+        "`VLMFeatureExtractor.for_critic` loads the recorded backbone, revision, adapter, layer and pooling, "
+        "and refuses weights whose digest differs from the recorded one or a digiq-trl whose prompt template "
+        "(`digiq_trl.prompts.PROMPT_TEMPLATE_ID`) is not `prompt_template_id`.\n\n"
+        "```python\nfrom digiq_trl.models.critic import DigiQCritic\n"
+        "from digiq_trl.models.feature_cache import cache_features\n"
         "from digiq_trl.models.features import VLMFeatureExtractor\n\n"
-        f"extractor = VLMFeatureExtractor.from_pretrained(\n    {config.backbone_model_id!r}, "
-        f"revision={config.backbone_revision!r}, adapter={config.backbone_adapter!r},\n"
-        f"    layer={config.feature_layer!r}, pooling={config.feature_pooling!r},\n)\n"
+        f"repo = {repo_literal(repo)}\n"
+        "critic = DigiQCritic.from_pretrained(repo)\n"
+        f"extractor = VLMFeatureExtractor.for_critic(critic.config{argument})\n"
         "dataset = cache_features(dataset, extractor)  # adds q_features, v_features, next_v_features\n"
-        "```\n\nThe prompt template must be the one named by `prompt_template_id` "
-        "(`digiq_trl.prompts.PROMPT_TEMPLATE_ID` of the digiq-trl version that trained it)."
+        "```"
     )
 
 
-def _usage_section(model_name: str) -> str:
+def _usage_section(repo: str) -> str:
     return (
         "```python\nfrom digiq_trl.models.critic import DigiQCritic\n\n"
-        f"critic = DigiQCritic.from_pretrained({model_name!r})\n"
+        f"repo = {repo_literal(repo)}\n"
+        "critic = DigiQCritic.from_pretrained(repo)\n"
         "advantage = critic.advantage(q_features, v_features)  # (B, N, D_q) with (B, 1, D_v) -> (B, N)\n"
         "```"
     )

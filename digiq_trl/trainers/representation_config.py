@@ -8,18 +8,10 @@ from peft import LoraConfig
 from trl import SFTConfig
 
 from ..representation import DEFAULT_DOWNSCALE, DEFAULT_THRESHOLD
+from .lora import LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGET_MODULES, default_lora_config
 
-DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
-"""Attention and MLP projections of the language model (Qwen2-VL's and LLaVA's vision towers name
-theirs differently, so they stay untouched)."""
+DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = LORA_TARGET_MODULES
+"""The shared LoRA targets (:data:`digiq_trl.trainers.lora.LORA_TARGET_MODULES`)."""
 
 
 @dataclass
@@ -65,12 +57,15 @@ class RepresentationConfig(SFTConfig):
     use_peft: bool = field(
         default=True, metadata={"help": "Train LoRA adapters (True) or all weights (False)."}
     )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_r: int = field(default=LORA_R, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=LORA_ALPHA, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=LORA_DROPOUT, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LORA_TARGET_MODULES),
-        metadata={"help": "Module names (suffixes) that get LoRA adapters: the language model's projections."},
+        default_factory=lambda: list(LORA_TARGET_MODULES),
+        metadata={
+            "help": "Names of the language model's modules that get LoRA adapters (the vision tower never "
+            "does, whatever its modules are called)."
+        },
     )
     merge_adapter: bool = field(
         default=True,
@@ -88,11 +83,5 @@ class RepresentationConfig(SFTConfig):
             raise ValueError(f"screen_downscale must be >= 1, got {self.screen_downscale}")
 
     def lora_config(self) -> LoraConfig:
-        """The LoRA configuration these arguments describe."""
-        return LoraConfig(
-            r=self.lora_r,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-            task_type="CAUSAL_LM",
-        )
+        """The LoRA configuration these arguments describe (:func:`~digiq_trl.trainers.lora.default_lora_config`)."""
+        return default_lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)

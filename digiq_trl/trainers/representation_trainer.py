@@ -10,7 +10,7 @@ transitions.
 Example:
     >>> from digiq_trl.trainers.representation_config import RepresentationConfig
     >>> from digiq_trl.trainers.representation_trainer import train_representation
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> model, processor = tiny_qwen2_vl()
     >>> args = RepresentationConfig(output_dir="actionability-vlm", max_steps=100, use_cpu=True)
     >>> metrics = train_representation(model, processor, transitions, args)  # doctest: +SKIP
@@ -21,9 +21,8 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
+import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -41,12 +40,13 @@ from ..representation import (
     build_actionability_dataset,
     label_stats,
 )
-from .model_cards import latest_eval_metrics, render_model_card, write_model_card
+from .base import DigiQTrainerMixin
+from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 from .representation_config import RepresentationConfig
 
 logger = logging.getLogger(__name__)
 
-def answer_token_ids(processor: Any) -> tuple[int, int]:
+def yes_no_token_ids(processor: Any) -> tuple[int, int]:
     """Ids of the first token of ``"Yes"`` and of ``"No"`` where the chat template puts the answer.
 
     Read from the rendered conversation (answer text after the generation prompt), so prefixes
@@ -71,6 +71,18 @@ def answer_token_ids(processor: Any) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def __getattr__(name: str) -> Any:
+    """``answer_token_ids``: the former name of :func:`yes_no_token_ids`, kept importable with a
+    warning (:func:`digiq_trl.prompts.answer_token_ids` is the actor's answer tokens)."""
+    if name == "answer_token_ids":
+        warnings.warn(
+            "digiq_trl.trainers.representation_trainer.answer_token_ids is renamed yes_no_token_ids",
+            DeprecationWarning, stacklevel=2,
+        )
+        return yes_no_token_ids
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def yes_no_margins(
     model: torch.nn.Module, processor: Any, dataset: Dataset, batch_size: int = 16
 ) -> torch.Tensor:
@@ -79,7 +91,7 @@ def yes_no_margins(
     Positive means the model answers "Yes" (greedy decoding would pick the larger of the two
     whenever it picks either). Prompts are left-padded, so the last position is the answer's.
     """
-    yes_id, no_id = answer_token_ids(processor)
+    yes_id, no_id = yes_no_token_ids(processor)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -132,7 +144,7 @@ def _warn_if_constant(predicted_yes_rate: float) -> None:
         )
 
 
-class RepresentationTrainer(SFTTrainer):
+class RepresentationTrainer(DigiQTrainerMixin, SFTTrainer):
     """``trl.SFTTrainer`` for the actionability task (see the module docstring).
 
     Args:
@@ -141,13 +153,14 @@ class RepresentationTrainer(SFTTrainer):
             and ``args.use_peft`` is set.
         train_dataset: an actionability dataset (:func:`~digiq_trl.representation.build_actionability_dataset`).
         eval_dataset: a held-out actionability dataset; ``evaluate()`` adds Yes/No accuracy on it.
+            ``save_model`` (and :meth:`save_representation`) writes a model card with the latest
+            evaluation (:class:`~digiq_trl.trainers.base.DigiQTrainerMixin`).
         processing_class: the model's processor.
         peft_config: a peft config that overrides the LoRA fields of ``args``.
         **kwargs: passed to ``SFTTrainer``.
     """
 
-    _tag_names: ClassVar[list[str]] = ["trl", "sft", "digiq", "digiq-representation"]
-    _name = "Digi-Q representation (actionability)"
+    _tag_names: ClassVar[list[str]] = ["trl", "sft", "representation", "actionability", "gui-agent", "vision-language"]
 
     def __init__(
         self,
@@ -171,26 +184,16 @@ class RepresentationTrainer(SFTTrainer):
             **kwargs,
         )
 
-    def evaluate(
-        self,
-        eval_dataset: Dataset | None = None,
-        ignore_keys: list[str] | None = None,
-        metric_key_prefix: str = "eval",
-    ) -> dict[str, float]:
-        """``SFTTrainer.evaluate`` (loss) plus Yes/No accuracy and its baselines, logged together."""
-        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+    def _extra_eval_metrics(self, eval_dataset: Dataset | None, metric_key_prefix: str) -> dict[str, float]:
+        """Yes/No accuracy and its baselines on the evaluation set (see :func:`actionability_metrics`),
+        added to what ``evaluate()`` returns and logs."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not isinstance(dataset, Dataset) or len(dataset) == 0:
-            return metrics
+            return {}
         margins = yes_no_margins(self.model, self.processing_class, dataset, self.args.per_device_eval_batch_size)
-        extra = {
-            f"{metric_key_prefix}_{key}": value
-            for key, value in actionability_metrics(margins, dataset["screen_changed"]).items()
-        }
-        self.log(extra)
-        metrics.update(extra)
-        _warn_if_constant(extra[f"{metric_key_prefix}_predicted_yes_rate"])
-        return metrics
+        metrics = actionability_metrics(margins, dataset["screen_changed"])
+        _warn_if_constant(metrics["predicted_yes_rate"])
+        return {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
 
     def save_representation(self, output_dir: str | None = None) -> str:
         """Save the fine-tuned model, its processor and a model card; returns the directory.
@@ -203,42 +206,38 @@ class RepresentationTrainer(SFTTrainer):
         if self.args.merge_adapter and isinstance(self.model, PeftModel):
             self.model = self.model_wrapped = self.model.merge_and_unload()
         self.save_model(output_dir)
-        self.create_model_card()
         return output_dir
 
-    def create_model_card(self, model_name: str | None = None, **kwargs: Any) -> None:
-        """Write ``README.md`` to ``args.output_dir`` (``push_to_hub`` calls this before uploading)."""
-        if self.is_world_process_zero():
-            name = model_name or self.args.hub_model_id or Path(self.args.output_dir).name
-            write_model_card(self.args.output_dir, self._card_text(name))
-
-    def _card_text(self, model_name: str) -> str:
-        """The card: what the model is, held-out metrics, the task, usage, training settings."""
+    def _card_summary(self) -> str:
         base = self.model.config.name_or_path or None
-        hub_base = base if base and not os.path.isdir(base) else None
         merged = not isinstance(self.model, PeftModel)
         kind = "full fine-tuning" if not self.args.use_peft else "LoRA" + (" (merged)" if merged else " adapter")
-        summary = (
+        return (
             f"A vision-language model fine-tuned with digiq-trl on the actionability task of "
             f"[Digi-Q](https://arxiv.org/abs/2502.15760) (stage 1, representation fine-tuning): "
-            f"{kind} of {f'`{base}`' if base else 'an in-memory model'}, {self.state.global_step} optimizer "
-            "steps. Its hidden "
-            "states are the frozen features of a Digi-Q critic."
+            f"{kind} of {f'`{base}`' if base else 'a model built in memory'}, {self.state.global_step} optimizer "
+            "steps. Its hidden states are the frozen features of a Digi-Q critic."
         )
+
+    def _card_sections(self, repo: str) -> list[tuple[str, str]]:
         labels = (
             label_stats(self.train_dataset["screen_changed"])
             if isinstance(self.train_dataset, Dataset) and "screen_changed" in self.train_dataset.column_names
             else {}
         )
-        return render_model_card(
-            title=model_name, summary=summary, metrics=latest_eval_metrics(self.state.log_history),
-            sections=[
-                ("Actionability task", _task_section(self.args, labels)),
-                ("Usage", _usage_section(model_name, base, merged)),
-                ("Training", _training_section(self.args)),
-            ],
-            tags=["representation", "actionability", "gui-agent", "vision-language"], base_model=hub_base,
-        )
+        base = model_source(self.model.config.name_or_path, "the base model", type(self._base_model()).__name__)
+        return [
+            ("Actionability task", _task_section(self.args, labels)),
+            ("Usage", _usage_section(repo, base, merged=not isinstance(self.model, PeftModel))),
+            ("Training", _training_section(self.args)),
+        ]
+
+    def _card_base_model(self) -> str | None:
+        return hub_repo_id(self.model.config.name_or_path)
+
+    def _base_model(self) -> torch.nn.Module:
+        """The transformers model under the adapter (the model itself once merged)."""
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
 
 
 def _task_section(args: RepresentationConfig, labels: dict[str, float]) -> str:
@@ -254,15 +253,16 @@ def _task_section(args: RepresentationConfig, labels: dict[str, float]) -> str:
     )
 
 
-def _usage_section(model_name: str, base: str | None, merged: bool) -> str:
-    load = (
-        f"VLMFeatureExtractor.from_pretrained({model_name!r})"
-        if merged
-        else f"VLMFeatureExtractor.from_pretrained({base!r}, adapter={model_name!r})"
-    )
+def _usage_section(repo: str, base: ModelSource, merged: bool) -> str:
+    """Code that loads the features (merged model, or base model plus adapter)."""
+    if merged:
+        lines, note = f"model = {repo_literal(repo)}\nextractor = VLMFeatureExtractor.from_pretrained(model)\n", ""
+    else:
+        lines = (f"base_model = {base.literal}\nadapter = {repo_literal(repo)}\n"
+                 "extractor = VLMFeatureExtractor.from_pretrained(base_model, adapter=adapter)\n")
+        note = f"{base.note}\n\n" if base.note else ""
     return (
-        "```python\nfrom digiq_trl.models.features import VLMFeatureExtractor\n\n"
-        f"extractor = {load}\n"
+        f"{note}```python\nfrom digiq_trl.models.features import VLMFeatureExtractor\n\n{lines}"
         "v = extractor.state_features(images, goals, histories)  # critic inputs\n```"
     )
 

@@ -1,0 +1,348 @@
+"""Tiny vision-language models that exist without the Hub: the embedded default's actor, and tests.
+
+Real runs use real checkpoints (Hub ids). Offline, on a CPU, the library builds small random-init
+VLMs from configs instead (the pipeline's default base actor is one), with a BPE tokenizer trained
+in memory on the text these models ever see: the prompt of :mod:`digiq_trl.prompts`, AutoUI action
+strings and the AitW goals shipped in ``digiq_trl/envs/assets``. Two families, both loadable by ``AutoModelForImageTextToText``:
+
+* :func:`tiny_qwen2_vl`: Qwen2-VL (the family the library targets first), with the
+  :class:`~digiq_trl.models.processing.Qwen2VLImageTextProcessor` (no torchvision needed).
+* :func:`tiny_llava`: LLaVA with a tiny CLIP vision tower and a tiny Llama.
+
+The tokenizer keeps words whole-or-split the same way wherever they occur (words are pre-split from
+spaces, quotes and punctuation; digits are single tokens), so typing a goal's words is a copy of the
+goal's tokens, and coordinates are digit by digit.
+
+Example:
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
+    >>> model, processor = tiny_qwen2_vl()
+    >>> model.num_parameters() < 2_000_000
+    True
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from importlib import resources
+from collections.abc import Iterator
+
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.utils.chat_template_utils import render_jinja_template
+
+from ..actions import ActionType, DeviceAction, format_action, format_history
+from .processing import Qwen2VLImageTextProcessor
+from ..prompts import build_messages
+
+PAD_TOKEN = "<|endoftext|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
+SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END, VISION_START, VISION_END, IMAGE_TOKEN, VIDEO_TOKEN)
+"""Special tokens of the tiny tokenizer (Qwen2-VL's names; LLaVA uses the same image token)."""
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{% set parts = [{'type': 'text', 'text': message['content']}] %}"
+    "{% else %}{% set parts = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% for part in parts %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{{ '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}"
+    "{% for part in parts %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{{ '<|im_end|>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""A minimal ChatML template. The assistant answer and its ``<|im_end|>`` sit in a
+``{% generation %}`` block, so ``assistant_only_loss`` labels exactly the action and the stop token."""
+
+SCREEN_SIZE = (224, 112)
+"""Default screenshot size ``(height, width)``: portrait, 32 Qwen2-VL image tokens."""
+
+_PRE_SPLIT = Regex(r"[A-Za-z_]+|[0-9]")
+"""Words (letters and underscores) and single digits become their own pre-tokens; the spaces and
+punctuation between them merge among themselves (``": "[`` is one token)."""
+
+
+def action_scaffold_tokens() -> list[str]:
+    """The fixed text between the variable parts of an AutoUI action string, as whole tokens.
+
+    Derived from :func:`~digiq_trl.actions.format_action`, so they follow its format: the prefix up
+    to the action type, the text around the two points, and the whole no-point middle of
+    BACK/HOME/ENTER/TYPE/status actions. An action then costs a few tokens for its fixed text plus
+    its variable parts (digits of the points, typed words), instead of one token per punctuation
+    mark and key of the scaffold: shorter sequences train faster.
+    """
+    no_points = format_action(DeviceAction.type_text(""))
+    prefix, middle = no_points.split(ActionType.TYPE.name, 1)
+    tap = format_action(DeviceAction.tap(0.5, 0.5))
+    around_points = tap[len(prefix) + len(ActionType.DUAL_POINT.name) : -1].split("0.5, 0.5")
+    return [prefix, middle[:-1], *around_points]
+
+
+def _goals() -> list[str]:
+    """The AitW goals shipped with the package (all suites and splits)."""
+    assets = resources.files("digiq_trl") / "envs" / "assets"
+    goals: list[str] = []
+    for path in sorted(assets.iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".txt"):
+            goals.extend(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return goals
+
+
+def _random_point(rng: random.Random) -> tuple[float, float]:
+    """A normalized point written with 2 to 4 decimals."""
+    return (round(rng.random(), rng.choice([2, 3, 4])), round(rng.random(), rng.choice([2, 3, 4])))
+
+
+def _random_action(rng: random.Random, goals: list[str]) -> DeviceAction:
+    """One action of any type; TYPE texts are goals or runs of goal words (what agents type)."""
+    kind = rng.choice(["tap", "tap", "swipe", "type", "press"])
+    if kind == "tap":
+        return DeviceAction.tap(*_random_point(rng))
+    if kind == "swipe":
+        return DeviceAction.swipe(_random_point(rng), _random_point(rng))
+    if kind == "type":
+        words = rng.choice(goals).split()
+        start = rng.randrange(len(words))
+        return DeviceAction.type_text(" ".join(words[start : start + rng.randint(1, 5)]))
+    return DeviceAction.press(
+        rng.choice([t for t in ActionType if t not in (ActionType.DUAL_POINT, ActionType.TYPE)])
+    )
+
+
+def tokenizer_corpus(num_examples: int = 4000, seed: int = 0) -> Iterator[str]:
+    """Text the tiny tokenizer is trained on: rendered training conversations and the goals.
+
+    Each example is the chat template applied to :func:`~digiq_trl.prompts.build_messages` with a
+    goal, a random history and a random action, so the template, the history format and the action
+    format all shape the merges.
+    """
+    rng = random.Random(seed)
+    goals = _goals()
+    yield from goals
+    for _ in range(num_examples):
+        history = format_history([_random_action(rng, goals) for _ in range(rng.randint(0, 4))])
+        action = format_action(_random_action(rng, goals))
+        messages = build_messages(rng.choice(goals), history, action)
+        yield render_jinja_template([messages], chat_template=CHAT_TEMPLATE)[0][0]
+
+
+@lru_cache(maxsize=4)
+def _trained_tokenizer_json(vocab_size: int) -> str:
+    """Train the BPE once per vocabulary size and process, cached as JSON (every model built after
+    the first reuses it)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(_PRE_SPLIT, behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    scaffold = action_scaffold_tokens()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(scaffold),
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in scaffold])
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in memory for the tiny models (no Hub, no files).
+
+    Args:
+        vocab_size: target vocabulary size, special tokens and the 256 byte symbols included.
+    """
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json(vocab_size)),
+        eos_token=IM_END,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
+        extra_special_tokens={"image_token": IMAGE_TOKEN, "video_token": VIDEO_TOKEN},
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _set_generation_defaults(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Stop at ``<|im_end|>``, pad with the pad token, decode greedily by default."""
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    model.generation_config.do_sample = False
+
+
+def _default_mrope_section(head_dim: int) -> tuple[int, int, int]:
+    """A quarter of the rotary pairs for time, the rest split between height and width."""
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return (temporal, height, half - temporal - height)
+
+
+def tiny_qwen2_vl(
+    vocab_size: int = 600,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 2,
+    mrope_section: tuple[int, int, int] | None = None,
+    vision_depth: int = 2,
+    vision_embed_dim: int = 64,
+    vision_num_heads: int = 2,
+    screen_size: tuple[int, int] = SCREEN_SIZE,
+    seed: int = 0,
+) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageTextProcessor]:
+    """A random-init Qwen2-VL (~0.8M parameters by default) and its processor, built offline.
+
+    Args:
+        vocab_size: tokenizer and embedding size.
+        hidden_size: text hidden size; the head dim is ``hidden_size // num_attention_heads``.
+        num_hidden_layers: text decoder layers.
+        num_attention_heads: text attention heads (no grouped-query sharing).
+        mrope_section: multimodal RoPE split (temporal, height, width) of half a head; sums to
+            head_dim / 2. Default: a quarter temporal, the rest split evenly ((8, 12, 12) for head_dim 64).
+        vision_depth: vision transformer blocks (patch 14, 2x2 merge).
+        vision_embed_dim: vision transformer width.
+        vision_num_heads: vision attention heads.
+        screen_size: ``(height, width)`` every image is resized to; 224x112 gives 32 image tokens.
+        seed: seed of the weight initialization.
+    """
+    tokenizer = tiny_tokenizer(vocab_size)
+    head_dim = hidden_size // num_attention_heads
+    mrope_section = mrope_section or _default_mrope_section(head_dim)
+    if sum(mrope_section) != head_dim // 2:
+        raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {head_dim // 2}")
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_attention_heads,
+            max_position_embeddings=2048,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)},
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            embed_dim=vision_embed_dim,
+            hidden_size=hidden_size,
+            num_heads=vision_num_heads,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids(VISION_START),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids(VISION_END),
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    _set_generation_defaults(model, tokenizer)
+    pixels = screen_size[0] * screen_size[1]
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    processor = Qwen2VLImageTextProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    return model, processor
+
+
+def tiny_llava(
+    vocab_size: int = 600,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 2,
+    vision_hidden_size: int = 64,
+    vision_layers: int = 2,
+    image_size: int = 112,
+    patch_size: int = 14,
+    seed: int = 0,
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A random-init LLaVA (tiny CLIP vision tower + tiny Llama) and its processor, built offline.
+
+    Screenshots are resized to a square ``image_size`` (CLIP has fixed position embeddings); the
+    default 112 with patch 14 gives 64 image tokens.
+
+    Args:
+        vocab_size: tokenizer and embedding size.
+        hidden_size: Llama hidden size.
+        num_hidden_layers: Llama layers.
+        num_attention_heads: Llama attention heads.
+        vision_hidden_size: CLIP vision width.
+        vision_layers: CLIP vision layers.
+        image_size: side of the square image the vision tower sees.
+        patch_size: CLIP patch size.
+        seed: seed of the weight initialization.
+    """
+    tokenizer = tiny_tokenizer(vocab_size)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=vision_hidden_size,
+            intermediate_size=2 * vision_hidden_size,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=vision_hidden_size,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_attention_heads,
+            max_position_embeddings=2048,
+            bos_token_id=None,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    _set_generation_defaults(model, tokenizer)
+    image_processor = CLIPImageProcessorPil(
+        size={"height": image_size, "width": image_size}, do_center_crop=False
+    )
+    processor = LlavaProcessor(
+        image_processor,
+        tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,
+    )
+    return model, processor
