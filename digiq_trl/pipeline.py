@@ -122,7 +122,7 @@ class DigiQPipeline:
         """The model to clone, its processor, and the LoRA config for a given (pretrained) actor."""
         cfg = self.config
         if cfg.base_actor is None:
-            from .testing import tiny_qwen2_vl
+            from .models.tiny import tiny_qwen2_vl
 
             return (*tiny_qwen2_vl(num_hidden_layers=cfg.bc_layers, num_attention_heads=cfg.bc_heads, seed=cfg.seed),
                     None)

@@ -23,6 +23,9 @@ from .envs.tasks import SPLITS
 
 STAGES = ("base_actor", "data", "representation", "features", "critic", "actor", "evaluate")
 METHODS = ("filtered_bc", "digiq")
+RUN_FORMAT = 2
+"""Part of every stage fingerprint: raised when the library changes what a stage makes (e.g. a new
+LoRA default), so outputs of an earlier version are recomputed rather than reused."""
 METHOD_WEIGHTINGS = {"filtered_bc": "filtered_bc", "digiq": "threshold"}
 """How each method's actor is trained (``BestOfNActorConfig.weighting``)."""
 
@@ -277,7 +280,8 @@ class DigiQPipelineConfig:
         """A digest of the fields ``stage`` depends on and of the stage before it (``upstream``):
         equal fingerprints mean an existing output can be reused."""
         values = {name: getattr(self, name) for name in STAGE_FIELDS[stage]}
-        text = json.dumps({"stage": stage, "fields": values, "upstream": upstream}, sort_keys=True, default=str)
+        text = json.dumps({"stage": stage, "format": RUN_FORMAT, "fields": values, "upstream": upstream},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -217,6 +217,7 @@ def test_save_model_writes_heads_config_and_card(tmp_path, train_ds) -> None:
     assert "VLMFeatureExtractor.for_critic(critic.config)" in card and "bai2025digiq" in card
     loaded = DigiQCritic.from_pretrained(out)
     _assert_same_state(trainer.model, loaded)
+    assert loaded.config.v_target_combine == "min"  # how its V heads learned: the advantage follows it
 
 
 def test_feature_extractor_caches_features_and_records_provenance(tmp_path, train_ds, monkeypatch) -> None:

@@ -166,6 +166,7 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         if not isinstance(model, DigiQCritic):
             raise TypeError(f"model must be a DigiQCritic or a path to one, got {type(model).__name__}")
         args = args if args is not None else DigiQCriticConfig(output_dir="digiq-critic")
+        model.config.v_target_combine = args.v_target_combine  # the advantage combines Q heads the same way
         self.feature_extractor = feature_extractor
         if feature_extractor is not None:
             _check_extractor_width(model, feature_extractor)

@@ -53,38 +53,12 @@ def default_preparation(run_dir: str | Path) -> Path | None:
 
 
 def critic_feature_extractor(critic: Any, backbone: str | Path | None = None) -> Any:
-    """The frozen VLM whose features ``critic`` reads, as its config records it (model, revision,
-    adapter, layer, pooling), on the GPU when there is one.
+    """The frozen VLM whose features ``critic`` reads (:meth:`VLMFeatureExtractor.for_critic`: its
+    recorded model, layer and pooling, checked against its recorded weights digest), on the GPU
+    when there is one; ``backbone`` loads a moved copy (e.g. a run's ``representation/``)."""
+    from ..models.features import VLMFeatureExtractor
 
-    Args:
-        critic: a :class:`~digiq_trl.models.critic.DigiQCritic`.
-        backbone: a copy of the backbone to load instead of the recorded ``backbone_model_id``
-            (e.g. a run's ``representation/`` after the run folder was moved).
-
-    Raises:
-        ValueError: the config names no backbone and none is given, or the loaded weights differ
-            from those the critic was trained on (its ``backbone_weights_digest``): its values
-            would be meaningless.
-    """
-    from ..models.features import VLMFeatureExtractor, weights_digest
-
-    config = critic.config
-    model_id = str(backbone) if backbone is not None else config.backbone_model_id
-    if not model_id:
-        raise ValueError("the critic's config names no backbone_model_id: pass the feature backbone explicitly")
-    extractor = VLMFeatureExtractor.from_pretrained(
-        model_id, adapter=config.backbone_adapter, layer=config.feature_layer,
-        pooling=config.feature_pooling or "mean",
-        revision=config.backbone_revision if backbone is None else None,
-    )
-    digest = weights_digest(extractor.model)
-    if config.backbone_weights_digest and digest != config.backbone_weights_digest:
-        raise ValueError(
-            f"the backbone {model_id!r} has weights digest {digest}, the critic was trained on features of "
-            f"weights {config.backbone_weights_digest}: pass the backbone it was trained with"
-        )
-    extractor.model.to("cuda" if torch.cuda.is_available() else "cpu")
-    return extractor
+    return VLMFeatureExtractor.for_critic(critic.config, backbone=backbone)
 
 
 def _splits(dataset: str | Path | Dataset | DatasetDict) -> dict[str, Dataset]:
