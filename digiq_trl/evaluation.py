@@ -525,21 +525,24 @@ def score_policy(config: Any, artifacts: Any, policy: Policy) -> dict[str, Any]:
 
 
 def probe_states(config: Any, artifacts: Any) -> tuple[Dataset, list[str]]:
-    """The forgetting probe: ``probe_states`` rows of the critic's test split (seeded), with the
-    action each should get: the simulator expert's when the run collected its data in the simulator
-    (replayed, :func:`~digiq_trl.envs.collect.replay_expert_actions`), else the logged one."""
-    import random
+    """The forgetting probe: ``probe_states`` states and the action each should get.
 
-    from .envs.collect import replay_expert_actions
+    In the simulator, the states a noisy expert visits on train goals (as in the base actor's
+    behavior cloning), labelled with the expert's action: every action class the base actor learned
+    is well represented, ENTER after a typed query included. For a given dataset (real data), rows
+    of its test split with their logged actions.
+    """
+    if config.dataset is not None:
+        test = artifacts.load_data()["test"]
+        rows = test.shuffle(seed=config.seed).select(range(min(config.probe_states, len(test))))
+        return rows, list(rows["action"])
+    from .trainers.behavior_cloning import expert_demonstrations
 
-    test = artifacts.load_data()["test"]
-    rows = list(range(len(test)))
-    random.Random(config.seed).shuffle(rows)
-    rows = sorted(rows[: config.probe_states])
-    if config.dataset is None:  # replay needs whole episodes: label them all, keep the probe's
-        experts = replay_expert_actions(test, layout=config.layout)
-        return test.select(rows), [experts[i] for i in rows]
-    return test.select(rows), [test["action"][i] for i in rows]
+    episodes = max(1, config.probe_states // 4)  # about five steps per episode
+    demos = expert_demonstrations(config.env_id, num_episodes=episodes, noise=config.bc_noise, seed=config.seed + 1,
+                                  split="train", layout=config.layout)
+    rows = demos.select(range(min(config.probe_states, len(demos))))
+    return rows, list(rows["action"])
 
 
 def behavior_stats(data: Any) -> dict[str, float]:

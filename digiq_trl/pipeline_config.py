@@ -182,9 +182,9 @@ class DigiQPipelineConfig:
     )
     probe_states: int = field(
         default=400,
-        metadata={"help": "States of the critic's test split on which every actor's greedy actions are compared, "
-                  "per action class, with the simulator expert's (the logged ones for a given dataset): a "
-                  "forgetting probe; and with the base actor's (the share of actions changed)."},
+        metadata={"help": "States of the forgetting probe: every actor's greedy actions are compared, per action "
+                  "class, with the simulator expert's on states a noisy expert visits (the logged actions of the "
+                  "test split for a given dataset), and with the base actor's (the share of actions changed)."},
     )
     ddp_timeout: int = field(
         default=7200,
