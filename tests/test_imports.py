@@ -30,6 +30,14 @@ def test_import_loads_no_deep_learning_stack(code: str) -> None:
     assert loaded["envs"] == ["digiq_trl/Phone-general-v0", "digiq_trl/Phone-webshop-v0"]
 
 
+@pytest.mark.parametrize("command", [[], ["train"], ["diagnose"], ["train-base-actor"]],
+                         ids=lambda c: " ".join(["digiq-trl", *c]))
+def test_command_help_loads_no_deep_learning_stack(command: list[str]) -> None:
+    code = ("import contextlib\nfrom digiq_trl.cli import main\n"
+            f"with contextlib.suppress(SystemExit): main({command + ['--help']!r})")
+    assert modules_loaded_by(code)["heavy"] == (["trl"] if command else [])  # trl itself imports lazily
+
+
 def test_a_name_loads_what_it_needs() -> None:
     assert "torch" in modules_loaded_by("from digiq_trl import DigiQCritic")["heavy"]
 
