@@ -1,36 +1,77 @@
-"""The ``digiq-trl`` command line: one subcommand per task (convert, collect, view, ...).
+"""The ``digiq-trl`` command line: one subcommand per task (train, diagnose, convert, collect, ...).
 
-Each subcommand lives next to the code it drives, in a module with a ``register(subparsers)``
-function that adds its parser and sets ``func`` to the callable that runs it.
+Two kinds of subcommands, both listed in :data:`SUBCOMMANDS`:
+
+- **scripts** (``train``, ``diagnose``, ``train-base-actor``, ``train-representation``): modules of
+  :mod:`digiq_trl.commands` whose ``main(argv, prog)`` parses everything after the command name
+  with :class:`trl.TrlParser` (dataclass flags and ``--config`` YAML), exactly as the matching
+  ``examples/`` script does;
+- **tools** (``convert``, ``collect``, ``view``): modules that live next to the code they drive, with
+  a ``register(subparsers)`` function that adds an argparse parser whose ``func`` runs the command.
+
+Only the module of the command being run is imported, so ``digiq-trl --help`` does not load torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from dataclasses import dataclass
 from typing import Sequence
 
-SUBCOMMAND_MODULES = (
-    "digiq_trl.data.convert_cli",
-    "digiq_trl.envs.collect_cli",
-    "digiq_trl.viewer_cli",
+PROG = "digiq-trl"
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A ``digiq-trl`` subcommand: its name, the module that implements it, and its one-line help."""
+
+    name: str
+    module: str
+    help: str
+    script: bool = False
+    """True: the module's ``main(argv, prog)`` parses the arguments (TrlParser); False: its ``register``."""
+
+
+SUBCOMMANDS = (
+    Subcommand("train", "digiq_trl.commands.train", "run the whole Digi-Q pipeline (examples/train.py)", script=True),
+    Subcommand("diagnose", "digiq_trl.commands.diagnose",
+               "diagnose whether the critic or the actor limits Best-of-N on a finished simulator run", script=True),
+    Subcommand("train-base-actor", "digiq_trl.commands.train_base_actor",
+               "behavior-clone and measure a tiny base actor in the simulated phone", script=True),
+    Subcommand("train-representation", "digiq_trl.commands.train_representation",
+               "stage 1: fine-tune a VLM on the actionability task", script=True),
+    Subcommand("convert", "digiq_trl.data.convert_cli",
+               "convert reference .pt files or AitW TFRecords into a transitions dataset"),
+    Subcommand("collect", "digiq_trl.envs.collect_cli",
+               "collect a transitions dataset with a scripted policy in the simulated phone"),
+    Subcommand("view", "digiq_trl.viewer_cli",
+               "write an HTML page to browse episodes, critic values and Best-of-N candidates"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
-        prog="digiq-trl", description="Digi-Q tools: convert, collect and view transition datasets."
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported, the others are listed by name."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Digi-Q: train, diagnose, and convert, collect and "
+                                     "view transition datasets. `digiq-trl <command> --help` for a command's options.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for sub in SUBCOMMANDS:
+        if sub.name == command and not sub.script:
+            importlib.import_module(sub.module).register(subparsers)
+        else:
+            subparsers.add_parser(sub.name, help=sub.help, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``digiq-trl`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((sub for sub in SUBCOMMANDS if argv and argv[0] == sub.name), None)
+    if command is not None and command.script:
+        importlib.import_module(command.module).main(argv[1:], prog=f"{PROG} {command.name}")
+        return 0
+    args = build_parser(command.name if command else None).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -1,101 +1,16 @@
 """Is the critic or the actor what limits Best-of-N? Diagnose a finished simulator run.
 
-Point it at the ``output_dir`` of ``examples/train.py`` with the same flags or ``--config`` (it reads
-the run's base actor, critic, feature backbone, data and the Digi-Q actor's preparation). It needs
-the simulator, whose scripted expert plays the part of a perfect critic:
+A thin wrapper of ``digiq-trl diagnose`` (:mod:`digiq_trl.commands.diagnose`, which explains the
+headroom count and the oracle actors). Point it at the ``output_dir`` of ``examples/train.py`` with
+the same flags or ``--config``:
 
     python examples/diagnose_best_of_n.py                     # the embedded default's run
     python examples/diagnose_best_of_n.py --config examples/configs/simulator_webshop.yaml
 
-1. **Headroom** (:func:`digiq_trl.evaluation.best_of_n_headroom`, evaluation goals): how often the
-   expert's action is the base actor's greedy one, among its N candidates, and the critic's pick.
-2. **Oracle extraction** (:func:`digiq_trl.evaluation.oracle_targets`): the expert's action in
-   every training state of the actor stage is recovered by replaying its episode
-   (:func:`digiq_trl.envs.collect.replay_expert_actions`). The actor stage's own trainer, data,
-   candidates, anchor and settings then train the base actor on (a) the candidate a perfect critic
-   picks, where one is right, and (b) the expert's action in every state. Both are scored like the
-   run's methods. If (b) does not beat the base actor, no critic can make Best-of-N extraction
-   beat it from these states; if (a) does and Digi-Q does not, the critic is the bottleneck.
-
 Writes ``best_of_n_diagnosis.json`` to ``output_dir`` and prints it.
 """
 
-from __future__ import annotations
-
-import json
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import torch
-from datasets import load_from_disk
-from trl import TrlParser
-
-from digiq_trl.envs.collect import replay_expert_actions
-from digiq_trl.evaluation import best_of_n_headroom, oracle_targets, score_policy
-from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
-
-
-@dataclass
-class DiagnosisArguments:
-    """How much of each diagnosis to run."""
-
-    headroom_episodes: int = field(
-        default=60, metadata={"help": "Evaluation-goal episodes of the headroom count (every third state is sampled)."}
-    )
-    oracles: list[str] = field(
-        default_factory=lambda: ["best_of_n", "expert"],
-        metadata={"help": "Oracle actors to train and score: best_of_n, expert."},
-    )
-
-
-def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
-    """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
-    cfg = pipe.config
-    seed = cfg.actor_seeds[0]
-    preparation = load_from_disk(str(pipe.artifacts.actor_path("digiq", seed) / "preparation"))
-    states = pipe.actor_states(seed)
-    targets = oracle_targets(states, preparation["candidates"], replay_expert_actions(states, layout=cfg.layout))
-    scores: dict[str, Any] = {}
-    for name in names:
-        out = cfg.path("diagnosis") / name
-        pipe.train_actor("filtered_bc", targets[name], out, seed)
-        policy = VLMPolicy(*pipe.artifacts.load_actor(out))
-        relabeled = sum(targets[name]["trajectory_reward"])
-        scores[f"oracle_{name}"] = {"states_relabeled": relabeled, "states": len(states),
-                                    **score_policy(cfg, pipe.artifacts, policy)}
-    return scores
-
-
-def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
-    """Headroom on evaluation goals, then base actor vs the oracle-trained actors."""
-    cfg = pipe.config
-    greedy = VLMPolicy(*pipe.artifacts.load_actor())
-    torch.manual_seed(cfg.seed)
-    headroom = best_of_n_headroom(
-        pipe.artifacts.load_critic(), pipe.artifacts.extractor(), cfg.suite, greedy, num_candidates=cfg.num_candidates,
-        temperature=cfg.candidate_temperature, split=cfg.eval_split, num_episodes=args.headroom_episodes,
-        seed=cfg.seed, layout=cfg.layout,
-    )
-    actors = {"base": score_policy(cfg, pipe.artifacts, greedy), **oracle_scores(pipe, args.oracles)}
-    return {"eval_split": cfg.eval_split, "actor_steps": cfg.actor_steps, "anchor": cfg.anchor,
-            "actor_learning_rate": cfg.actor_learning_rate, "headroom": headroom, "actors": actors}
-
-
-def main() -> None:
-    """Parse the run's configuration plus :class:`DiagnosisArguments`, diagnose, write the JSON."""
-    config, args = TrlParser((DigiQPipelineConfig, DiagnosisArguments)).parse_args_and_config()
-    if config.evaluation != "simulator":
-        raise SystemExit("diagnose_best_of_n.py needs the simulator (its expert stands in for a perfect critic); "
-                         f"this configuration has evaluation={config.evaluation!r}")
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    result = diagnose(DigiQPipeline(config), args)
-    path = Path(config.output_dir) / "best_of_n_diagnosis.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-
+from digiq_trl.commands.diagnose import main
 
 if __name__ == "__main__":
     main()

@@ -1,135 +1,14 @@
 """Behavior-clone a tiny VLM base actor in the simulated phone, and measure it.
 
-The embedded default's base actor (the role AutoUI plays in the Digi-Q paper): a random-init tiny
-Qwen2-VL trained on noisy-expert states labelled with the expert's actions. The script reports the
-share of valid action strings and the greedy success rate, and checks that Best-of-N sampling gives
-diverse candidates (some of which beat the greedy action), then saves the actor.
+A thin wrapper of ``digiq-trl train-base-actor`` (:mod:`digiq_trl.commands.train_base_actor`).
+``examples/configs/base_actor.yaml`` holds the settings the embedded default pipeline uses for its
+base actor.
 
     python examples/train_base_actor.py --output_dir outputs/base-actor
     python examples/train_base_actor.py --config examples/configs/base_actor.yaml
 """
 
-from __future__ import annotations
-
-import json
-import os
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
-from collections.abc import Sequence
-
-import torch
-from trl import TrlParser
-
-from digiq_trl.actions import actions_match, parse_action, try_parse_action
-from digiq_trl.envs import ExpertPolicy, run_episodes
-from digiq_trl.evaluation import evaluate_policy
-from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.testing import tiny_qwen2_vl
-from digiq_trl.trainers.behavior_cloning import behavior_clone, expert_demonstrations
-
-
-@dataclass
-class BaseActorArguments:
-    """Options of the base-actor run."""
-
-    output_dir: str = field(default="outputs/base-actor", metadata={"help": "Where the actor and results.json go."})
-    suite: str = field(default="general", metadata={"help": "Task suite: general or webshop."})
-    demo_episodes: int = field(default=2000, metadata={"help": "Noisy-expert episodes to collect (train split)."})
-    vocab_size: int = field(default=600, metadata={"help": "Tiny tokenizer vocabulary size."})
-    hidden_size: int = field(default=128, metadata={"help": "Tiny Qwen2-VL hidden size."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Tiny Qwen2-VL decoder layers."})
-    num_attention_heads: int = field(default=2, metadata={"help": "Tiny Qwen2-VL attention heads."})
-    noise: float = field(default=0.15, metadata={"help": "Random-action probability while collecting."})
-    max_steps: int = field(default=600, metadata={"help": "Behavior-cloning optimizer steps."})
-    batch_size: int = field(default=32, metadata={"help": "Behavior-cloning batch size."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate (cosine schedule)."})
-    eval_episodes: int = field(default=200, metadata={"help": "Greedy evaluation episodes (0 to skip)."})
-    eval_split: str = field(default="test", metadata={"help": "Goal split for evaluation: train, test or heldout."})
-    eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation episodes."})
-    best_of_n: int = field(default=16, metadata={"help": "Candidates per state in the diversity check (0 to skip)."})
-    best_of_n_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
-    best_of_n_episodes: int = field(default=50, metadata={"help": "Expert episodes whose states are sampled."})
-    seed: int = field(default=0, metadata={"help": "Seed of collection, initialization and training."})
-    num_threads: int = field(default=1, metadata={"help": "torch CPU threads."})
-
-
-class ValidityCountingPolicy:
-    """Wraps a policy and counts how many of its action strings parse as valid AutoUI actions."""
-
-    def __init__(self, policy: VLMPolicy) -> None:
-        self.policy = policy
-        self.total = 0
-        self.valid = 0
-
-    def act(self, observations: Sequence[dict[str, Any]], infos: Sequence[dict[str, Any]]) -> list[str]:
-        """The wrapped policy's actions, counted."""
-        actions = self.policy.act(observations, infos)
-        self.total += len(actions)
-        self.valid += sum(try_parse_action(a) is not None for a in actions)
-        return actions
-
-
-def best_of_n_diversity(policy: VLMPolicy, args: BaseActorArguments) -> dict[str, float]:
-    """Sample candidates on expert-visited test states; how diverse, and how often one beats greedy."""
-    env_id = f"digiq_trl/Phone-{args.suite}-v0"
-    steps = list(run_episodes(env_id, ExpertPolicy(), args.best_of_n_episodes, seed=args.eval_seed + 1,
-                              split=args.eval_split))
-    observations = [s.observation for s in steps]
-    greedy = policy.act(observations)
-    samples = policy.sample(observations, args.best_of_n, args.best_of_n_temperature)
-    rescued = distinct = valid = 0
-    for step, g, cands in zip(steps, greedy, samples):
-        gold, boxes = parse_action(step.info["expert_action"]), step.info["ui_boxes"]
-        distinct += len(set(cands))
-        valid += sum(try_parse_action(c) is not None for c in cands)
-        if not actions_match(try_parse_action(g), gold, boxes):
-            rescued += any(actions_match(try_parse_action(c), gold, boxes) for c in cands)
-    n = len(steps)
-    return {
-        "states": n,
-        "mean_distinct_candidates": distinct / n,
-        "valid_candidate_fraction": valid / (n * args.best_of_n),
-        "greedy_wrong_some_candidate_right": rescued / n,
-    }
-
-
-def main(args: BaseActorArguments) -> dict[str, Any]:
-    """Collect, clone, evaluate, save; returns (and writes) the measured figures."""
-    torch.set_num_threads(args.num_threads)
-    results: dict[str, Any] = {"args": asdict(args)}
-    start = time.perf_counter()
-    demos = expert_demonstrations(f"digiq_trl/Phone-{args.suite}-v0", args.demo_episodes, args.noise, args.seed)
-    results.update(demo_steps=len(demos), collect_seconds=round(time.perf_counter() - start, 1))
-
-    model, processor = tiny_qwen2_vl(
-        vocab_size=args.vocab_size,
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_hidden_layers,
-        num_attention_heads=args.num_attention_heads,
-        seed=args.seed,
-    )
-    start = time.perf_counter()
-    model = behavior_clone(model, processor, demos, args.output_dir, max_steps=args.max_steps,
-                           batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
-    results["train_seconds"] = round(time.perf_counter() - start, 1)
-
-    policy = VLMPolicy(model, processor, max_new_tokens=48, batch_size=100)
-    if args.eval_episodes:
-        counting = ValidityCountingPolicy(policy)
-        start = time.perf_counter()
-        results["greedy"] = evaluate_policy(counting, args.suite, split=args.eval_split,
-                                            num_episodes=args.eval_episodes, seed=args.eval_seed, batch_size=100)
-        results["greedy"].update(valid_action_fraction=counting.valid / max(1, counting.total),
-                                 eval_seconds=round(time.perf_counter() - start, 1))
-    if args.best_of_n:
-        results["best_of_n"] = best_of_n_diversity(policy, args)
-    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    print(json.dumps(results))
-    return results
-
+from digiq_trl.commands.train_base_actor import main
 
 if __name__ == "__main__":
-    (script_args,) = TrlParser(BaseActorArguments).parse_args_and_config()
-    main(script_args)
+    main()

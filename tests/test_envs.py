@@ -300,3 +300,31 @@ def test_phone_with_pseudo_entities_plays_the_variants_to_success() -> None:
         if terminated or truncated:
             break
     assert reward == 1.0 and obs["goal"] == variant
+
+
+def test_image_spaces_of_one_size_are_equal() -> None:
+    from digiq_trl.envs.phone import ImageSpace
+
+    assert ImageSpace(112, 224) == ImageSpace(112, 224)
+    assert hash(ImageSpace(112, 224)) == hash(ImageSpace(112, 224))
+    assert ImageSpace(112, 224) != ImageSpace(224, 112)
+    assert PhoneEnv("general").observation_space == PhoneEnv("webshop").observation_space
+
+
+@pytest.mark.parametrize("mode, kwargs", [("sync", {}), ("async", {"shared_memory": False})])
+def test_make_vec_plays_expert_episodes_like_single_phones(mode: str, kwargs: dict) -> None:
+    from digiq_trl.envs.collect import episode_seed
+
+    seeds = [episode_seed(0, i) for i in range(4)]
+    envs = gym.make_vec("digiq_trl/Phone-general-v0", num_envs=4, vectorization_mode=mode, vector_kwargs=kwargs)
+    obs, info = envs.reset(seed=seeds)
+    singles = [PhoneEnv("general").reset(seed=s)[0]["goal"] for s in seeds]
+    assert list(obs["goal"]) == singles
+    assert all(image.size == (112, 224) for image in obs["image"])
+    ended, succeeded = np.zeros(4, dtype=bool), np.zeros(4, dtype=bool)
+    for _ in range(10):  # the General suite's horizon; the expert solves every goal within it
+        obs, reward, terminated, truncated, info = envs.step(info["expert_action"])
+        succeeded |= ~ended & terminated & (reward == 1.0)
+        ended |= terminated | truncated
+    envs.close()
+    assert succeeded.all()

@@ -1,35 +1,26 @@
 """The simulated Android phone, its AitW task suites, behavior policies and data collection.
 
 Importing this package registers ``digiq_trl/Phone-general-v0`` and ``digiq_trl/Phone-webshop-v0``
-with Gymnasium.
+with Gymnasium. The registration names the environment class by its import path, and the public
+names below are imported on first use, so importing the package loads neither the simulator nor
+``datasets`` (which collection needs).
 """
 
 import gymnasium as gym
 
-from .collect import collect_transitions, run_episodes
-from .phone import PhoneEnv
-from .policies import ExpertPolicy, NoisyExpertPolicy, Policy, RandomPolicy, random_action
-from .tasks import Task, is_success, load_goals, parse_goal
-
-DEFAULT_NOISE = NoisyExpertPolicy.DEFAULT_NOISE
+from .. import _lazy
 
 for _suite in ("general", "webshop"):
     _env_id = f"digiq_trl/Phone-{_suite}-v0"
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point="digiq_trl.envs.phone:PhoneEnv", kwargs={"suite": _suite})
 
-__all__ = [
-    "DEFAULT_NOISE",
-    "ExpertPolicy",
-    "NoisyExpertPolicy",
-    "PhoneEnv",
-    "Policy",
-    "RandomPolicy",
-    "Task",
-    "collect_transitions",
-    "is_success",
-    "load_goals",
-    "parse_goal",
-    "random_action",
-    "run_episodes",
-]
+_EXPORTS = {
+    ".collect": ("collect_transitions", "run_episodes"),
+    ".phone": ("PhoneEnv",),
+    ".policies": ("DEFAULT_NOISE", "ExpertPolicy", "NoisyExpertPolicy", "Policy", "RandomPolicy", "random_action"),
+    ".tasks": ("Task", "is_success", "load_goals", "parse_goal"),
+}
+
+__all__ = _lazy.exported_names(_EXPORTS)
+__getattr__, __dir__ = _lazy.lazy_exports(__name__, _EXPORTS)

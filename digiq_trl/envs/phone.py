@@ -50,6 +50,16 @@ class ImageSpace(gym.Space):
         """Screenshots are not flattened into vectors."""
         return False
 
+    def __eq__(self, other: object) -> bool:
+        """Spaces of the same image size are equal (what ``gymnasium.make_vec`` checks across its envs)."""
+        return isinstance(other, ImageSpace) and (self.width, self.height) == (other.width, other.height)
+
+    def __hash__(self) -> int:
+        return hash((ImageSpace, self.width, self.height))
+
+    def __repr__(self) -> str:
+        return f"ImageSpace({self.width}, {self.height})"
+
 
 class PhoneEnv(gym.Env):
     """A simulated Android phone with the AitW General or WebShop goals.

@@ -123,6 +123,10 @@ class NoisyExpertPolicy:
         return actions
 
 
+DEFAULT_NOISE = NoisyExpertPolicy.DEFAULT_NOISE
+"""The noisy expert's default random-action rate (re-exported as ``digiq_trl.envs.DEFAULT_NOISE``)."""
+
+
 class RandomPolicy:
     """Uniformly random actions (see :func:`random_action`); the floor every policy should beat."""
 

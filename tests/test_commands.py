@@ -1,0 +1,103 @@
+"""The ``digiq-trl`` subcommands: dispatch, the train summary, and the example configs they name."""
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from digiq_trl.cli import SUBCOMMANDS, main
+from digiq_trl.commands import train
+from digiq_trl.commands.train_base_actor import BaseActorArguments
+from digiq_trl.commands.train_base_actor import make_parser as base_actor_parser
+from digiq_trl.pipeline_config import DigiQPipelineConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "examples" / "configs"
+
+OFFLINE_RESULTS = {
+    "metric": "action_matching_accuracy",
+    "methods": {"base": {"action_matching_accuracy": 0.41234, "stderr": 0.01},
+                "digiq": {"action_matching_accuracy": 0.45678, "stderr": 0.01}},
+}
+
+
+class FakePipeline:
+    """Stands in for DigiQPipeline: records its config and returns canned results."""
+
+    configs: list[DigiQPipelineConfig] = []
+
+    def __init__(self, config: DigiQPipelineConfig) -> None:
+        self.configs.append(config)
+
+    def run(self) -> dict[str, Any]:
+        return OFFLINE_RESULTS
+
+
+def test_summary_uses_the_runs_metric() -> None:
+    assert train.summary(OFFLINE_RESULTS, "out") == {
+        "output_dir": "out", "action_matching_accuracy": {"base": 0.412, "digiq": 0.457}}
+    simulator = {"metric": "success_rate", "methods": {"base": {"success_rate": 0.06}}}
+    assert train.summary(simulator, "out") == {"output_dir": "out", "success_rate": {"base": 0.06}}
+
+
+def test_train_command_parses_flags_and_prints_the_offline_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("digiq_trl.pipeline.DigiQPipeline", FakePipeline)
+    monkeypatch.setattr(FakePipeline, "configs", [])
+    assert main(["train", "--output_dir", "outputs/x", "--evaluation", "offline", "--actor_seeds", "0", "1"]) == 0
+    (config,) = FakePipeline.configs
+    assert (config.output_dir, config.evaluation, config.actor_seeds) == ("outputs/x", "offline", [0, 1])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {"output_dir": "outputs/x", "action_matching_accuracy": {"base": 0.412, "digiq": 0.457}}
+
+
+def test_train_command_reads_a_yaml_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("digiq_trl.pipeline.DigiQPipeline", FakePipeline)
+    monkeypatch.setattr(FakePipeline, "configs", [])
+    main(["train", "--config", str(CONFIGS / "simulator_webshop.yaml"), "--seed", "7"])
+    (config,) = FakePipeline.configs
+    assert (config.suite, config.seed) == ("webshop", 7)
+
+
+def test_tools_register_under_their_listed_name_and_help() -> None:
+    for sub in (s for s in SUBCOMMANDS if not s.script):
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(sub.module).register(subparsers)
+        (choice,) = subparsers._choices_actions
+        assert (choice.dest, choice.help) == (sub.name, sub.help)
+
+
+def test_every_script_command_has_a_parser_and_main() -> None:
+    for sub in (s for s in SUBCOMMANDS if s.script):
+        module = importlib.import_module(sub.module)
+        assert callable(module.main)
+        assert module.make_parser(prog="x").format_help().startswith("usage: x")
+
+
+def test_base_actor_yaml_is_the_pipelines_base_actor() -> None:
+    (args,) = base_actor_parser().parse_args_and_config(["--config", str(CONFIGS / "base_actor.yaml")])
+    pipeline = DigiQPipelineConfig()
+    assert isinstance(args, BaseActorArguments)
+    assert (args.suite, args.seed, args.demo_episodes, args.noise) == (
+        pipeline.suite, pipeline.seed, pipeline.bc_episodes, pipeline.bc_noise)
+    assert (args.num_hidden_layers, args.num_attention_heads, args.max_steps, args.learning_rate) == (
+        pipeline.bc_layers, pipeline.bc_heads, pipeline.bc_steps, pipeline.bc_learning_rate)
+
+
+def test_representation_runs_the_tiny_yaml_with_no_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from digiq_trl.commands import train_representation as command
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(command, "load_data", lambda script_args, seed: seen.setdefault("script_args", script_args))
+    monkeypatch.setattr(command, "load_model", lambda script_args: (None, None))
+    monkeypatch.setattr("digiq_trl.trainers.representation_trainer.train_representation",
+                        lambda model, processor, data, args: seen.setdefault("args", args) and {})
+    command.main([])
+    yaml_args = command.make_parser().parse_args_and_config(["--config", str(CONFIGS / "representation_tiny.yaml")])
+    assert (seen["script_args"], seen["args"]) == yaml_args
+    assert yaml.safe_load((CONFIGS / "representation_tiny.yaml").read_text()) == command.EMBEDDED_DEFAULT
