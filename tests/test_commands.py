@@ -101,3 +101,22 @@ def test_representation_runs_the_tiny_yaml_with_no_arguments(monkeypatch: pytest
     yaml_args = command.make_parser().parse_args_and_config(["--config", str(CONFIGS / "representation_tiny.yaml")])
     assert (seen["script_args"], seen["args"]) == yaml_args
     assert yaml.safe_load((CONFIGS / "representation_tiny.yaml").read_text()) == command.EMBEDDED_DEFAULT
+
+
+def test_a_damaged_stage_output_is_one_line_and_a_nonzero_exit(tmp_path, monkeypatch) -> None:
+    from digiq_trl import pipeline
+    from digiq_trl.artifacts import DamagedArtifactError
+    from digiq_trl.commands import train
+
+    class Damaged:
+        def __init__(self, config):
+            pass
+
+        def run(self):
+            raise DamagedArtifactError("stage critic: run/critic/model.safetensors does not match its manifest")
+
+    monkeypatch.setattr(pipeline, "DigiQPipeline", Damaged)
+    with pytest.raises(SystemExit) as exit_:
+        train.main([f"--output_dir={tmp_path}"], prog="digiq-trl train")
+    assert str(exit_.value) == ("digiq-trl train: error: stage critic: run/critic/model.safetensors does not "
+                                "match its manifest")

@@ -3,7 +3,7 @@ critic, actor, evaluation).
 
 With no arguments it runs the embedded default, fully offline on CPU: a tiny VLM behavior-cloned in
 the simulated phone, its own offline data, all four Digi-Q stages and the evaluation of base actor,
-filtered BC and Digi-Q on held-out goals. Results go to ``--output_dir`` (``results.json``,
+filtered BC and Digi-Q on the published test goals. Results go to ``--output_dir`` (``results.json``,
 ``report.md``, plots, the critic and the actor adapters). Every field of
 :class:`~digiq_trl.pipeline_config.DigiQPipelineConfig` is a flag and a ``--config`` YAML key::
 
@@ -44,9 +44,13 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str
     """Parse flags and ``--config`` YAML into a :class:`DigiQPipelineConfig`, run it, print the summary."""
     (config,) = make_parser(prog).parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    from ..artifacts import DamagedArtifactError, MissingArtifactError
     from ..pipeline import DigiQPipeline
 
-    results = DigiQPipeline(config).run()
+    try:
+        results = DigiQPipeline(config).run()
+    except (DamagedArtifactError, MissingArtifactError) as error:  # says which stage and file, and what to do
+        raise SystemExit(f"{prog or 'digiq-trl train'}: error: {error}") from None
     if "methods" in results:
         print(json.dumps(summary(results, config.output_dir)))
     return results
