@@ -385,7 +385,7 @@ def plot_advantage_histogram(preparation: Mapping[str, Sequence[Any]], threshold
                   label="logged action's advantage")
     if threshold is not None:
         ax.axvline(threshold, color="#212121", linestyle="--", label=f"threshold a_min = {threshold:g}")
-    ax.set_xlabel("advantage A = max(Q1, Q2) - max(V1, V2)")
+    ax.set_xlabel("advantage A of the chosen candidate (critic)")
     ax.set_ylabel("training states")
     ax.legend(fontsize=7)
     ax.set_title(f"Advantage of the Best-of-N choice ({title})")
@@ -549,9 +549,10 @@ def _probe_table(methods: Mapping[str, Any], probe_states: int | None) -> list[s
         return []
     classes = sorted({c for probe in probed.values() for c in probe["recall"]})
     lines = ["", "## Forgetting probe", "",
-             f"Greedy actions on {probe_states} states of the critic's test split: recall of each action class "
-             "(the share of states whose reference action has that class where the actor's action has it too) "
-             "and the share of actions that differ from the base actor's.", "",
+             f"Greedy actions on {probe_states} probe states (in the simulator, states a noisy expert visits, "
+             "labelled with the expert's action; for a given dataset, its test split's logged actions): recall of "
+             "each action class (the share of states whose reference action has that class where the actor's "
+             "action has it too) and the share of actions that differ from the base actor's.", "",
              "| action class (states) | " + " | ".join(METHOD_LABELS.get(m, m) for m in probed) + " |",
              "|---|" + "---|" * len(probed)]
     for action_class in classes:
@@ -573,7 +574,8 @@ def _best_of_n_section(stats: Mapping[int, Mapping[str, float]] | None, config: 
     anchor = ANCHOR_TEXT.get(config.get("anchor", ""), "are trained on their anchor")
     lines = ["", "## Best-of-N policy extraction (Digi-Q)", "",
              f"In every training state the actor proposed {config.get('num_candidates', 'N')} candidates (the logged "
-             "action among them); the critic scored each by its advantage A = max(Q1, Q2) - max(V1, V2). A state is "
+             "action among them); the critic scored each by its advantage A (min(Q1, Q2) - max(V1, V2) for V heads "
+             "trained on min(Qbar1, Qbar2), the default; max(Q1, Q2) - max(V1, V2) for independent ones). A state is "
              f"kept, i.e. imitates its best candidate, when {rule} and that action parses; the other states {anchor}.",
              "", "| training seed | states | kept | chosen = logged | mean A, chosen | mean A, logged | "
              "distinct candidates per state |", "|---|---|---|---|---|---|---|"]
