@@ -42,8 +42,11 @@ _EXPORTS = {
         "validate_transitions",
     ),
     ".envs": ("ExpertPolicy", "NoisyExpertPolicy", "PhoneEnv", "RandomPolicy", "collect_transitions"),
+    ".envs.policies": ("add_random_alternatives",),
     ".evaluation": ("evaluate_policy", "evaluate_policy_seeds"),
     ".models": ("DigiQCritic", "DigiQCriticModelConfig", "VLMFeatureExtractor", "VLMPolicy", "cache_features"),
+    ".pipeline": ("DigiQPipeline",),
+    ".pipeline_config": ("DigiQPipelineConfig",),
     ".representation": ("build_actionability_dataset",),
     ".targets": ("advantage", "auroc", "mc_targets", "polyak_update", "ranking_accuracy", "td_targets", "v_targets"),
     ".trainers": (
@@ -56,6 +59,7 @@ _EXPORTS = {
         "behavior_clone",
         "train_representation",
     ),
+    ".viewer": ("write_viewer",),
 }
 
 __all__ = _lazy.exported_names(_EXPORTS)

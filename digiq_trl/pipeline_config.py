@@ -248,7 +248,7 @@ class DigiQPipelineConfig:
 
         return DigiQCriticConfig(
             output_dir=str(output_dir), max_steps=self.critic_steps, learning_rate=self.critic_learning_rate,
-            per_device_train_batch_size=self.critic_batch_size, per_device_rollout_batch_size=4 * self.critic_batch_size,
+            per_device_train_batch_size=self.critic_batch_size, per_device_eval_batch_size=4 * self.critic_batch_size,
             max_grad_norm=self.critic_max_grad_norm, gradient_accumulation_steps=self.critic_gradient_accumulation_steps,
             bf16=self.bf16, logging_steps=max(1, self.critic_steps // 30), eval_strategy="steps",
             eval_steps=max(1, self.critic_steps // 5), save_strategy="steps", save_steps=self.critic_save_steps,

@@ -276,3 +276,16 @@ def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source) -> None:
     if source == "digiq-pt":
         preparation = json.loads((out / "actor" / "digiq" / "seed0" / "preparation_metrics.json").read_text())
         assert preparation["num_states"] > 0
+
+
+def test_every_stage_gets_valid_trainer_arguments(tmp_path) -> None:
+    config = DigiQPipelineConfig(output_dir=str(tmp_path))
+    representation = config.representation_args(tmp_path / "representation")
+    critic = config.critic_args(tmp_path / "critic")
+    actor = config.actor_args("threshold", tmp_path / "actor", seed=3)
+    assert representation.max_steps == config.representation_steps
+    assert representation.per_device_train_batch_size == config.representation_batch_size
+    assert critic.max_steps == config.critic_steps and critic.save_steps == config.critic_save_steps
+    assert critic.per_device_eval_batch_size == 4 * config.critic_batch_size
+    assert (actor.weighting, actor.anchor, actor.seed) == ("threshold", config.anchor, 3)
+    assert actor.candidate_source == config.candidate_source and actor.num_candidates == config.num_candidates
