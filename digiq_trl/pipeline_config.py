@@ -69,10 +69,10 @@ class DigiQPipelineConfig:
         default=False,
         metadata={"help": "Add variants of the search and video goals with made-up entity names to the BC "
                   "demonstrations, so the actor has to copy queries from the goal instead of memorizing them "
-                  "(what held-out goals need; in a prototype, copying emerged only after ~3000 bc_steps)."},
+                  "(what held-out goals need; it takes several times the default bc_steps: docs/experiments.md)."},
     )
     bc_steps: int = field(
-        default=800,
+        default=600,
         metadata={"help": "Behavior-cloning steps of the base actor, on the offline dataset's training episodes when "
                   "`dataset` is given (so the actor speaks the action format, as AutoUI was trained on AitW), else on "
                   "the simulator's noisy-expert demonstrations. A given base_actor trains a LoRA adapter, merged; "
@@ -87,7 +87,7 @@ class DigiQPipelineConfig:
         default=None,
         metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
     )
-    collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
+    collect_episodes: int = field(default=300, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
     )
@@ -118,11 +118,12 @@ class DigiQPipelineConfig:
     critic_conservative_weight: float = field(
         default=1.0,
         metadata={"help": "Conservative penalty on Q of random alternative actions (DigiQCriticConfig."
-                  "conservative_weight); 0 is the paper's critic. Measured in the simulator: the plain TD "
-                  "critic ranked the expert's action above random ones in 30 %% of states, this one in 95 %%."},
+                  "conservative_weight); 0 is the paper's critic (a comparison: docs/experiments.md)."},
     )
     # actor
-    num_candidates: int = field(default=16, metadata={"help": "Best-of-N: candidate actions per state."})
+    num_candidates: int = field(
+        default=8, metadata={"help": "Best-of-N: candidate actions per state (the paper: 16; 8 keeps the CPU default short)."}
+    )
     candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
     candidate_source: str = field(
         default="policy",
@@ -165,7 +166,7 @@ class DigiQPipelineConfig:
         metadata={"help": "Goal split of the evaluation: test (the published test goals, as the paper reports "
                   "AitW; they also occur in train), train, or heldout."},
     )
-    eval_episodes: int = field(default=200, metadata={"help": "Evaluation episodes per method and seed."})
+    eval_episodes: int = field(default=100, metadata={"help": "Evaluation episodes per method and seed."})
     rollout_batch_size: int = field(
         default=200,
         metadata={"help": "Phones played in lockstep, and states per decoding batch, when the base actor collects "
@@ -181,7 +182,7 @@ class DigiQPipelineConfig:
                   "episodes): heldout goals no training stage saw. none skips it."},
     )
     probe_states: int = field(
-        default=400,
+        default=200,
         metadata={"help": "States of the forgetting probe: every actor's greedy actions are compared, per action "
                   "class, with the simulator expert's on states a noisy expert visits (the logged actions of the "
                   "test split for a given dataset), and with the base actor's (the share of actions changed)."},

@@ -33,25 +33,25 @@ def _transitions(n: int = 12) -> Dataset:
 
 def test_transitions_to_sft_builds_conversations() -> None:
     sft = transitions_to_sft(_transitions(3))
-    assert sft.column_names == ["messages", "images"]
+    assert sft.column_names == ["prompt", "completion", "images"]
     row = sft[1]
-    assert row["messages"] == build_messages("Search for milk", "", format_action(ACTIONS[1]))
+    assert row["prompt"] + row["completion"] == build_messages("Search for milk", "", format_action(ACTIONS[1]))
     assert len(row["images"]) == 1 and row["images"][0].getpixel((0, 0)) == (0, 128, 0)
 
 
 def test_only_action_tokens_carry_labels() -> None:
     _, processor = tiny_qwen2_vl()
-    collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)
+    collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     batch = collator([dict(r) for r in transitions_to_sft(_transitions(3))])
     assert "mm_token_type_ids" in batch and "image_grid_thw" in batch
     for i, labels in enumerate(batch["labels"]):
         labelled = labels[labels != -100]
-        assert processor.tokenizer.decode(labelled) == format_action(ACTIONS[i]) + "<|im_end|>"
+        assert processor.tokenizer.decode(labelled).strip() == format_action(ACTIONS[i]) + "<|im_end|>"
         assert (batch["input_ids"][i][labels != -100] == labelled).all()
 
 
 def _action_loss(model, processor, dataset: Dataset) -> float:
-    collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True)
+    collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     model.eval()
     with torch.no_grad():
         return model(**collator([dict(r) for r in transitions_to_sft(dataset)])).loss.item()

@@ -72,7 +72,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 """A minimal ChatML template. The assistant answer and its ``<|im_end|>`` sit in a
-``{% generation %}`` block, so ``assistant_only_loss`` labels exactly the action and the stop token."""
+``{% generation %}`` block, so ``assistant_only_loss`` labels exactly the action and the stop token
+(behavior cloning does not need it: it trains on prompt-completion rows)."""
 
 SCREEN_SIZE = (224, 112)
 """Default screenshot size ``(height, width)``: portrait, 32 Qwen2-VL image tokens."""

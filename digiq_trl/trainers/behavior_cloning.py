@@ -2,8 +2,9 @@
 
 Digi-Q improves a *base actor* (AutoUI in the paper) that already emits valid actions. Offline and
 on a CPU that actor is a tiny VLM behavior-cloned on expert steps of the simulated device. The
-transitions are turned into TRL's conversational vision format with the shared prompt, and only the
-assistant answer (the action string and its end-of-turn token) carries labels.
+transitions are turned into TRL's conversational prompt-completion vision format with the shared
+prompt, so only the completion (the action string and its end-of-turn token) carries labels, whatever
+the model's chat template (no ``{% generation %}`` markers needed: real Qwen2-VL templates lack them).
 
 Example:
     >>> from digiq_trl.trainers.behavior_cloning import behavior_clone
@@ -22,20 +23,24 @@ from trl import SFTConfig, SFTTrainer
 
 from ..prompts import build_messages
 
-SFT_COLUMNS = ("messages", "images")
-"""Columns of the SFT dataset: chat messages with an image placeholder, and a one-image list."""
+SFT_COLUMNS = ("prompt", "completion", "images")
+"""Columns of the SFT dataset: the user turn (image placeholder + text), the assistant turn (the
+action), and a one-image list."""
 
 
 def _to_conversation(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """A batch of transitions as ``messages`` (prompt + action answer) and ``images``."""
-    return {
-        "messages": [build_messages(g, h, a) for g, h, a in zip(batch["goal"], batch["history"], batch["action"])],
-        "images": [[image] for image in batch["image"]],
-    }
+    """A batch of transitions as ``prompt`` / ``completion`` messages and ``images``."""
+    prompts, completions = [], []
+    for goal, history, action in zip(batch["goal"], batch["history"], batch["action"]):
+        user, assistant = build_messages(goal, history, action)
+        prompts.append([user])
+        completions.append([assistant])
+    return {"prompt": prompts, "completion": completions, "images": [[image] for image in batch["image"]]}
 
 
 def transitions_to_sft(dataset: Dataset) -> Dataset:
-    """Canonical transitions -> TRL conversational vision rows ``{"messages", "images"}``.
+    """Canonical transitions -> TRL conversational prompt-completion vision rows
+    ``{"prompt", "completion", "images"}``.
 
     The screenshot is passed through as encoded bytes (not decoded and re-encoded), so the
     conversion costs no image work, whatever the number of steps.
@@ -60,14 +65,14 @@ def behavior_clone(
 ) -> PreTrainedModel:
     """Train ``model`` to imitate the actions of ``dataset``; saves the actor to ``output_dir``.
 
-    Loss is on the assistant answer only (``assistant_only_loss``: the chat template marks the
-    action and its end-of-turn token), AdamW with a cosine schedule.
+    Loss is on the completion only (the action and the chat template's end of turn), AdamW with a
+    cosine schedule.
 
     Args:
         model: the VLM to train (any ``AutoModelForImageTextToText`` model).
-        processor: its processor, with a chat template that has ``{% generation %}`` markers
-            (the tiny models' template has them).
-        dataset: canonical transitions, or rows already in the ``{"messages", "images"}`` format.
+        processor: its processor (any chat template).
+        dataset: canonical transitions, or rows already in the ``{"prompt", "completion", "images"}``
+            format.
         output_dir: where the trained model and processor are saved.
         max_steps: optimizer steps.
         learning_rate: peak learning rate (2e-3 suits the tiny random-init models; use ~1e-5 to
@@ -81,7 +86,7 @@ def behavior_clone(
     Returns:
         The trained model (the peft-wrapped model when ``peft_config`` is given).
     """
-    if "messages" not in dataset.column_names:
+    if "completion" not in dataset.column_names:
         dataset = transitions_to_sft(dataset)
     config = {
         "output_dir": output_dir,
@@ -90,7 +95,7 @@ def behavior_clone(
         "lr_scheduler_type": "cosine",
         "warmup_steps": max(1, max_steps // 30),
         "per_device_train_batch_size": batch_size,
-        "assistant_only_loss": True,
+        "completion_only_loss": True,
         "max_length": None,
         "activation_checkpointing": False,
         "bf16": False,
