@@ -36,6 +36,7 @@ from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor
 from digiq_trl.testing import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
 
+
 NUM_CANDIDATES = 16
 ANSWER_TOKENS = (30, 40)
 GOALS = ["Search for a good Italian restaurant nearby", "Open the settings and turn on airplane mode"]

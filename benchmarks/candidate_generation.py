@@ -24,7 +24,8 @@ import json
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

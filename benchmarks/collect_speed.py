@@ -21,6 +21,7 @@ import torch
 
 from digiq_trl.envs import NoisyExpertPolicy, PhoneEnv, collect_transitions
 
+
 BUDGET_SECONDS_PER_1000 = 60.0
 TARGET_TRANSITIONS = 1000
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SCREENSHOTS = REPO.parent / "shared" / "data" / "android-screenshots"
 EPISODE_LENGTHS = (3, 4, 5, 6, 7)

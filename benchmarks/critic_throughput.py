@@ -31,8 +31,8 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ from transformers import RobertaConfig, RobertaModel
 
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.targets import polyak_update, td_targets, v_targets
+
 
 REFERENCE_HEADS = dict(q_input_dim=10752, v_input_dim=5120, hidden_size=4096, num_hidden_layers=2)
 STATE_TEXTS = ("goal", "previous_types", "previous_texts")

@@ -50,8 +50,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,6 +79,7 @@ from digiq_trl.trainers.actor_config import BestOfNActorConfig
 from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer
 from digiq_trl.trainers.representation_config import RepresentationConfig
 from digiq_trl.trainers.representation_trainer import RepresentationTrainer
+
 
 STAGES = ("features", "generation", "representation", "actor")
 States = list[dict[str, Any]]

@@ -40,15 +40,16 @@ from datasets import Dataset, DatasetDict
 
 from digiq_trl.data import split_by_episode
 from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
+from digiq_trl.envs.policies import add_random_alternatives
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
-from digiq_trl.envs.policies import add_random_alternatives
 from digiq_trl.pipeline_config import ALT_ACTIONS_COLUMN
 from digiq_trl.trainers.critic_config import DigiQCriticConfig
 from digiq_trl.trainers.critic_trainer import DigiQCriticTrainer
 from digiq_trl.trainers.representation_config import RepresentationConfig
 from digiq_trl.trainers.representation_trainer import train_representation
+
 
 CRITIC_METRICS = ("eval_v0_auroc", "eval_ranking_accuracy", "eval_v_mc_mse")
 """Critic-quality metrics compared (``DigiQCriticTrainer.evaluate``)."""

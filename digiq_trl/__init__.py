@@ -11,8 +11,11 @@ Example:
 
 __version__ = "0.1.0"
 
-from . import envs  # noqa: F401  (registers the Gymnasium environments; cheap, see envs/__init__.py)
-from . import _lazy
+from . import (
+    _lazy,
+    envs,  # noqa: F401  (registers the Gymnasium environments; cheap, see envs/__init__.py)
+)
+
 
 _EXPORTS = {
     ".actions": (

@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 
 def exported_names(exports: Mapping[str, Sequence[str]]) -> list[str]:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+
 
 NO_POINT: tuple[float, float] = (-1.0, -1.0)
 
@@ -72,22 +73,22 @@ class DeviceAction:
         object.__setattr__(self, "lift_point", _as_point(self.lift_point))
 
     @classmethod
-    def tap(cls, y: float, x: float) -> "DeviceAction":
+    def tap(cls, y: float, x: float) -> DeviceAction:
         """A tap at normalized ``(y, x)``."""
         return cls(ActionType.DUAL_POINT, (y, x), (y, x))
 
     @classmethod
-    def swipe(cls, touch: Sequence[float], lift: Sequence[float]) -> "DeviceAction":
+    def swipe(cls, touch: Sequence[float], lift: Sequence[float]) -> DeviceAction:
         """A swipe from ``touch`` to ``lift`` (both normalized ``(y, x)``)."""
         return cls(ActionType.DUAL_POINT, tuple(touch), tuple(lift))
 
     @classmethod
-    def type_text(cls, text: str) -> "DeviceAction":
+    def type_text(cls, text: str) -> DeviceAction:
         """Type ``text`` into the focused field."""
         return cls(ActionType.TYPE, typed_text=text)
 
     @classmethod
-    def press(cls, action_type: ActionType) -> "DeviceAction":
+    def press(cls, action_type: ActionType) -> DeviceAction:
         """A button or status action without points (BACK, HOME, ENTER, COMPLETE, IMPOSSIBLE)."""
         if action_type in (ActionType.DUAL_POINT, ActionType.TYPE):
             raise ValueError(f"{action_type.name} needs points or text; use tap/swipe/type_text")

@@ -15,10 +15,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
+
 
 Weighting = Literal["threshold", "awr", "pg", "filtered_bc", "sft"]
 """How each training sample is weighted (see :func:`sample_weights`)."""

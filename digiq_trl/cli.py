@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+
 
 PROG = "digiq-trl"
 

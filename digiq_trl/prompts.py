@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 PROMPT_TEMPLATE_ID = "digiq-trl/act-v1"
 """Names the template below; critics record it so their features can be rebuilt exactly."""
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
 
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 
 METHOD_LABELS = {
     "behavior": "behavior data",

@@ -39,6 +39,7 @@ from PIL import ImageDraw
 from .actions import ActionType, DeviceAction, parse_action
 from .prompts import user_text
 
+
 logger = logging.getLogger(__name__)
 
 __all__ = [

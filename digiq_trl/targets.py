@@ -14,11 +14,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+
 
 VTargetCombine = Literal["min", "independent"]
 """How V targets are built from the two target Q heads: their minimum, or one per head."""

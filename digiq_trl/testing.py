@@ -28,6 +28,7 @@ from .models.tiny import (
     tokenizer_corpus,
 )
 
+
 __all__ = [
     "CHAT_TEMPLATE",
     "IMAGE_TOKEN",

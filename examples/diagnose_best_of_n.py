@@ -12,5 +12,6 @@ Writes ``best_of_n_diagnosis.json`` to ``output_dir`` and prints it.
 
 from digiq_trl.commands.diagnose import main
 
+
 if __name__ == "__main__":
     main()

@@ -13,5 +13,6 @@ adapters).
 
 from digiq_trl.commands.train import main
 
+
 if __name__ == "__main__":
     main()

@@ -10,5 +10,6 @@ base actor.
 
 from digiq_trl.commands.train_base_actor import main
 
+
 if __name__ == "__main__":
     main()

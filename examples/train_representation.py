@@ -13,5 +13,6 @@ With no arguments it runs offline on a CPU with the settings of
 
 from digiq_trl.commands.train_representation import main
 
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from digiq_trl.actions import ActionType, DeviceAction, format_action
 from digiq_trl.data.aitw_tfrecord import encode_example, write_tfrecord
 from digiq_trl.envs.tasks import load_goals
 
+
 SCREENS = sorted((Path(__file__).parent / "data").glob("*.png"))
 BOXES = [(0.1, 0.1, 0.08, 0.8), (0.3, 0.2, 0.1, 0.3), (0.5, 0.55, 0.1, 0.3), (0.75, 0.1, 0.08, 0.8)]
 """Element boxes ``(y, x, h, w)`` every fixture screen gets."""

@@ -14,6 +14,7 @@ from accelerate.commands.launch import _validate_launch_command, launch_command_
 from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 from accelerate.utils.launch import prepare_multi_gpu_env
 
+
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "examples" / "accelerate_configs").glob("*.yaml"))
 EXPECTED = {"single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp"}
 

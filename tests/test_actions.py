@@ -13,6 +13,7 @@ from digiq_trl import (
     try_parse_action,
 )
 
+
 ALL_ACTIONS = [
     DeviceAction.tap(0.52, 0.31),
     DeviceAction.swipe((0.8, 0.5), (0.2, 0.5)),

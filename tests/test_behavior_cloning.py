@@ -12,6 +12,7 @@ from digiq_trl.prompts import build_messages
 from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.behavior_cloning import behavior_clone, transitions_to_sft
 
+
 ACTIONS = [DeviceAction.tap(0.2, 0.3), DeviceAction.press(ActionType.PRESS_HOME), DeviceAction.type_text("milk")]
 COLORS = ["red", "green", "blue"]
 

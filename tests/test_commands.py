@@ -15,6 +15,7 @@ from digiq_trl.commands.train_base_actor import BaseActorArguments
 from digiq_trl.commands.train_base_actor import make_parser as base_actor_parser
 from digiq_trl.pipeline_config import DigiQPipelineConfig
 
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "examples" / "configs"
 

@@ -10,6 +10,7 @@ from trl import TrlParser
 
 from digiq_trl.pipeline import DigiQPipelineConfig
 
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "examples" / "configs").glob("*.yaml"))
 PIPELINE_CONFIGS = [p for p in CONFIGS if not p.name.startswith(("representation", "base_actor"))]

@@ -36,6 +36,7 @@ from digiq_trl.data.aitw_tfrecord import (
 from digiq_trl.data.conversion import ConversionError
 from digiq_trl.data.digiq_pt import UnsafePickleError, convert_digiq_pt, load_reference_file
 
+
 DATA = Path(__file__).parent / "data"
 SCREENS = sorted(DATA.glob("*.png"))
 

@@ -18,6 +18,7 @@ from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.trainers.critic_config import DigiQCriticConfig
 from digiq_trl.trainers.critic_trainer import DigiQCriticCollator, DigiQCriticTrainer
 
+
 CELLS, HORIZON = 5, 4
 V_DIM, Q_DIM = CELLS + HORIZON, CELLS + HORIZON + 2
 

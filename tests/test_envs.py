@@ -11,6 +11,7 @@ from digiq_trl.envs.device import SETTINGS_APPS, Device, Layout, element_named
 from digiq_trl.envs.expert import OPEN_SHADE, SCROLL_DOWN, SCROLL_UP, expert_action
 from digiq_trl.envs.tasks import is_success, query_matches, with_pseudo_entities
 
+
 BACK = DeviceAction.press(ActionType.PRESS_BACK)
 HOME = DeviceAction.press(ActionType.PRESS_HOME)
 ENTER = DeviceAction.press(ActionType.PRESS_ENTER)

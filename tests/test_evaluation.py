@@ -1,25 +1,32 @@
 """Evaluation: success rates in the simulator and offline action matching on logged data."""
 
 import pytest
-
-from digiq_trl import ActionType, DeviceAction, ExpertPolicy, parse_action, RandomPolicy, collect_transitions, format_action
 import torch
 
+from digiq_trl import (
+    ActionType,
+    DeviceAction,
+    ExpertPolicy,
+    RandomPolicy,
+    collect_transitions,
+    format_action,
+    parse_action,
+)
 from digiq_trl.actions import actions_match
+from digiq_trl.envs import NoisyExpertPolicy
+from digiq_trl.envs.collect import replay_expert_actions
 from digiq_trl.evaluation import (
+    action_kind_recall,
     action_matching_accuracy,
     best_of_n_headroom,
+    changed_share,
     critic_expert_ranking,
     evaluate_policy,
     evaluate_policy_seeds,
     expert_agrees,
     goal_predictability_auroc,
-    action_kind_recall,
-    changed_share,
     oracle_targets,
 )
-from digiq_trl.envs import NoisyExpertPolicy
-from digiq_trl.envs.collect import replay_expert_actions
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.prompts import build_messages, render_prompt
 from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
 
+
 CLOSE = dict(rtol=1e-4, atol=1e-6)
 
 GOALS = ["Open Settings", "Search for hotels in Paris"]

@@ -13,6 +13,7 @@ from digiq_trl.actions import DeviceAction, format_action
 from digiq_trl.data import TransitionValidationError, transition_features
 from digiq_trl.data.hub import HubPushError, load_transitions, push_transitions
 
+
 SCREEN = next((Path(__file__).parent / "data").glob("*.png")).read_bytes()
 
 

@@ -10,6 +10,7 @@ import pytest
 import digiq_trl
 import digiq_trl.envs
 
+
 HEAVY = ("torch", "transformers", "datasets", "trl", "peft", "accelerate")
 
 

@@ -7,6 +7,7 @@ from digiq_trl.trainers.actor_trainer import _with_adapter
 from digiq_trl.trainers.lora import LORA_TARGET_MODULES, default_lora_config
 from digiq_trl.trainers.representation_config import RepresentationConfig
 
+
 FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type")
 
 

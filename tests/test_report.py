@@ -30,6 +30,7 @@ from digiq_trl.report import (
     write_run_report,
 )
 
+
 RESULTS = {
     "suite": "general",
     "metric": "success_rate",

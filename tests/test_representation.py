@@ -33,6 +33,7 @@ from digiq_trl.trainers.representation_trainer import (
     yes_no_token_ids,
 )
 
+
 SIZE = (56, 112)  # (width, height) of the crafted screenshots
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from digiq_trl.cli import SUBCOMMANDS, main
 
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "examples").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.py"))
 

@@ -9,8 +9,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor, load_processor
-from digiq_trl.prompts import build_messages, render_prompt
 from digiq_trl.models.tiny import IMAGE_TOKEN, SPECIAL_TOKENS, tiny_llava, tiny_qwen2_vl, tiny_tokenizer
+from digiq_trl.prompts import build_messages, render_prompt
+
 
 ACTIONS = [
     DeviceAction.tap(0.52, 0.31),

@@ -36,6 +36,7 @@ from trl import TrlParser
 
 from ..pipeline_config import DigiQPipelineConfig
 
+
 if TYPE_CHECKING:
     from ..pipeline import DigiQPipeline
 

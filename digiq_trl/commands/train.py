@@ -24,6 +24,7 @@ from trl import TrlParser
 
 from ..pipeline_config import DigiQPipelineConfig
 
+
 DESCRIPTION = ("Run the whole Digi-Q method: base actor, data, representation, features, critic, actor, evaluation. "
                "With no arguments: the embedded default (simulated phone, tiny VLM, offline, CPU).")
 

@@ -25,6 +25,7 @@ from trl import TrlParser
 from ..actions import actions_match, parse_action, try_parse_action
 from ..envs import ExpertPolicy
 
+
 if TYPE_CHECKING:
     from ..models.policy import VLMPolicy
 

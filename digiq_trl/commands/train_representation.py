@@ -31,6 +31,7 @@ from trl import TrlParser
 
 from ..trainers.representation_config import RepresentationConfig
 
+
 if TYPE_CHECKING:
     from datasets import Dataset
 

@@ -8,6 +8,7 @@ from .returns import compute_mc_returns, discounted_returns, episode_returns, sp
 from .schema import OPTIONAL_FEATURES, REQUIRED_FEATURES, TRANSITION_FEATURES, transition_features
 from .validation import TransitionValidationError, validate_transitions
 
+
 __all__ = [
     "OPTIONAL_FEATURES",
     "REQUIRED_FEATURES",

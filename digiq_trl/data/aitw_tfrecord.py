@@ -52,6 +52,7 @@ from .conversion import (
 from .schema import transition_features
 from .validation import MAX_IMAGE_PIXELS
 
+
 PNG_ZLIB_LEVEL = 1
 """zlib level of the stored screenshots. Encoding is most of the conversion time; see encode_png."""
 

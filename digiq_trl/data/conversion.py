@@ -25,6 +25,7 @@ from ..actions import DeviceAction, format_action, format_history
 from .returns import check_gamma, discounted_returns
 from .validation import MAX_IMAGE_PIXELS, validate_transitions
 
+
 WRITER_BATCH_SIZE = 32
 """Rows buffered before each Arrow write: with two screenshots a row, about 10-30 MB."""
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
+from ..staging import check_replaceable_dataset, staged_output
 from .aitw_tfrecord import convert_aitw_tfrecord
 from .conversion import ConversionError, save_transitions
 from .dataset_card import card_text
 from .digiq_pt import convert_digiq_pt
 from .hub import HubPushError, push_transitions
 from .validation import TransitionValidationError
-from ..staging import check_replaceable_dataset, staged_output
+
 
 FORMATS = ("digiq-pt", "aitw-tfrecord")
 

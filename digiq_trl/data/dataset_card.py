@@ -13,6 +13,7 @@ from datasets import Dataset, DatasetDict
 from ..citation import DIGIQ_CITATION
 from . import schema
 
+
 CITATIONS = f"""\
 - **Android in the Wild** (AitW): Rawles et al., "Android in the Wild: A Large-Scale Dataset for
   Android Device Control", NeurIPS 2023 Datasets and Benchmarks. Google Research, CC BY 4.0.

@@ -49,6 +49,7 @@ from .conversion import (
 from .schema import transition_features
 from .validation import MAX_IMAGE_PIXELS, image_problem
 
+
 CANDIDATE_SEPARATOR = "<split>"
 """How the reference joins the candidate actions of ``action_list``."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from datasets import Features, Image, List, Value
 
+
 REQUIRED_FEATURES = Features(
     {
         "episode_id": Value("string"),

@@ -26,6 +26,7 @@ from ..actions import try_parse_action
 from .returns import episode_returns
 from .schema import OPTIONAL_FEATURES, REQUIRED_FEATURES
 
+
 MAX_IMAGE_PIXELS = 25_000_000
 """Largest screenshot accepted, in pixels (width x height): five times a 1440x3200 phone screen.
 

@@ -10,6 +10,7 @@ import gymnasium as gym
 
 from .. import _lazy
 
+
 for _suite in ("general", "webshop"):
     _env_id = f"digiq_trl/Phone-{_suite}-v0"
     if _env_id not in gym.registry:

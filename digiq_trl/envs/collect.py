@@ -9,8 +9,9 @@ every step. Collection (:func:`collect_transitions`) and evaluation
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +22,7 @@ from ..data import transition_features, validate_transitions
 from ..data.returns import episode_returns
 from .phone import PhoneEnv
 from .policies import Policy
+
 
 NO_OP_ACTION = format_action(DeviceAction.tap(0.0, 0.0))
 """How an unparsable action is recorded: a tap on the status bar corner, which has no effect either."""

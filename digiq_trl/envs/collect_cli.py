@@ -23,6 +23,7 @@ from .phone import LAYOUTS, PhoneEnv
 from .policies import ExpertPolicy, NoisyExpertPolicy, Policy, RandomPolicy
 from .tasks import SPLITS, SUITES
 
+
 POLICIES = ("expert", "noisy-expert", "random")
 
 

@@ -12,12 +12,13 @@ Coordinates are normalized ``(y, x)`` as in AitW. The layout is designed on a 11
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from ..actions import ActionType, DeviceAction
+
 
 DESIGN_W, DESIGN_H = 112, 224
 STATUS_BAR_END = 10
@@ -149,12 +150,12 @@ class Layout:
     colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @classmethod
-    def fixed(cls) -> "Layout":
+    def fixed(cls) -> Layout:
         """The fixed layout: constant positions and colours (what a tiny model can learn)."""
         return cls(colours=default_colours())
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Layout":
+    def random(cls, rng: np.random.Generator) -> Layout:
         """Icon order, settings order and app colours drawn from ``rng``."""
         home = tuple(HOME_APPS[i] for i in rng.permutation(len(HOME_APPS)))
         settings = tuple(SETTINGS_APPS[i] for i in rng.permutation(len(SETTINGS_APPS)))
@@ -199,7 +200,7 @@ class Device:
         self.stack: list[Screen] = [Screen("home")]
         self.shade_open = False
         self.installed: list[str] = []
-        self.notifications = {name: True for name in SETTINGS_APPS}
+        self.notifications = dict.fromkeys(SETTINGS_APPS, True)
         self.notifications.update(notifications or {})
         self.cart: list[tuple[str, str, int]] = []
 

@@ -7,11 +7,12 @@ the top of a list. Its plans are the shortest flows of the suites (1-5 steps Gen
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..actions import ActionType, DeviceAction
 from .device import SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
 from .tasks import Task, is_success, query_matches
+
 
 BACK = DeviceAction.press(ActionType.PRESS_BACK)
 HOME = DeviceAction.press(ActionType.PRESS_HOME)

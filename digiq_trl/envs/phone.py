@@ -23,6 +23,7 @@ from .expert import expert_action
 from .render import render
 from .tasks import SUITES, Task, is_success, load_goals, parse_goal, with_pseudo_entities
 
+
 DEFAULT_HORIZONS = {"general": 10, "webshop": 20}
 """Episode step limits of the AitW suites as used by DigiRL and Digi-Q."""
 LAYOUTS = ("fixed", "random")

@@ -7,11 +7,13 @@ screenshot, goal and history alone.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..actions import ActionType, DeviceAction, format_action
+
 
 _RANDOM_KINDS = ("tap", "swipe", "type", "back", "home", "enter", "complete", "impossible")
 _RANDOM_WEIGHTS = np.array([0.5, 0.15, 0.1, 0.08, 0.07, 0.07, 0.015, 0.015])

@@ -35,6 +35,7 @@ from .device import (
     result_titles,
 )
 
+
 Colour = tuple[int, int, int]
 WHITE: Colour = (255, 255, 255)
 BLACK: Colour = (0, 0, 0)

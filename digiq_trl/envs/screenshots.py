@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from .expert import OPEN_SHADE
 from .phone import PhoneEnv
 
+
 PANELS: list[tuple[str, str, str, int]] = [
     ("home", "general", "Open the calculator", 0),
     ("search typed", "general", "What's the news in Chile?", 3),

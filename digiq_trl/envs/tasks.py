@@ -13,12 +13,13 @@ import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import numpy as np
 
 from .device import SETTINGS_APPS, SITES, Device
+
 
 SUITES = ("general", "webshop")
 SPLITS = ("train", "test", "heldout")
@@ -66,7 +67,7 @@ class Task:
     switch: str = ""
     switch_target: bool | None = None
 
-    def resolve(self, rng: np.random.Generator) -> "Task":
+    def resolve(self, rng: np.random.Generator) -> Task:
         """This task with its random parts drawn (the wanted state of a notification switch)."""
         if self.kind != "toggle":
             return self
@@ -215,7 +216,7 @@ def is_heldout(goal: str) -> bool:
     return int(digest, 16) % 100 < HELDOUT_PERCENT
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_goals(suite: str, split: str) -> tuple[str, ...]:
     """Goals of a suite's split, duplicates kept as published.
 

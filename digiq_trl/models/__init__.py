@@ -9,6 +9,7 @@ from .features import PREFIX_SHARING_MODEL_TYPES, VLMFeatureExtractor, weights_d
 from .policy import VLMPolicy
 from .processing import Qwen2VLImageTextProcessor, load_processor
 
+
 __all__ = [
     "FEATURE_COLUMNS",
     "PREFIX_SHARING_MODEL_TYPES",

@@ -28,13 +28,15 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from ..data.validation import validate_transitions
 from .features import VLMFeatureExtractor
+
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch

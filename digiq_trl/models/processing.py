@@ -22,6 +22,7 @@ from transformers import AutoProcessor, PretrainedConfig, ProcessorMixin
 from transformers.models.qwen2_vl import Qwen2VLProcessor
 from transformers.utils import cached_file
 
+
 QWEN2_VL_PROCESSOR_CLASSES = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")
 """Processor classes whose checkpoints :class:`Qwen2VLImageTextProcessor` can stand in for."""
 

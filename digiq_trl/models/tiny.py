@@ -23,9 +23,9 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
-from collections.abc import Iterator
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -44,8 +44,9 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..actions import ActionType, DeviceAction, format_action, format_history
-from .processing import Qwen2VLImageTextProcessor
 from ..prompts import build_messages
+from .processing import Qwen2VLImageTextProcessor
+
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"

@@ -8,6 +8,7 @@ from .critic_trainer import DigiQCriticCollator, DigiQCriticTrainer, TargetNetwo
 from .representation_config import RepresentationConfig
 from .representation_trainer import RepresentationTrainer, train_representation
 
+
 __all__ = [
     "BestOfNActorConfig",
     "BestOfNActorTrainer",

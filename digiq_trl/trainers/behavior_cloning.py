@@ -23,6 +23,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ..prompts import build_messages
 
+
 SFT_COLUMNS = ("prompt", "completion", "images")
 """Columns of the SFT dataset: the user turn (image placeholder + text), the assistant turn (the
 action), and a one-image list."""

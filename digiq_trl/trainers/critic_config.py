@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import SchedulerType, TrainingArguments
 
+
 LOSS_TYPES: tuple[str, ...] = ("td", "mc")
 V_TARGET_COMBINES: tuple[str, ...] = ("min", "independent")
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from peft import LoraConfig
 
+
 LORA_R = 16
 """Rank of the LoRA update."""
 

@@ -44,6 +44,7 @@ from .base import DigiQTrainerMixin
 from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 from .representation_config import RepresentationConfig
 
+
 logger = logging.getLogger(__name__)
 
 def yes_no_token_ids(processor: Any) -> tuple[int, int]:

@@ -18,12 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from .episodes import best_of_n_steps, build_episodes, critic_values, featurize, first_episodes, task_kind
 from .page import render_page
 from .thumbnails import screenshot_thumbnail
+
 
 __all__ = [
     "VIEWER_FILENAME",

@@ -26,6 +26,7 @@ from ..actions import ActionType, describe_action, try_parse_action
 from ..envs.tasks import SPLITS, SUITES, parse_goal
 from .thumbnails import screenshot_thumbnail
 
+
 StepKey = tuple[str, int]
 """``(episode_id, step_id)``: how the preparation rows join the transitions."""
 

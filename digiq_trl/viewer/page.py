@@ -20,6 +20,7 @@ import json
 from importlib import resources
 from typing import Any
 
+
 TEMPLATE = "template.html"
 """The page's HTML, CSS and JavaScript, a file of this package."""
 

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..actions import ActionType, DeviceAction, describe_action, try_parse_action
 from ..representation import draw_action
 
+
 THUMBNAIL_HEIGHT = 320
 """Screenshots taller than this many pixels are downscaled to it (aspect ratio kept)."""
 
