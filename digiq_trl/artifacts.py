@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .pipeline_config import METHODS, DigiQPipelineConfig
+
 
 MANIFEST = "manifest.json"
 RUN_RECORDS = frozenset({"README.md", "training_args.bin", "metrics.json", "eval_metrics.json", "log_history.json",
@@ -91,17 +93,32 @@ class RunArtifacts:
         tuned = self.path("representation")
         return str(tuned) if (tuned / "config.json").exists() else self.base_actor_path
 
+    def backbone_reference(self) -> str:
+        """How the critic's config names its feature backbone, so that whoever gets the critic finds
+        it: the Hub id the representation model is pushed to, else the run's folder as a path
+        relative to the critic's own (``../representation``), or a given base actor's own id."""
+        backbone = Path(self.feature_backbone_path)
+        if backbone.resolve().parent != self.root.resolve():
+            return self.feature_backbone_path
+        if self.config.push_to_hub and backbone.name == "representation":
+            return str(self.config.hub_id("representation"))
+        return f"../{backbone.name}"
+
     # ------------------------------------------------------------------ loaders
     def load_base_actor(self) -> tuple[Any, Any]:
         """A fresh copy of the base actor and its processor."""
         from transformers import AutoModelForImageTextToText
 
-        from .models.processing import load_processor
-
         path = self.base_actor_path
         if self.config.bc_steps > 0:
             self.require("base_actor", "config.json")
-        return AutoModelForImageTextToText.from_pretrained(path), load_processor(path)
+        return AutoModelForImageTextToText.from_pretrained(path), self.base_processor()
+
+    def base_processor(self) -> Any:
+        """The base actor's processor, with the run's ``max_pixels`` / ``min_pixels``."""
+        from .models.processing import load_processor
+
+        return load_processor(self.base_actor_path, **self.config.processor_kwargs)
 
     def load_data(self) -> Any:
         """The train/test transitions of the data stage."""
@@ -114,10 +131,12 @@ class RunArtifacts:
         """The frozen feature extractor over the feature backbone, loaded once and shared by the
         features, critic, actor and evaluation stages (it is never trained)."""
         from .models.features import VLMFeatureExtractor
+        from .models.processing import load_processor
 
         if self._extractor is None:
             self._extractor = VLMFeatureExtractor.from_pretrained(
-                self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling
+                self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling,
+                processor=load_processor(self.feature_backbone_path, **self.config.processor_kwargs),
             )
         return self._extractor
 

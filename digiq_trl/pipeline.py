@@ -26,10 +26,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -38,6 +39,7 @@ from transformers import set_seed
 from .artifacts import RunArtifacts
 from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGES, DigiQPipelineConfig
 from .staging import staged_output
+
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,9 @@ class DigiQPipeline:
         with staged_output(self.artifacts.path("base_actor")) as out:
             trained = behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
                                      learning_rate=cfg.bc_learning_rate, batch_size=cfg.bc_batch_size, seed=cfg.seed,
-                                     use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16)
+                                     use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16,
+                                     gradient_accumulation_steps=cfg.bc_gradient_accumulation_steps,
+                                     activation_checkpointing=cfg.activation_checkpointing)
             if peft_config is not None:  # the base actor is a plain model: later stages add their own adapters
                 trained.merge_and_unload().save_pretrained(out)
             processor.save_pretrained(out)
@@ -132,7 +136,7 @@ class DigiQPipeline:
         from .trainers.actor_trainer import default_lora_config
 
         model = AutoModelForImageTextToText.from_pretrained(cfg.base_actor)
-        return model, load_processor(cfg.base_actor), default_lora_config()
+        return model, load_processor(cfg.base_actor, **cfg.processor_kwargs), default_lora_config()
 
     def _demonstrations(self) -> Any:
         """The offline dataset's training episodes (the data stage's split), or noisy-expert
@@ -196,7 +200,8 @@ class DigiQPipeline:
         from .trainers.representation_trainer import train_representation
 
         with staged_output(self.artifacts.path("representation")) as out:
-            metrics = train_representation(self.artifacts.base_actor_path, None, self.artifacts.load_data()["train"],
+            metrics = train_representation(self.artifacts.base_actor_path, self.artifacts.base_processor(),
+                                           self.artifacts.load_data()["train"],
                                            self.config.representation_args(out))
             _write_json(out / "metrics.json", metrics)
 
@@ -246,10 +251,11 @@ class DigiQPipeline:
             logger.info("stage critic: resuming from %s", resume)
         trainer.train(resume_from_checkpoint=resume)
         metrics = trainer.evaluate()
-        trainer.save_model(str(partial / "final"))
+        trainer.model.config.backbone_model_id = self.artifacts.backbone_reference()
+        trainer.save_model(str(partial / "critic"))
         if self.state.is_main_process:
             with staged_output(self.artifacts.path("critic")) as out:
-                for item in (partial / "final").iterdir():
+                for item in (partial / "critic").iterdir():
                     shutil.move(str(item), out / item.name)
                 _write_json(out / "eval_metrics.json", metrics)
                 _write_json(out / "log_history.json", trainer.state.log_history)
@@ -266,7 +272,7 @@ class DigiQPipeline:
                 folder = self.artifacts.actor_path(method, seed)
                 push = self.config.push_to_hub and method == "digiq"
                 self._once("actor", folder, f"{fingerprint}-{method}-seed{seed}",
-                           lambda: self.train_actor(weighting, self.actor_states(seed), folder, seed, push),
+                           lambda: self.train_actor(weighting, self.actor_states(seed), folder, seed, push),  # noqa: B023 (called before the loop moves on)
                            everywhere=True)
 
     def actor_states(self, seed: int) -> Any:

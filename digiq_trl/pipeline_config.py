@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .envs.tasks import SPLITS
+
 
 STAGES = ("base_actor", "data", "representation", "features", "critic", "actor", "evaluate")
 METHODS = ("filtered_bc", "digiq")
@@ -49,6 +50,19 @@ class DigiQPipelineConfig:
                   "this machine (accelerate launch sets OMP_NUM_THREADS=1, which would leave a CPU run on one core)."},
     )
     bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 (GPUs); False on CPU."})
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in backward (behavior cloning, representation, actor): less "
+                  "memory for a real VLM, more time; no effect on the numbers."},
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Largest screenshot, in pixels, after a Qwen2-VL-family processor resizes it (one image "
+                  "token per 28x28 pixels; e.g. 1003520 = 1280 tokens). None: the processor's own setting."},
+    )
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Smallest screenshot, in pixels, after resizing (see max_pixels)."}
+    )
     layout: str = field(
         default="fixed",
         metadata={"help": "Simulator layout: fixed (strong cues, for tiny models) or random (for pretrained VLMs)."},
@@ -72,7 +86,7 @@ class DigiQPipelineConfig:
                   "(what held-out goals need; it takes several times the default bc_steps: docs/experiments.md)."},
     )
     bc_steps: int = field(
-        default=600,
+        default=800,
         metadata={"help": "Behavior-cloning steps of the base actor, on the offline dataset's training episodes when "
                   "`dataset` is given (so the actor speaks the action format, as AutoUI was trained on AitW), else on "
                   "the simulator's noisy-expert demonstrations. A given base_actor trains a LoRA adapter, merged; "
@@ -82,6 +96,7 @@ class DigiQPipelineConfig:
         default=2e-3, metadata={"help": "Behavior-cloning peak learning rate (2e-3 for the tiny model, ~1e-4 for a VLM)."}
     )
     bc_batch_size: int = field(default=32, metadata={"help": "Behavior-cloning batch size per device."})
+    bc_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Behavior-cloning gradient accumulation."})
     # offline data
     dataset: str | None = field(
         default=None,
@@ -96,6 +111,9 @@ class DigiQPipelineConfig:
     representation_steps: int = field(default=150, metadata={"help": "Actionability fine-tuning steps (LoRA)."})
     representation_learning_rate: float = field(default=2e-3, metadata={"help": "Actionability learning rate."})
     representation_batch_size: int = field(default=16, metadata={"help": "Actionability batch size per device."})
+    representation_gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Actionability gradient accumulation."}
+    )
     # features and critic
     feature_layer: int | None = field(default=None, metadata={"help": "VLM layer of the features (default: middle)."})
     feature_pooling: str = field(default="mean", metadata={"help": "Pooling over action tokens: mean or last."})
@@ -137,7 +155,8 @@ class DigiQPipelineConfig:
     )
     actor_steps: int = field(default=80, metadata={"help": "Actor (LoRA) optimizer steps per method and seed."})
     actor_learning_rate: float = field(default=3e-4, metadata={"help": "Actor (LoRA) learning rate."})
-    actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size."})
+    actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size per device."})
+    actor_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Actor gradient accumulation."})
     actor_seeds: list[int] = field(
         default_factory=lambda: [0],
         metadata={"help": "Training seeds of the actor stage: each method is trained once per seed (candidates, "
@@ -197,9 +216,14 @@ class DigiQPipelineConfig:
         metadata={"help": "Where the trainers log besides the console, as in TrainingArguments (tensorboard, wandb, "
                   "...); none by default."},
     )
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the critic and the actor adapter to the Hub."})
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Push the representation model, the critic (its config naming the representation's Hub "
+                  "id as its feature backbone) and the Digi-Q actor adapter to the Hub."},
+    )
     hub_model_prefix: str | None = field(
-        default=None, metadata={"help": "Hub repo prefix: pushes <prefix>-critic and <prefix>-actor."}
+        default=None,
+        metadata={"help": "Hub repo prefix: pushes <prefix>-representation, <prefix>-critic and <prefix>-actor."},
     )
 
     def __post_init__(self) -> None:
@@ -238,8 +262,10 @@ class DigiQPipelineConfig:
             output_dir=str(output_dir), max_steps=self.representation_steps,
             learning_rate=self.representation_learning_rate, per_device_train_batch_size=self.representation_batch_size,
             merge_adapter=True, eval_fraction=0.2, balance=True, seed=self.seed,
+            gradient_accumulation_steps=self.representation_gradient_accumulation_steps,
             logging_steps=max(1, self.representation_steps // 10), save_strategy="no", report_to=self.report_to,
-            bf16=self.bf16,
+            bf16=self.bf16, activation_checkpointing=self.activation_checkpointing,
+            push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("representation"),
         )
 
     def critic_args(self, output_dir: str | Path) -> Any:
@@ -268,9 +294,17 @@ class DigiQPipelineConfig:
             anchor=self.anchor, anchor_weight=self.anchor_weight, candidate_source=self.candidate_source,
             max_steps=self.actor_steps,
             learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
+            gradient_accumulation_steps=self.actor_gradient_accumulation_steps,
+            activation_checkpointing=self.activation_checkpointing,
+            preparation_cache_dir=str(self.path("actor") / "_best_of_n_cache"),
             logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
             bf16=self.bf16, push_to_hub=push, hub_model_id=self.hub_id("actor"),
         )
+
+    @property
+    def processor_kwargs(self) -> dict[str, int]:
+        """``max_pixels`` / ``min_pixels`` where set, for every processor the run loads."""
+        return {name: getattr(self, name) for name in ("max_pixels", "min_pixels") if getattr(self, name) is not None}
 
     def hub_id(self, artifact: str) -> str | None:
         """``<hub_model_prefix>-<artifact>``, where artifacts are pushed."""
@@ -292,17 +326,18 @@ ALT_ACTIONS_COLUMN = "alt_actions"
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
                    "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
-                   "bf16"),
+                   "bc_gradient_accumulation_steps", "max_pixels", "min_pixels", "bf16"),
     "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "rollout_batch_size", "test_size",
              "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
-                       "bf16"),
+                       "representation_gradient_accumulation_steps", "bf16"),
     "features": ("feature_layer", "feature_pooling", "critic_conservative_weight"),
     "critic": ("seed", "critic_hidden_size", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight", "bf16"),
     "actor": ("num_candidates", "candidate_temperature", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
-              "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_max_states", "bf16"),
+              "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",
+              "bf16"),
 }
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
 keys each adapter by its method and training seed."""

@@ -16,9 +16,10 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
 
 DATASET_MARKERS = ("state.json", "dataset_info.json", "dataset_dict.json")
 """Files ``save_to_disk`` writes: a folder holding one of them is a saved dataset."""
@@ -142,10 +143,10 @@ def staged_output(output: str | Path) -> Iterator[Path]:
     prefix = f"{_scratch_prefix(output)}{_host()}-{os.getpid()}-"
     scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
     try:
-        stage = scratch / "new"
+        stage = scratch / output.name  # the final name: model cards written inside refer to their folder by it
         stage.mkdir()
         yield stage
-        _replace(stage, output, scratch / "previous")
+        _replace(stage, output, scratch / ".previous")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

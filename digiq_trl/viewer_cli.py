@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the page, print a one-line JSON summary (path and size)."""
+    from .data.validation import TransitionValidationError
     from .viewer import write_dataset_viewer, write_viewer
 
     if (args.run_dir is None) == (args.dataset is None):
@@ -52,12 +53,15 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error("--backbone needs --critic")
     if args.max_episodes is not None and args.max_episodes < 1:
         args.parser.error("--max-episodes must be at least 1")
-    if args.run_dir is not None:
-        path = write_viewer(args.run_dir, args.output, preparation=args.preparation, max_episodes=args.max_episodes)
-    else:
-        path = write_dataset_viewer(
-            args.dataset, args.output or "viewer.html", critic=args.critic, backbone=args.backbone,
-            preparation=args.preparation, max_episodes=args.max_episodes,
-        )
+    try:
+        if args.run_dir is not None:
+            path = write_viewer(args.run_dir, args.output, preparation=args.preparation, max_episodes=args.max_episodes)
+        else:
+            path = write_dataset_viewer(
+                args.dataset, args.output or "viewer.html", critic=args.critic, backbone=args.backbone,
+                preparation=args.preparation, max_episodes=args.max_episodes,
+            )
+    except TransitionValidationError as error:  # names the dataset, row and field
+        args.parser.exit(1, f"{args.parser.prog}: error: {error}\n")
     print(json.dumps({"output": str(path), "megabytes": round(Path(path).stat().st_size / 2**20, 2)}))
     return 0

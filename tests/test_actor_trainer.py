@@ -9,15 +9,16 @@ from PIL import Image as PILImage
 
 from digiq_trl.actions import DeviceAction, format_action, parse_action
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.prompts import answer_token_ids
 from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
-from digiq_trl.prompts import answer_token_ids
 from digiq_trl.trainers.actor_trainer import (
     PREPARATION_CACHE_DIR,
     BestOfNActorTrainer,
     BestOfNCollator,
     weighted_nll,
 )
+
 
 FEATURES = Features(
     {
@@ -259,9 +260,10 @@ def _nll(logits, row, positions):
     return float(-sum(logp[t, labels[t + 1]] for t in positions))
 
 
-def test_lora_changes_and_base_stays(tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_lora_changes_and_base_stays(tmp_path, checkpointing):
     dataset = transitions([tap(0.6), tap(0.7)], [[], []])
-    trainer = make_trainer(tmp_path, dataset, max_steps=3, learning_rate=1e-2)
+    trainer = make_trainer(tmp_path, dataset, max_steps=3, learning_rate=1e-2, activation_checkpointing=checkpointing)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     after = dict(trainer.model.named_parameters())

@@ -14,11 +14,13 @@ from digiq_trl import (
     TransitionValidationError,
     compute_mc_returns,
     format_action,
+    load_transitions,
     split_by_episode,
     transition_features,
     validate_transitions,
 )
 from digiq_trl.data import discounted_returns, validation
+
 
 TAP = format_action(DeviceAction.tap(0.5, 0.5))
 GAMMA = 0.5
@@ -158,9 +160,12 @@ def test_returns_of_a_discount_above_one_are_refused() -> None:
         validate_transitions(make_ds(rows))
 
 
-def test_zero_rows_are_refused() -> None:
+def test_zero_rows_are_refused(tmp_path) -> None:
     with pytest.raises(TransitionValidationError, match=r"^empty: has no rows$"):
         validate_transitions(make_ds(make_rows()).select([]), source="empty")
+    make_ds(make_rows()).select([]).flatten_indices().save_to_disk(str(tmp_path / "saved"))  # no data files
+    with pytest.raises(TransitionValidationError, match=r"saved: has no rows"):
+        load_transitions(str(tmp_path / "saved"))
 
 
 def test_image_checks_can_be_relaxed_for_headers_only_and_larger_screens() -> None:

@@ -23,3 +23,9 @@ def test_model_source_says_plainly_when_there_is_no_hub_id() -> None:
     built = model_source("", "the base model", "Qwen2VLForConditionalGeneration")
     assert built.literal == "'path/to/base-model'" and "built in memory" in built.note
     assert repo_literal("me/critic") == "'me/critic'" and "no Hub id" in repo_literal("/runs/critic")
+
+
+def test_local_folders_are_named_as_they_travel() -> None:
+    assert repo_literal("/runs/x/.critic.staging-1/critic").startswith("'critic'  # this card's folder")
+    beside = model_source("../representation", "the feature backbone")
+    assert beside.literal == "'../representation'" and "beside this card's folder" in beside.note

@@ -2,18 +2,21 @@
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
-from datasets import Dataset
+import torch
+from datasets import Dataset, load_from_disk
 
 from digiq_trl.data import take_episodes
+from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
 from digiq_trl.evaluation import across_training_seeds
 from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +66,7 @@ def test_unknown_stage_is_refused() -> None:
 
 
 @pytest.mark.slow
-def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> None:
+def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data, monkeypatch) -> None:
     config = DigiQPipelineConfig(output_dir=str(tmp_path / "run"), dataset=noisy_expert_data, **TOY)
     results = DigiQPipeline(config).run()
     out = Path(config.output_dir)
@@ -77,6 +80,7 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     assert "| Digi-Q (Best-of-N) |" in (out / "report.md").read_text()
     assert 0.0 <= results["critic"]["eval_v0_auroc"] <= 1.0
     assert results["behavior_data"]["episodes"] == 40
+    _card_code_runs_elsewhere(out, tmp_path / "elsewhere", monkeypatch)
 
     resumed = DigiQPipeline(config)
     again = resumed.run()
@@ -93,6 +97,33 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data) -> Non
     assert (out / "action_matching_accuracy.png").exists()
 
     _diagnose(config.output_dir, noisy_expert_data)
+
+
+def _card_code_runs_elsewhere(run: Path, elsewhere: Path, monkeypatch) -> None:
+    """The critic and representation folders, copied side by side somewhere else (standing in for
+    the Hub on a fresh machine), load with nothing but their model cards' code, and give the run's
+    own features."""
+    from digiq_trl.models.features import VLMFeatureExtractor
+
+    elsewhere.mkdir()
+    for name in ("critic", "representation"):
+        shutil.copytree(run / name, elsewhere / name)
+    rows = load_from_disk(str(run / "data"))["test"].select(range(3))
+    width = json.loads((run / "critic" / "config.json").read_text())["q_input_dim"]
+    namespace = {"dataset": rows, "images": rows["image"], "goals": rows["goal"], "histories": rows["history"],
+                 "q_features": torch.zeros(1, 2, width), "v_features": torch.zeros(1, 1, width)}
+    monkeypatch.chdir(elsewhere)
+    for name in ("representation", "critic"):
+        blocks = re.findall(r"```python\n(.*?)```", (elsewhere / name / "README.md").read_text(), re.S)
+        assert blocks, name
+        for block in blocks:
+            exec(block, namespace)
+    monkeypatch.undo()
+    expected = VLMFeatureExtractor.from_pretrained(str(run / "representation")).state_features(
+        rows["image"], rows["goal"], rows["history"])
+    assert torch.allclose(namespace["v"], expected)
+    assert torch.allclose(torch.tensor(namespace["dataset"]["v_features"]), expected)
+    assert namespace["advantage"].shape == (1, 2)
 
 
 def _diagnose(output_dir: str, dataset: str) -> None:

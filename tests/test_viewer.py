@@ -30,11 +30,10 @@ from digiq_trl.actions import DeviceAction, format_action
 from digiq_trl.cli import main as cli_main
 from digiq_trl.data import split_by_episode
 from digiq_trl.envs import collect_transitions
-from digiq_trl.envs.policies import NoisyExpertPolicy
+from digiq_trl.envs.policies import NoisyExpertPolicy, add_random_alternatives
 from digiq_trl.models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
-from digiq_trl.envs.policies import add_random_alternatives
 from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.viewer import (
     best_of_n_steps,
@@ -48,6 +47,7 @@ from digiq_trl.viewer import (
 )
 from digiq_trl.viewer.episodes import action_entry
 from digiq_trl.viewer.thumbnails import action_label
+
 
 TAP = format_action(DeviceAction.tap(0.5, 0.25))
 SWIPE = format_action(DeviceAction.swipe((0.8, 0.5), (0.2, 0.5)))
@@ -229,6 +229,22 @@ def test_cli_needs_exactly_one_source(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as help_exit:
         cli_main(["view", "--help"])
     assert help_exit.value.code == 0 and "--max-episodes" in capsys.readouterr().out
+
+
+def test_cli_ends_a_bad_dataset_in_one_line(tmp_path, capsys) -> None:
+    from datasets import Dataset
+
+    from digiq_trl.data.schema import transition_features
+
+    Dataset.from_dict({name: [] for name in transition_features()}, features=transition_features()).save_to_disk(
+        str(tmp_path / "empty"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as failed:
+        cli_main(["view", "--dataset", str(tmp_path / "empty"), "--output", str(tmp_path / "page.html")])
+    err = capsys.readouterr().err.strip()
+    assert failed.value.code == 1 and "Traceback" not in err
+    assert err.endswith("empty: has no rows (a saved dataset without data files)") and len(err.splitlines()) == 1
+    assert not (tmp_path / "page.html").exists()
 
 
 # ------------------------------------------------------------------ writing pages from runs and datasets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import huggingface_hub
@@ -9,7 +10,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
 from .dataset_card import card_text
-from .validation import validate_transitions
+from .validation import TransitionValidationError, validate_transitions
 
 
 class HubPushError(RuntimeError):
@@ -25,6 +26,7 @@ def _validate(ds: Dataset | DatasetDict, source: str) -> Dataset | DatasetDict:
 
 
 def _from_disk(path: Path, split: str | None) -> Dataset | DatasetDict:
+    _refuse_empty(path)
     ds = load_from_disk(str(path))
     if split is None:
         return ds
@@ -35,6 +37,19 @@ def _from_disk(path: Path, split: str | None) -> Dataset | DatasetDict:
     if split not in ds:
         raise ValueError(f"{path}: no split {split!r}; it has {list(ds)}")
     return ds[split]
+
+
+def _refuse_empty(path: Path) -> None:
+    """A saved dataset (or split) with no rows has no data files, and ``load_from_disk`` fails on
+    it with an ``IndexError``: say what is wrong instead."""
+    splits = [path]
+    if (path / "dataset_dict.json").is_file():
+        names = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        splits = [path / name for name in names]
+    for folder in splits:
+        state = folder / "state.json"
+        if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+            raise TransitionValidationError(f"{folder}: has no rows (a saved dataset without data files)")
 
 
 def load_transitions(name_or_path: str | Path, split: str | None = None) -> Dataset | DatasetDict:

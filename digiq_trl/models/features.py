@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 
 from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+
 
 if TYPE_CHECKING:
     from .critic import DigiQCriticModelConfig
@@ -166,7 +168,7 @@ class VLMFeatureExtractor:
         processor: Any = None,
         dtype: torch.dtype | str = "auto",
         **kwargs: Any,
-    ) -> "VLMFeatureExtractor":
+    ) -> VLMFeatureExtractor:
         """Load a VLM (and optionally a peft adapter, merged into it) by Hub id or path.
 
         Args:
@@ -201,7 +203,7 @@ class VLMFeatureExtractor:
         backbone: str | Path | None = None,
         device: str | torch.device | None = None,
         **kwargs: Any,
-    ) -> "VLMFeatureExtractor":
+    ) -> VLMFeatureExtractor:
         """The frozen VLM whose features a critic reads, rebuilt from what its config records
         (model, revision, adapter, layer, pooling), and checked against the recorded weights digest
         and prompt template: features of other weights or another prompt would make the critic's
@@ -211,7 +213,9 @@ class VLMFeatureExtractor:
             critic_config: the critic's :class:`~digiq_trl.models.critic.DigiQCriticModelConfig`.
             backbone: a copy of the backbone to load instead of the recorded ``backbone_model_id``
                 (e.g. a run's ``representation/`` after the run folder moved); the recorded
-                revision does not apply to it.
+                revision does not apply to it. A recorded ``../name`` (how a pipeline run records
+                the backbone saved beside its critic) is resolved against the folder the critic
+                was loaded from.
             device: where the model goes; default: the GPU when there is one, else the CPU.
             **kwargs: passed to :meth:`from_pretrained` (``processor``, ``dtype``,
                 ``candidate_batch_size``, ...).
@@ -220,7 +224,7 @@ class VLMFeatureExtractor:
             ValueError: the config names no backbone and none is given, or the loaded weights or
                 the prompt template differ from those the critic was trained on.
         """
-        model_id = str(backbone) if backbone is not None else critic_config.backbone_model_id
+        model_id = str(backbone) if backbone is not None else _resolve_sibling(critic_config)
         if not model_id:
             raise ValueError("the critic's config names no backbone_model_id: pass the feature backbone explicitly")
         recorded_template = critic_config.prompt_template_id
@@ -451,3 +455,12 @@ def _check_lengths(**columns: Sequence[Any]) -> None:
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"one entry per state expected in every argument, got lengths {lengths}")
+
+
+def _resolve_sibling(critic_config: DigiQCriticModelConfig) -> str | None:
+    """The recorded backbone; a ``./`` or ``../`` path is taken relative to the critic's folder."""
+    recorded = critic_config.backbone_model_id
+    loaded_from = critic_config.name_or_path
+    if recorded and recorded.startswith(("./", "../")) and loaded_from and Path(loaded_from).is_dir():
+        return str((Path(loaded_from) / recorded).resolve())
+    return recorded

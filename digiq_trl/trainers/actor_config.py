@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 
 from ..best_of_n import ANCHORS, WEIGHTINGS, check_anchor, check_weighting
 
+
 CANDIDATE_SOURCES: tuple[str, ...] = ("policy", "dataset", "both")
 """Where Best-of-N candidates come from: sampled from the starting policy, the dataset's
 ``candidate_actions`` column, or both."""
@@ -119,6 +120,14 @@ class BestOfNActorConfig(TrainingArguments):
         metadata={
             "help": "States per batch of the candidate preparation (one generate call samples N candidates "
             "for all of them; one critic call scores them)."
+        },
+    )
+    preparation_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the preparation's steps (greedy actions, sampled and scored candidates) are cached, "
+            "keyed by what each depends on. Default: `_best_of_n_cache` in output_dir. Trainers that share "
+            "one folder reuse each other's work (e.g. the greedy actions of the same starting policy)."
         },
     )
     max_length: int | None = field(

@@ -37,10 +37,10 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ from .actor_config import BestOfNActorConfig
 from .base import DigiQTrainerMixin
 from .lora import default_lora_config, language_model_targets
 from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
+
 
 logger = logging.get_logger(__name__)
 
@@ -429,14 +430,15 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         return prepared, {**metrics, **_kept_metrics(prepared)}
 
     def _cached_steps(self, model: PreTrainedModel, dataset: Dataset, args: BestOfNActorConfig) -> _CachedSteps:
-        """The preparation's steps for ``dataset``, cached under ``args.output_dir``
-        (:data:`PREPARATION_CACHE_DIR`), keyed by the states (the dataset's fingerprint), the
-        starting policy's weights and the settings of its decoding."""
+        """The preparation's steps for ``dataset``, cached in ``args.preparation_cache_dir`` (default:
+        :data:`PREPARATION_CACHE_DIR` in ``args.output_dir``), keyed by the states (the dataset's
+        fingerprint), the starting policy's weights and the settings of its decoding."""
         identity = {
             "dataset": dataset._fingerprint, "policy": weights_digest(model), "prompt": PROMPT_TEMPLATE_ID,
             "max_completion_length": args.max_completion_length, "candidate_batch_size": args.candidate_batch_size,
         }
-        return _CachedSteps(Path(args.output_dir) / PREPARATION_CACHE_DIR, identity, args.seed, args.device)
+        folder = Path(args.preparation_cache_dir or Path(args.output_dir) / PREPARATION_CACHE_DIR)
+        return _CachedSteps(folder, identity, args.seed, args.device)
 
     def _scoring_settings(self, args: BestOfNActorConfig) -> dict[str, Any]:
         """What the Best-of-N step depends on besides the states and the starting policy."""

@@ -18,8 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput
 from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, td_targets, v_targets
 from .base import DigiQTrainerMixin
 from .critic_config import DigiQCriticConfig
-from .model_cards import ModelSource, model_source, repo_literal
+from .model_cards import ModelSource, is_sibling_reference, model_source, repo_literal
+
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -449,7 +451,8 @@ def _features_section(config: Any, repo: str) -> str:
         backbone = ModelSource(backbone.literal, "The critic's config records no feature backbone: pass the VLM "
                                "its features came from as `backbone=`.")
     note = f"{backbone.note}\n\n" if backbone.note else ""
-    argument = f", backbone={backbone.literal}" if backbone.note else ""
+    relative = is_sibling_reference(config.backbone_model_id or "")
+    argument = f", backbone={backbone.literal}" if backbone.note and not relative else ""
     return (
         "The heads only make sense on features computed exactly as during training:\n\n"
         f"| setting | value |\n|---|---|\n{rows}\n\n{note}"

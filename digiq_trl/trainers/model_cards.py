@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from huggingface_hub import ModelCardData
 
 from ..citation import DIGIQ_CITATION
+
 
 SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 """Suffixes of the timing entries of a Trainer's metrics: they describe the machine, not the model."""
@@ -135,6 +137,12 @@ def model_source(name_or_path: str | None, what: str, built_as: str | None = Non
     subject = what[:1].upper() + what[1:]
     if hub_repo_id(name_or_path):
         return ModelSource(repr(name_or_path))
+    if name_or_path and is_sibling_reference(name_or_path):
+        return ModelSource(
+            repr(name_or_path),
+            f"{subject} is the folder `{Path(name_or_path).name}` saved beside this card's folder (as a digiq-trl run "
+            "writes them); the code below finds it there, so keep the two folders side by side.",
+        )
     if name_or_path:
         return ModelSource(
             repr(name_or_path),
@@ -150,6 +158,16 @@ def model_source(name_or_path: str | None, what: str, built_as: str | None = Non
     )
 
 
+def is_sibling_reference(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` is a path relative to the folder of the model that records it
+    (``../representation``), which :meth:`VLMFeatureExtractor.for_critic` resolves against it."""
+    return name_or_path.startswith(("./", "../"))
+
+
 def repo_literal(repo: str) -> str:
-    """``repo`` as a Python literal for usage code, commented when it is a local folder, not a Hub repo."""
-    return repr(repo) if hub_repo_id(repo) else f"{repo!r}  # the folder of this card (no Hub id)"
+    """``repo`` as a Python literal for usage code. A local folder (no Hub repo) is named by its own
+    name, relative to where the code runs, with a comment saying so: the card travels with the
+    folder, and its absolute path on the machine that wrote it means nothing elsewhere."""
+    if hub_repo_id(repo):
+        return repr(repo)
+    return f"{Path(repo).name!r}  # this card's folder (no Hub id): the path of your copy of it"

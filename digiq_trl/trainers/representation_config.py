@@ -10,6 +10,7 @@ from trl import SFTConfig
 from ..representation import DEFAULT_DOWNSCALE, DEFAULT_THRESHOLD
 from .lora import LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGET_MODULES, default_lora_config
 
+
 DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = LORA_TARGET_MODULES
 """The shared LoRA targets (:data:`digiq_trl.trainers.lora.LORA_TARGET_MODULES`)."""
 
@@ -22,12 +23,17 @@ class RepresentationConfig(SFTConfig):
     :mod:`digiq_trl.representation`) with LoRA by default; the loss is on the answer only (the
     dataset is in prompt-completion form, so ``completion_only_loss`` applies).
 
-    Changed ``SFTConfig`` defaults: ``learning_rate`` 2e-4 (LoRA) and activation (gradient)
+    Changed ``SFTConfig`` defaults: ``learning_rate`` 2e-4 (LoRA), activation (gradient)
     checkpointing off (TRL turns it on; it only slows small models down: pass
-    ``activation_checkpointing=True`` for large ones).
+    ``activation_checkpointing=True`` for large ones), and ``max_length`` None (a full-resolution
+    phone screenshot alone is ~3,300 Qwen2-VL image tokens: TRL's 1024 would cut its placeholders).
     """
 
     learning_rate: float = field(default=2e-4, metadata={"help": "Initial AdamW learning rate."})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest tokenized example (None: no truncation; screenshots are many image tokens)."},
+    )
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={
