@@ -102,13 +102,13 @@ class DigiQPipelineConfig:
         default=None,
         metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
     )
-    collect_episodes: int = field(default=300, metadata={"help": "Episodes the base actor plays to make the data."})
+    collect_episodes: int = field(default=200, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
     )
     test_size: float = field(default=0.2, metadata={"help": "Fraction of episodes held out for critic evaluation."})
     # representation
-    representation_steps: int = field(default=150, metadata={"help": "Actionability fine-tuning steps (LoRA)."})
+    representation_steps: int = field(default=100, metadata={"help": "Actionability fine-tuning steps (LoRA)."})
     representation_learning_rate: float = field(default=2e-3, metadata={"help": "Actionability learning rate."})
     representation_batch_size: int = field(default=16, metadata={"help": "Actionability batch size per device."})
     representation_gradient_accumulation_steps: int = field(

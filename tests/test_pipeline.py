@@ -202,8 +202,6 @@ def test_runs_are_bitwise_reproducible_fresh_or_resumed_and_rerun_what_changed(t
             "actor/filtered_bc/seed0"} <= set(first)
     # a second run from scratch, in the same process (whatever it ran before), and resumed runs
     # from each stage on: the same bytes in every stage output
-    import shutil
-
     shutil.rmtree(out)
     DigiQPipeline(config).run()
     assert _manifests(out) == first

@@ -468,7 +468,9 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         if not any(w != 0.0 for w in kept["target_weight"]):
             raise ValueError(
                 f"no {split} state is left to imitate (all weights are 0); with weighting='threshold' lower "
-                f"advantage_threshold (now {args.advantage_threshold}) or check the critic's advantages"
+                f"advantage_threshold (now {args.advantage_threshold}) or check the critic's advantages; an "
+                f"anchor ({args.anchor!r}) counts only where it is a parsable action (an untrained actor's "
+                "greedy output is not: use anchor='logged')"
             )
         return kept.select_columns(list(TRAIN_COLUMNS))
 

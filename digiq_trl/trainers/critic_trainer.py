@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, t
 from .base import DigiQTrainerMixin
 from .critic_config import DigiQCriticConfig
 from .model_cards import ModelSource, is_sibling_reference, model_source, repo_literal
+
+
+logger = logging.getLogger(__name__)
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -340,6 +344,9 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         if output.predictions is not None:
             quality = critic_quality_metrics(np.asarray(output.predictions))
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in quality.items()})
+            for name, why in UNDEFINED_METRIC_REASONS.items():
+                if np.isnan(quality[name]):
+                    logger.warning("%s_%s is nan: %s", metric_key_prefix, name, why)
         return output
 
     # ---- model card ----
@@ -359,6 +366,14 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
     def _card_sections(self, repo: str) -> list[tuple[str, str]]:
         return [("Rebuilding the features", _features_section(self.model.config, repo)),
                 ("Usage", _usage_section(repo)), ("Training", _training_section(self.args))]
+
+UNDEFINED_METRIC_REASONS = {
+    "v0_auroc": "the evaluation episodes are all successes or all failures",
+    "ranking_accuracy": "no evaluation state of a successful episode has alternative actions "
+    "(alt_q_features, or alt_actions_column in a raw dataset)",
+}
+"""Why each critic-quality metric can be undefined (nan) on an evaluation set."""
+
 
 def critic_quality_metrics(diagnostics: np.ndarray) -> dict[str, float]:
     """``v_mc_mse``, ``v0_auroc`` and ``ranking_accuracy`` from gathered per-row diagnostics."""
