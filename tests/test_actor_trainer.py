@@ -332,7 +332,7 @@ def _run_usage(code: str) -> list[str]:
     return scope["actions"]
 
 
-def test_card_of_an_in_memory_base_says_so_and_its_code_runs_from_a_saved_copy(tmp_path):
+def test_card_of_an_in_memory_base_says_so_and_its_code_runs_from_a_saved_copy(tmp_path, monkeypatch):
     dataset = transitions([tap(0.6), tap(0.7)], [[], []])
     trainer = make_trainer(tmp_path, dataset, weighting="sft")
     trainer.save_model()
@@ -343,10 +343,11 @@ def test_card_of_an_in_memory_base_says_so_and_its_code_runs_from_a_saved_copy(t
     base.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
     code = _usage_code(card).replace("'path/to/base-model'", repr(str(tmp_path / "base")))
+    monkeypatch.chdir(tmp_path)  # the card names the adapter by its folder, as a copy of it is found
     assert len(_run_usage(code)) == 1
 
 
-def test_card_of_a_local_base_loads_it_from_that_folder(tmp_path):
+def test_card_of_a_local_base_loads_it_from_that_folder(tmp_path, monkeypatch):
     base, processor = tiny_qwen2_vl()
     base.save_pretrained(tmp_path / "base")
     processor.save_pretrained(tmp_path / "base")
@@ -356,6 +357,7 @@ def test_card_of_a_local_base_loads_it_from_that_folder(tmp_path):
     trainer.save_model()
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"it was loaded from the local folder `{tmp_path / 'base'}`" in card
+    monkeypatch.chdir(tmp_path)
     assert len(_run_usage(_usage_code(card))) == 1
 
 

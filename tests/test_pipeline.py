@@ -108,7 +108,8 @@ def _card_code_runs_elsewhere(run: Path, elsewhere: Path, monkeypatch) -> None:
     elsewhere.mkdir()
     for name in ("critic", "representation"):
         shutil.copytree(run / name, elsewhere / name)
-    rows = load_from_disk(str(run / "data"))["test"].select(range(3))
+    test = load_from_disk(str(run / "data"))["test"]
+    rows = test.select([i for i, e in enumerate(test["episode_id"]) if e == test[0]["episode_id"]])  # one episode
     width = json.loads((run / "critic" / "config.json").read_text())["q_input_dim"]
     namespace = {"dataset": rows, "images": rows["image"], "goals": rows["goal"], "histories": rows["history"],
                  "q_features": torch.zeros(1, 2, width), "v_features": torch.zeros(1, 1, width)}
@@ -122,8 +123,9 @@ def _card_code_runs_elsewhere(run: Path, elsewhere: Path, monkeypatch) -> None:
     expected = VLMFeatureExtractor.from_pretrained(str(run / "representation")).state_features(
         rows["image"], rows["goal"], rows["history"])
     assert torch.allclose(namespace["v"], expected)
-    assert torch.allclose(torch.tensor(namespace["dataset"]["v_features"]), expected)
-    assert namespace["advantage"].shape == (1, 2)
+    cached = torch.tensor(namespace["dataset"]["v_features"])
+    assert torch.allclose(cached, expected, atol=1e-3)  # the cache stores features in float16
+    assert namespace["advantage"].shape == (1, 2) and len(rows) >= 1
 
 
 def _diagnose(output_dir: str, dataset: str) -> None:
