@@ -7,22 +7,35 @@ vision format (``{"type": "image"}`` placeholders, images passed separately), so
 
 Example:
     >>> from digiq_trl.prompts import build_messages
-    >>> build_messages("Open Settings", "")[0]["content"][1]["text"]
-    'Goal: Open Settings\\nPrevious actions: none\\nNext action:'
+    >>> build_messages("Open Settings", "")[0]["content"][1]["text"].splitlines()[:2]
+    ['Goal: Open Settings', 'Previous actions: none']
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .actions import ActionType
 
-PROMPT_TEMPLATE_ID = "digiq-trl/act-v1"
+
+PROMPT_TEMPLATE_ID = "digiq-trl/act-v2"
 """Names the template below; critics record it so their features can be rebuilt exactly."""
+
+ACTION_FORMAT = (
+    'Answer with one action in AutoUI format: Action Decision: "action_type": "<type>", '
+    '"touch_point": "[y, x]", "lift_point": "[y, x]", "typed_text": "<text>", where <type> is one of '
+    + ", ".join(member.name for member in ActionType)
+    + '; points are fractions of the screen height and width ("[-1.0, -1.0]" when unused) and '
+    'typed_text is empty unless the type is TYPE.'
+)
+"""The action format, stated in every prompt: a pretrained VLM that never saw AutoUI actions can
+answer in it (behavior cloning on offline data then sharpens it), and the format is part of the
+template, so features, critics and actors agree on it."""
 
 
 def user_text(goal: str, history: str) -> str:
-    """The text half of the user turn."""
-    return f"Goal: {goal}\nPrevious actions: {history or 'none'}\nNext action:"
+    """The text half of the user turn: goal, previous actions, the action format."""
+    return f"Goal: {goal}\nPrevious actions: {history or 'none'}\n{ACTION_FORMAT}\nNext action:"
 
 
 def build_messages(goal: str, history: str, action: str | None = None) -> list[dict[str, Any]]:

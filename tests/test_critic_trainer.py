@@ -233,7 +233,7 @@ def test_feature_extractor_caches_features_and_records_provenance(tmp_path, trai
     monkeypatch.setitem(sys.modules, "digiq_trl.models.feature_cache", module)
     extractor = types.SimpleNamespace(provenance={
         "model_id": "org/vlm", "revision": "r1", "adapter": None, "weights_digest": "d",
-        "layer": 3, "pooling": "last", "prompt_template_id": "digiq-trl/act-v1"})
+        "layer": 3, "pooling": "last", "prompt_template_id": "digiq-trl/act-v2"})
     raw = train_ds.select_columns(["episode_id", "step_id", "reward", "done", "mc_return",
                                    "trajectory_reward"]).add_column("candidate_actions", [["a"]] * len(train_ds))
     trainer = DigiQCriticTrainer(_critic(), _args(tmp_path, feature_batch_size=4), train_dataset=raw,

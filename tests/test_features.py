@@ -204,7 +204,7 @@ def test_from_pretrained_with_adapter_matches_in_memory(tmp_path):
     assert provenance["model_id"] == str(tmp_path / "base")
     assert provenance["adapter"] == str(tmp_path / "adapter")
     assert (provenance["layer"], provenance["pooling"]) == (3, "last")
-    assert provenance["prompt_template_id"] == "digiq-trl/act-v1"
+    assert provenance["prompt_template_id"] == "digiq-trl/act-v2"
 
 
 def test_for_critic_rebuilds_the_recorded_backbone_and_refuses_other_weights(tmp_path):

@@ -9,6 +9,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action
+from digiq_trl.prompts import ACTION_FORMAT
 from digiq_trl.representation import (
     MARK_COLOR,
     NO,
@@ -121,7 +122,7 @@ def test_dataset_rows_are_prompt_completion_with_label():
     answers = [row[0]["content"][0]["text"] for row in ds["completion"]]
     assert answers == [YES, NO, NO, YES]
     text = ds[1]["prompt"][0]["content"][1]["text"]
-    assert text.startswith("Goal: Open Settings\nPrevious actions: tap [0.5, 0.5]\nNext action: ")
+    assert text.startswith(f"Goal: Open Settings\nPrevious actions: tap [0.5, 0.5]\n{ACTION_FORMAT}\nNext action: ")
     assert "DUAL_POINT" in text and text.endswith(QUESTION)
     assert ds[1]["images"][0].getpixel(point_to_pixel((0.35, 0.5), *SIZE)) == MARK_COLOR
 
