@@ -44,7 +44,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..actions import ActionType, DeviceAction, format_action, format_history
-from ..prompts import build_messages
+from ..prompts import ACTION_FORMAT, build_messages
 from .processing import Qwen2VLImageTextProcessor
 
 
@@ -136,7 +136,8 @@ def tokenizer_corpus(num_examples: int = 4000, seed: int = 0) -> Iterator[str]:
 
     Each example is the chat template applied to :func:`~digiq_trl.prompts.build_messages` with a
     goal, a random history and a random action, so the template, the history format and the action
-    format all shape the merges.
+    format all shape the merges. The prompt's fixed action-format sentence is left out (it becomes
+    one added token): repeated in every example, it would take the merges the goals' words need.
     """
     rng = random.Random(seed)
     goals = _goals()
@@ -145,7 +146,7 @@ def tokenizer_corpus(num_examples: int = 4000, seed: int = 0) -> Iterator[str]:
         history = format_history([_random_action(rng, goals) for _ in range(rng.randint(0, 4))])
         action = format_action(_random_action(rng, goals))
         messages = build_messages(rng.choice(goals), history, action)
-        yield render_jinja_template([messages], chat_template=CHAT_TEMPLATE)[0][0]
+        yield render_jinja_template([messages], chat_template=CHAT_TEMPLATE)[0][0].replace(ACTION_FORMAT, "")
 
 
 @lru_cache(maxsize=4)
@@ -160,7 +161,7 @@ def _trained_tokenizer_json(vocab_size: int) -> str:
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    scaffold = action_scaffold_tokens()
+    scaffold = [ACTION_FORMAT, *action_scaffold_tokens()]  # the prompt's fixed format sentence: one token
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(scaffold),
         special_tokens=list(SPECIAL_TOKENS),
