@@ -93,6 +93,13 @@ class DigiQCriticModelConfig(PreTrainedConfig):
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACT2FN)}")
 
 
+def is_sibling_reference(name_or_path: str) -> bool:
+    """Whether a recorded ``backbone_model_id`` is a path relative to the critic's own folder
+    (``../representation``, as a pipeline run records it), which
+    :meth:`~digiq_trl.models.features.VLMFeatureExtractor.for_critic` resolves against it."""
+    return name_or_path.startswith(("./", "../"))
+
+
 PROVENANCE_FIELDS: dict[str, str] = {
     "model_id": "backbone_model_id",
     "revision": "backbone_revision",

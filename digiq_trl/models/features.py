@@ -459,8 +459,10 @@ def _check_lengths(**columns: Sequence[Any]) -> None:
 
 def _resolve_sibling(critic_config: DigiQCriticModelConfig) -> str | None:
     """The recorded backbone; a ``./`` or ``../`` path is taken relative to the critic's folder."""
+    from .critic import is_sibling_reference
+
     recorded = critic_config.backbone_model_id
     loaded_from = critic_config.name_or_path
-    if recorded and recorded.startswith(("./", "../")) and loaded_from and Path(loaded_from).is_dir():
+    if recorded and is_sibling_reference(recorded) and loaded_from and Path(loaded_from).is_dir():
         return str((Path(loaded_from) / recorded).resolve())
     return recorded

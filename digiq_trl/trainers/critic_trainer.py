@@ -30,11 +30,11 @@ from datasets import Dataset
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
-from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput
+from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput, is_sibling_reference
 from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, td_targets, v_targets
 from .base import DigiQTrainerMixin
 from .critic_config import DigiQCriticConfig
-from .model_cards import ModelSource, is_sibling_reference, model_source, repo_literal
+from .model_cards import ModelSource, model_source, repo_literal
 
 
 logger = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ from typing import Any
 from huggingface_hub import ModelCardData
 
 from ..citation import DIGIQ_CITATION
+from ..models.critic import is_sibling_reference
 
 
 SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -156,12 +157,6 @@ def model_source(name_or_path: str | None, what: str, built_as: str | None = Non
         f"{subject} has no Hub id: it was built in memory{built}. Save it with `save_pretrained(path)` "
         "(its processor too) and load it from that path, as below.",
     )
-
-
-def is_sibling_reference(name_or_path: str) -> bool:
-    """Whether ``name_or_path`` is a path relative to the folder of the model that records it
-    (``../representation``), which :meth:`VLMFeatureExtractor.for_critic` resolves against it."""
-    return name_or_path.startswith(("./", "../"))
 
 
 def repo_literal(repo: str) -> str:
