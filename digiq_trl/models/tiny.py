@@ -26,6 +26,7 @@ import random
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -206,6 +207,25 @@ def _default_mrope_section(head_dim: int) -> tuple[int, int, int]:
     return (temporal, height, half - temporal - height)
 
 
+def _text_settings(
+    tokenizer: PreTrainedTokenizerFast, hidden_size: int, num_hidden_layers: int, num_attention_heads: int
+) -> dict[str, Any]:
+    """The text decoder settings both tiny VLMs share: the tokenizer's vocabulary and special
+    tokens, an MLP twice the width, no grouped-query sharing, no BOS token."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
+        max_position_embeddings=2048,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def tiny_qwen2_vl(
     vocab_size: int = 600,
     hidden_size: int = 128,
@@ -240,17 +260,8 @@ def tiny_qwen2_vl(
         raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {head_dim // 2}")
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_attention_heads,
-            max_position_embeddings=2048,
+            **_text_settings(tokenizer, hidden_size, num_hidden_layers, num_attention_heads),
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)},
-            bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
         ),
         vision_config=dict(
             depth=vision_depth,
@@ -316,18 +327,7 @@ def tiny_llava(
             patch_size=patch_size,
             projection_dim=vision_hidden_size,
         ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_attention_heads,
-            max_position_embeddings=2048,
-            bos_token_id=None,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=LlamaConfig(**_text_settings(tokenizer, hidden_size, num_hidden_layers, num_attention_heads)),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
