@@ -167,13 +167,14 @@ def _columns(steps: list[Step], name: str) -> dict[str, list]:
 _EPISODE_ID = re.compile(r"^(?P<suite>[a-z]+)-(?P<split>[a-z]+)-seed(?P<seed>-?\d+)-ep(?P<episode>\d+)$")
 
 
-def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
-    """The simulator expert's action in every state of a dataset that :func:`collect_transitions` made.
+def replay_infos(dataset: Dataset, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """The simulator's ``info`` in every state of a dataset that :func:`collect_transitions` made:
+    the expert's action (``expert_action``), the interruption on screen (``overlay``), ...
 
     Each episode is replayed: the phone is reset with the episode's own seed (read from its
-    ``episode_id``) and the logged actions are applied in order, reading ``info["expert_action"]``
-    before each. This labels offline data with what a perfect critic would know, for diagnosis
-    (the oracle of ``examples/diagnose_best_of_n.py``); nothing in training uses it.
+    ``episode_id``) and the logged actions are applied in order, reading ``info`` before each. This
+    labels offline data with what a perfect critic would know, for diagnosis (the oracles of
+    ``digiq-trl diagnose``); nothing in training uses it.
 
     Args:
         dataset: transitions whose ``episode_id`` reads ``<suite>-<split>-seed<seed>-ep<index>``.
@@ -186,7 +187,7 @@ def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
     columns = dataset.select_columns(["episode_id", "step_id", "goal", "action"]).to_dict()
     images = dataset.select_columns(["image"])
     order = sorted(range(len(dataset)), key=lambda i: (columns["episode_id"][i], columns["step_id"][i]))
-    experts: list[str] = [""] * len(dataset)
+    infos: list[dict[str, Any]] = [{}] * len(dataset)
     envs: dict[tuple[str, str], PhoneEnv] = {}
     env: PhoneEnv | None = None
     current, observation, info, step = None, {}, {}, 0
@@ -209,7 +210,7 @@ def replay_expert_actions(dataset: Dataset, **env_kwargs: Any) -> list[str]:
         ):
             raise ValueError(f"row {i} ({episode_id}, step {columns['step_id'][i]}): the replayed goal or screen "
                              "differs from the logged one")
-        experts[i] = info["expert_action"]
+        infos[i] = info
         observation, _, _, _, info = env.step(columns["action"][i])
         step += 1
-    return experts
+    return infos

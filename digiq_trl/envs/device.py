@@ -7,6 +7,11 @@ notification switches, the notification shade, a shopping cart). Every screen ex
 
 Coordinates are normalized ``(y, x)`` as in AitW. The layout is designed on a 112x224 portrait grid
 (``DESIGN_W`` x ``DESIGN_H`` "design pixels") and scales to any rendered size.
+
+The *target* phone (what a base actor trained on static demonstrations of the *source* phone meets
+when deployed) differs in two ways: a fixed set of version-drift changes in the :class:`Layout`
+(:meth:`Layout.drifted`), and interruptions: an :class:`Interruption` opens an overlay
+(:data:`OVERLAYS`) over a screen as it opens, and while it is shown only its own controls respond.
 """
 
 from __future__ import annotations
@@ -76,6 +81,65 @@ BRAND_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
+OVERLAYS: tuple[str, ...] = ("consent", "ad", "permission", "rating")
+"""Interruptions of the target phone:
+
+* ``consent``: a cookie-consent banner over the top of the screen; only its *Accept* button closes it.
+* ``ad``: a full-screen ad with a small close control in its corner; tapping the ad itself opens the
+  advertised page (BACK returns, the ad gone).
+* ``permission``: a permission dialog; *Allow*, *Deny* or BACK close it.
+* ``rating``: a "rate this app" dialog; *Not now*, *Rate* or BACK close it.
+"""
+
+OVERLAY_CONTROLS: dict[str, tuple[tuple[str, tuple[float, float, float, float]], ...]] = {
+    "consent": (("accept", (14, 82, 24, 28)),),
+    "ad": (("ad_body", (24, 0, 186, 112)), ("close", (14, 94, 16, 16))),
+    "permission": (("deny", (134, 14, 20, 40)), ("allow", (134, 58, 20, 40))),
+    "rating": (("not_now", (134, 14, 20, 40)), ("rate", (134, 58, 20, 40))),
+}
+"""Each overlay's controls, in drawing order (later ones on top): name and design-pixel box."""
+
+OVERLAY_DISMISS: dict[str, str] = {"consent": "accept", "ad": "close", "permission": "allow", "rating": "not_now"}
+"""The control the expert taps to close each overlay."""
+
+BACK_CLOSES: frozenset[str] = frozenset({"permission", "rating"})
+"""Overlays that BACK closes (dialogs); a consent sheet and an ad ignore it."""
+
+SEARCH_ICON_BOX = (16, 88, 22, 20)
+"""Where apps of the drifted version show a search icon instead of the field (the field's right end)."""
+
+DRIFT_HOME_SWAPS: tuple[tuple[str, str], ...] = (("Play Store", "Camera"), ("Calendar", "Clock"))
+"""Home icons that trade places in the drifted version."""
+
+DRIFT_SETTINGS_SHIFT = 3
+"""The drifted version's Settings list is rotated by this many entries (new apps sorted in)."""
+
+DRIFT_SEARCH_ICON_APPS: frozenset[str] = frozenset({"YouTube", "Play Store"})
+"""Apps whose drifted version hides the search field behind a search icon until it is tapped."""
+
+
+def dismisses(action: DeviceAction | None, overlay: str) -> bool:
+    """Whether ``action`` closes an ``overlay`` (one of :data:`OVERLAYS`) without opening anything:
+    a tap on one of its controls other than an ad's body, or BACK where BACK closes it."""
+    if action is None or not overlay:
+        return False
+    if action.action_type == ActionType.PRESS_BACK:
+        return overlay in BACK_CLOSES
+    if not action.is_tap:
+        return False
+    y, x = action.touch_point
+    return any(Element(name, *box).contains(y, x) for name, box in OVERLAY_CONTROLS[overlay] if name != "ad_body")
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """An overlay of kind ``kind`` (one of :data:`OVERLAYS`) that opens over the ``after``-th screen
+    opened in the episode (an app, a results list, a page...), once."""
+
+    kind: str
+    after: int = 1
+
+
 @dataclass(frozen=True)
 class Element:
     """A tappable element: a name such as ``"app:Chrome"`` and an AitW box in design pixels."""
@@ -116,7 +180,7 @@ class Screen:
 
     ``kind`` is one of: home, app (an app's plain main screen), search (a search app's main screen),
     results, page (a web page), video, newtab, site (a shop's home), product, cart, settings,
-    app_settings.
+    app_settings, ad (the page an ad opens).
     """
 
     kind: str
@@ -129,10 +193,12 @@ class Screen:
     scroll: int = 0
     incognito: bool = False
     target: str = ""
+    overlay: str = ""
+    """The interruption shown over this screen (one of :data:`OVERLAYS`), or ``""``."""
 
     @property
     def has_field(self) -> bool:
-        """Whether the screen shows a search field."""
+        """Whether the screen shows a search field (or, in a drifted app, the icon that opens it)."""
         return self.kind in ("search", "results", "site")
 
     @property
@@ -148,6 +214,8 @@ class Layout:
     home_order: tuple[str, ...] = HOME_APPS
     settings_order: tuple[str, ...] = SETTINGS_APPS
     colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    search_icon_apps: frozenset[str] = frozenset()
+    """Apps whose search screen shows a search icon that opens the field (the drifted version)."""
 
     @classmethod
     def fixed(cls) -> Layout:
@@ -162,6 +230,26 @@ class Layout:
         names = sorted(set(HOME_APPS) | set(SETTINGS_APPS))
         colours = {name: tuple(int(c) for c in rng.integers(30, 226, size=3)) for name in names}
         return cls(home, settings, colours)
+
+    def drifted(self) -> Layout:
+        """This layout after the target phone's version drift: the home icons of
+        :data:`DRIFT_HOME_SWAPS` trade places, the Settings list is rotated by
+        :data:`DRIFT_SETTINGS_SHIFT`, and :data:`DRIFT_SEARCH_ICON_APPS` hide their search field
+        behind an icon."""
+        home = list(self.home_order)
+        for a, b in DRIFT_HOME_SWAPS:
+            i, j = home.index(a), home.index(b)
+            home[i], home[j] = home[j], home[i]
+        shift = DRIFT_SETTINGS_SHIFT
+        settings = self.settings_order[shift:] + self.settings_order[:shift]
+        return Layout(tuple(home), settings, dict(self.colours), DRIFT_SEARCH_ICON_APPS)
+
+    def moved_elements(self, source: Layout) -> frozenset[str]:
+        """What sits elsewhere than on ``source``: ``app:<name>`` icons, ``setting:<app>`` rows
+        (position in the list) and ``field:<app>`` (a field behind an icon)."""
+        moved = {f"app:{name}" for i, name in enumerate(self.home_order) if source.home_order[i] != name}
+        moved |= {f"setting:{name}" for i, name in enumerate(self.settings_order) if source.settings_order[i] != name}
+        return frozenset(moved | {f"field:{app}" for app in self.search_icon_apps - source.search_icon_apps})
 
 
 def default_colours() -> dict[str, tuple[int, int, int]]:
@@ -195,7 +283,9 @@ class Device:
         notifications: per-app notification switch (apps listed in Settings), default all on.
     """
 
-    def __init__(self, layout: Layout, notifications: dict[str, bool] | None = None) -> None:
+    def __init__(
+        self, layout: Layout, notifications: dict[str, bool] | None = None, interruption: Interruption | None = None
+    ) -> None:
         self.layout = layout
         self.stack: list[Screen] = [Screen("home")]
         self.shade_open = False
@@ -203,28 +293,62 @@ class Device:
         self.notifications = dict.fromkeys(SETTINGS_APPS, True)
         self.notifications.update(notifications or {})
         self.cart: list[tuple[str, str, int]] = []
+        self.interruption = interruption
+        self.screens_opened = 0
 
     @property
     def screen(self) -> Screen:
         """The screen on top of the back stack (what is shown)."""
         return self.stack[-1]
 
+    def element_at(self, y: float, x: float) -> Element | None:
+        """The element a tap at normalized ``(y, x)`` lands on (the topmost), if any."""
+        return next((e for e in reversed(self.elements()) if e.contains(y, x)), None)
+
+    def element_identity(self, element: Element) -> str:
+        """What an element stands for beyond its place: ``setting:<app>`` for a Settings row,
+        ``field:<app>`` for a drifted app's search icon, else its name (``app:<name>``, ...)."""
+        screen = self.screen
+        if element.name.startswith("setting:"):
+            return f"setting:{self.layout.settings_order[screen.scroll + int(element.name.split(':')[1])]}"
+        if element.name == "search_icon":
+            return f"field:{screen.app}"
+        return element.name
+
     def elements(self) -> list[Element]:
         """Tappable elements of what is on screen, in drawing order."""
         if self.shade_open:
             return []
         screen = self.screen
+        if screen.overlay:
+            return [Element(f"overlay:{name}", *box) for name, box in OVERLAY_CONTROLS[screen.overlay]]
         builder = _ELEMENT_BUILDERS.get(screen.kind)
         elements = builder(self, screen) if builder else []
         if screen.has_field:
-            elements = _field_elements(screen) + elements
+            elements = self._field_elements(screen) + elements
         if screen.keyboard:
             elements = [e for e in elements if e.top + e.height <= KEYBOARD_TOP]
+        return elements
+
+    def field_hidden(self, screen: Screen) -> bool:
+        """Whether ``screen`` shows the drifted version's search icon instead of its field."""
+        return (screen.kind == "search" and screen.app in self.layout.search_icon_apps
+                and not screen.focused and not screen.text)
+
+    def _field_elements(self, screen: Screen) -> list[Element]:
+        if self.field_hidden(screen):
+            return [Element("search_icon", *SEARCH_ICON_BOX)]
+        elements = [Element("field", *FIELD_BOX)]
+        if screen.text:
+            elements.append(Element("clear", *CLEAR_BOX))
         return elements
 
     def apply(self, action: DeviceAction) -> None:
         """Carry out one valid action as Android would; actions with no effect change nothing."""
         kind = action.action_type
+        if self.screen.overlay and not (action.is_tap or kind in (ActionType.PRESS_HOME, ActionType.PRESS_BACK)):
+            return  # a modal overlay takes taps, HOME and BACK only
+        before = list(self.stack)
         if kind == ActionType.DUAL_POINT and action.is_tap:
             self._tap(*action.touch_point)
         elif kind == ActionType.DUAL_POINT:
@@ -238,17 +362,30 @@ class Device:
             self.stack = [Screen("home")]
         elif kind == ActionType.PRESS_ENTER:
             self._enter()
+        if self.screen.kind != "home" and all(self.screen is not screen for screen in before):
+            self._opened()
+
+    def _opened(self) -> None:
+        """A new screen came to the top: count it, and open a pending interruption over it."""
+        self.screens_opened += 1
+        if self.interruption is not None and self.screens_opened == self.interruption.after:
+            self.screen.overlay = self.interruption.kind
 
     def _tap(self, y: float, x: float) -> None:
-        for element in reversed(self.elements()):
-            if element.contains(y, x):
-                self._activate(element.name)
-                return
+        element = self.element_at(y, x)
+        if element is not None:
+            self._activate(element.name)
 
     def _activate(self, name: str) -> None:
         screen = self.screen
         head, _, arg = name.partition(":")
-        if head == "app":
+        if head == "overlay":
+            screen.overlay = ""
+            if arg == "ad_body":
+                self.stack.append(Screen("ad", app=screen.app))
+        elif head == "search_icon":
+            screen.focused = True
+        elif head == "app":
             self.stack = [Screen("home"), _main_screen(arg)]
         elif head == "field":
             screen.focused = True
@@ -311,6 +448,9 @@ class Device:
     def _back(self) -> None:
         if self.shade_open:
             self.shade_open = False
+        elif self.screen.overlay:
+            if self.screen.overlay in BACK_CLOSES:
+                self.screen.overlay = ""
         elif self.screen.keyboard:
             self.screen.focused = False
         elif len(self.stack) > 1:
@@ -335,11 +475,6 @@ def _main_screen(app: str) -> Screen:
     return Screen("search" if app in SEARCH_APPS else "app", app=app)
 
 
-def _field_elements(screen: Screen) -> list[Element]:
-    elements = [Element("field", *FIELD_BOX)]
-    if screen.text:
-        elements.append(Element("clear", *CLEAR_BOX))
-    return elements
 
 
 def _home_elements(device: Device, screen: Screen) -> list[Element]:

@@ -1,8 +1,8 @@
 """The scripted expert: the next action that makes progress on a task from any device state.
 
 The expert plans from the current state only (no memory), so it also recovers from whatever a noisy
-policy did: it closes the shade, leaves the wrong app, clears a wrongly typed query, scrolls back to
-the top of a list. Its plans are the shortest flows of the suites (1-5 steps General, 4-8 WebShop).
+policy did: it closes the shade and interruptions, leaves the wrong app or an ad's page, clears a
+wrongly typed query, scrolls back to the top of a list. Its plans are the shortest flows of the suites (1-5 steps General, 4-8 WebShop).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..actions import ActionType, DeviceAction
-from .device import SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
+from .device import OVERLAY_DISMISS, SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
 from .tasks import Task, is_success, query_matches
 
 
@@ -26,12 +26,17 @@ OPEN_SHADE = DeviceAction.swipe((0.02, 0.5), (0.6, 0.5))
 
 
 def expert_action(task: Task, device: Device) -> DeviceAction:
-    """The expert's next action; ``STATUS_TASK_COMPLETE`` once the task is done."""
+    """The expert's next action; ``STATUS_TASK_COMPLETE`` once the task is done. It closes an
+    interruption first (its dismiss control) and leaves an ad's page with BACK."""
     if is_success(task, device):
         return COMPLETE
+    if device.shade_open and task.kind != "notifications":
+        return BACK
+    if device.screen.overlay:
+        return _tap(device, f"overlay:{OVERLAY_DISMISS[device.screen.overlay]}")
     if task.kind == "notifications":
         return OPEN_SHADE
-    if device.shade_open:
+    if device.screen.kind == "ad":
         return BACK
     return _PLANNERS[task.kind](task, device)
 
@@ -54,7 +59,7 @@ def _fill_field(device: Device, text: str, accept: Callable[[str], bool]) -> Dev
     if screen.text and not accept(screen.text):
         return _tap(device, "clear")
     if not screen.focused:
-        return _tap(device, "field")
+        return _tap(device, "search_icon" if device.field_hidden(screen) else "field")
     return ENTER if screen.text else DeviceAction.type_text(text)
 
 

@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..actions import ActionType, DeviceAction, format_action, format_history, try_parse_action
-from .device import Device, Layout
+from .device import OVERLAYS, Device, Interruption, Layout
 from .expert import expert_action
+from .failures import failure_mode
 from .render import render
 from .tasks import SUITES, Task, is_success, load_goals, parse_goal, with_pseudo_entities
 
@@ -27,6 +28,13 @@ from .tasks import SUITES, Task, is_success, load_goals, parse_goal, with_pseudo
 DEFAULT_HORIZONS = {"general": 10, "webshop": 20}
 """Episode step limits of the AitW suites as used by DigiRL and Digi-Q."""
 LAYOUTS = ("fixed", "random")
+PHONES: dict[str, dict[str, Any]] = {
+    "source": {"drift": False, "interruption_probability": 0.0},
+    "target": {"drift": True, "interruption_probability": 0.5},
+}
+"""The two phones: ``source``, where static demonstrations are recorded (a base actor's pretraining
+domain), and ``target``, the same phone after version drift and with interruptions, where the actor
+is deployed (:mod:`digiq_trl.envs.device`)."""
 _TEXT_CHARSET = string.printable
 
 
@@ -73,7 +81,10 @@ class PhoneEnv(gym.Env):
 
     ``info`` holds ``expert_action`` (the scripted expert's next action as an AutoUI string),
     ``ui_boxes`` (normalized ``[y, x, h, w]`` of tappable elements), ``success``,
-    ``valid_action``, ``screen`` (the screen kind) and ``task`` (the parsed goal's template).
+    ``valid_action``, ``screen`` (the screen kind), ``task`` (the parsed goal's template),
+    ``overlay`` (the interruption on screen, or ``""``) and ``expert_target_moved`` (the expert taps
+    an element the target phone's drift moved); the last step of a failed episode adds
+    ``failure_mode`` (:func:`~digiq_trl.envs.failures.failure_mode`).
 
     Args:
         suite: ``"general"`` or ``"webshop"``.
@@ -86,6 +97,12 @@ class PhoneEnv(gym.Env):
         pseudo_entities: add a variant with made-up entity names of each search and video goal
             (:func:`~digiq_trl.envs.tasks.with_pseudo_entities`): demonstrations that teach a tiny
             actor to copy the query from the goal instead of memorizing it.
+        phone: ``"source"`` or ``"target"`` (:data:`PHONES`): the defaults of the two options below.
+        drift: the target phone's version drift (:meth:`~digiq_trl.envs.device.Layout.drifted`:
+            some home icons moved, the Settings list reordered, search fields behind an icon).
+        interruption_probability: the chance that an episode has an interruption: one overlay of
+            :data:`~digiq_trl.envs.device.OVERLAYS`, drawn uniformly, over the first or second screen
+            that opens.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -100,11 +117,22 @@ class PhoneEnv(gym.Env):
         horizon: int | None = None,
         render_mode: str | None = None,
         pseudo_entities: bool = False,
+        phone: str = "source",
+        drift: bool | None = None,
+        interruption_probability: float | None = None,
     ) -> None:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}")
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        if phone not in PHONES:
+            raise ValueError(f"unknown phone {phone!r}; choose one of {sorted(PHONES)}")
+        drift = PHONES[phone]["drift"] if drift is None else drift
+        if interruption_probability is None:
+            interruption_probability = PHONES[phone]["interruption_probability"]
+        if not 0.0 <= interruption_probability <= 1.0:
+            raise ValueError(f"interruption_probability must be in [0, 1], got {interruption_probability}")
+        self.drift, self.interruption_probability = drift, interruption_probability
         self.goals = load_goals(suite, split)
         if pseudo_entities:
             self.goals = with_pseudo_entities(self.goals)
@@ -113,7 +141,8 @@ class PhoneEnv(gym.Env):
         self.horizon = horizon or DEFAULT_HORIZONS[suite]
         self.render_mode = render_mode
         self.config = dict(suite=suite, split=split, width=width, height=height, layout=layout,
-                           horizon=self.horizon, pseudo_entities=pseudo_entities)
+                           horizon=self.horizon, pseudo_entities=pseudo_entities, phone=phone, drift=drift,
+                           interruption_probability=interruption_probability)
         text = gym.spaces.Text(max_length=4096, min_length=0, charset=_TEXT_CHARSET)
         self.observation_space = gym.spaces.Dict(
             {"image": ImageSpace(width, height), "goal": text, "history": text}
@@ -123,6 +152,7 @@ class PhoneEnv(gym.Env):
         self.task: Task = parse_goal(self.goals[0])
         self.history: list[DeviceAction] = []
         self.steps = 0
+        self.moved: frozenset[str] = frozenset()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -131,10 +161,19 @@ class PhoneEnv(gym.Env):
         super().reset(seed=seed)
         goal = (options or {}).get("goal") or self.goals[int(self.np_random.integers(len(self.goals)))]
         self.task = parse_goal(goal).resolve(self.np_random)
-        layout = Layout.random(self.np_random) if self.layout_mode == "random" else Layout.fixed()
-        self.device = Device(layout, self.task.initial_notifications())
+        source = Layout.random(self.np_random) if self.layout_mode == "random" else Layout.fixed()
+        layout = source.drifted() if self.drift else source
+        self.moved = layout.moved_elements(source)
+        self.device = Device(layout, self.task.initial_notifications(), self._draw_interruption())
         self.history, self.steps = [], 0
         return self._observation(), self._info(valid=True)
+
+    def _draw_interruption(self) -> Interruption | None:
+        """This episode's interruption, if any (no random draw at all when the probability is 0)."""
+        if self.interruption_probability <= 0 or self.np_random.random() >= self.interruption_probability:
+            return None
+        kind = OVERLAYS[int(self.np_random.integers(len(OVERLAYS)))]
+        return Interruption(kind, after=int(self.np_random.integers(1, 3)))
 
     def step(
         self, action: DeviceAction | str
@@ -151,7 +190,10 @@ class PhoneEnv(gym.Env):
         success = is_success(self.task, self.device)
         terminated = success or stopped
         truncated = not terminated and self.steps >= self.horizon
-        return self._observation(), float(success), terminated, truncated, self._info(valid)
+        info = self._info(valid)
+        if (terminated or truncated) and not success:
+            info["failure_mode"] = failure_mode(self.task, self.device, stopped)
+        return self._observation(), float(success), terminated, truncated, info
 
     def render(self) -> np.ndarray:
         """The current screenshot as an ``(height, width, 3)`` uint8 array."""
@@ -165,11 +207,21 @@ class PhoneEnv(gym.Env):
         }
 
     def _info(self, valid: bool) -> dict[str, Any]:
+        expert = expert_action(self.task, self.device)
         return {
-            "expert_action": format_action(expert_action(self.task, self.device)),
+            "expert_action": format_action(expert),
             "ui_boxes": [element.box for element in self.device.elements()],
             "success": is_success(self.task, self.device),
             "valid_action": valid,
             "screen": self.device.screen.kind,
             "task": self.task.kind,
+            "overlay": self.device.screen.overlay,
+            "expert_target_moved": self._moved_target(expert),
         }
+
+    def _moved_target(self, expert: DeviceAction) -> bool:
+        """Whether the expert's next action taps an element that sits elsewhere than on the source phone."""
+        if not (self.moved and expert.is_tap):
+            return False
+        element = self.device.element_at(*expert.touch_point)
+        return element is not None and self.device.element_identity(element) in self.moved

@@ -24,6 +24,8 @@ from .device import (
     KEYBOARD_TOP,
     NAV_BAR_START,
     NUM_RESULTS,
+    OVERLAY_CONTROLS,
+    SEARCH_ICON_BOX,
     SETTINGS_ROW_PITCH,
     SETTINGS_ROW_TOP,
     SETTINGS_ROWS_VISIBLE,
@@ -85,6 +87,12 @@ class Canvas:
         """Text with its top-left corner at (top, left)."""
         self.draw.text((left * self.sx, top * self.sy), text, fill=fill, font=_font(round(size * self.sy)))
 
+    def dim(self, box: tuple, amount: float = 0.6) -> None:
+        """Darken ``box`` = (top, left, height, width) towards black by ``amount`` (a modal scrim)."""
+        x0, y0, x1, y1 = (round(v) for v in self._xy(*box))
+        region = self.image.crop((x0, y0, x1 + 1, y1 + 1))
+        self.image.paste(Image.blend(region, Image.new("RGB", region.size, BLACK), amount), (x0, y0))
+
     def polygon(self, points: list[tuple[float, float]], fill: Colour) -> None:
         """A filled polygon through design-pixel ``(y, x)`` points."""
         self.draw.polygon([(x * self.sx, y * self.sy) for y, x in points], fill=fill)
@@ -97,6 +105,9 @@ def render(device: Device, width: int, height: int) -> Image.Image:
     _SCREEN_PAINTERS[screen.kind](canvas, device, screen)
     if screen.keyboard:
         _keyboard(canvas)
+    if screen.overlay:
+        canvas.dim((STATUS_BAR_END, 0, NAV_BAR_START - STATUS_BAR_END, DESIGN_W))
+        _OVERLAY_PAINTERS[screen.overlay](canvas)
     _status_bar(canvas)
     _nav_bar(canvas)
     if device.shade_open:
@@ -137,6 +148,14 @@ def _field(c: Canvas, screen: Screen, placeholder: str = "Search or type URL") -
     if screen.focused:
         cursor = left + 5 + min(len(screen.text), 22) * 3.6
         c.rect((top + 4, cursor, 14, 1.5), (20, 20, 200))
+
+
+def _search_icon(c: Canvas) -> None:
+    """The drifted version's search button: a magnifier in the header's right end, and the app's name."""
+    top, left, height, width = SEARCH_ICON_BOX
+    c.rect(SEARCH_ICON_BOX, WHITE, radius=height / 2)
+    c.rect((top + 4, left + 4, 10, 10), WHITE, outline=BLACK, radius=5, width=2)
+    c.polygon([(top + 13, left + 12), (top + 18, left + 17), (top + 17, left + 18), (top + 12, left + 13)], BLACK)
 
 
 def _keyboard(c: Canvas) -> None:
@@ -183,7 +202,10 @@ def _plain_app(c: Canvas, device: Device, screen: Screen) -> None:
 def _search(c: Canvas, device: Device, screen: Screen) -> None:
     colour = device.layout.colours[screen.app]
     _header(c, colour)
-    _field(c, screen, "Search or type URL" if screen.app == "Chrome" else f"Search {screen.app}")
+    if device.field_hidden(screen):
+        _search_icon(c)
+    else:
+        _field(c, screen, "Search or type URL" if screen.app == "Chrome" else f"Search {screen.app}")
     if screen.app == "Chrome":
         c.rect((56, 10, 30, 92), (232, 234, 237), radius=6)
         c.text(66, 30, "+ New tab", BLACK, 8)
@@ -328,6 +350,63 @@ def _app_settings(c: Canvas, device: Device, screen: Screen) -> None:
         c.text(96 + row * 20, 10, label, (110, 110, 110), 7)
 
 
+def _ad_page(c: Canvas, device: Device, screen: Screen) -> None:
+    """The advertised app's store page that tapping an ad opens."""
+    _header(c, (1, 135, 95), "Sponsored")
+    c.rect((52, 8, 44, 44), (255, 120, 0), radius=8)
+    c.text(58, 58, "MegaGame", BLACK, 8)
+    c.rect((74, 58, 16, 46), (1, 135, 95), radius=3)
+    c.text(78, 64, "Install", WHITE, 7)
+    for line in range(6):
+        c.rect((110 + line * 12, 8, 5, 96 - (line % 2) * 20), (200, 200, 205))
+
+
+def _control(c: Canvas, kind: str, name: str) -> tuple[float, float, float, float]:
+    return dict(OVERLAY_CONTROLS[kind])[name]
+
+
+def _consent(c: Canvas) -> None:
+    c.rect((STATUS_BAR_END, 0, 62, DESIGN_W), WHITE)
+    c.text(STATUS_BAR_END + 6, 6, "Cookies", BLACK, 8)
+    for line in range(4):
+        c.rect((STATUS_BAR_END + 30 + line * 8, 6, 4, 96 - (line % 2) * 24), (190, 190, 195))
+    box = _control(c, "consent", "accept")
+    c.rect(box, (26, 115, 232), radius=5)
+    c.text(box[0] + 7, box[1] + 2, "Accept", WHITE, 6)
+
+
+def _ad(c: Canvas) -> None:
+    top, left, height, width = _control(c, "ad", "ad_body")
+    c.rect((top - 10, left, height + 10, width), (255, 120, 0))
+    c.rect((60, 16, 70, 80), (255, 210, 0), radius=10)
+    c.polygon([(78, 40), (110, 40), (94, 72)], (230, 30, 30))
+    c.text(140, 14, "PLAY MEGAGAME", WHITE, 9)
+    c.rect((160, 20, 26, 72), (1, 135, 95), radius=6)
+    c.text(168, 34, "Play now", WHITE, 8)
+    c.text(16, 4, "Ad", WHITE, 7)
+    close = _control(c, "ad", "close")
+    c.rect(close, (60, 60, 60), radius=close[2] / 2)
+    c.text(close[0] + 2, close[1] + 5, "x", WHITE, 9)
+
+
+def _dialog(c: Canvas, kind: str, title: str, buttons: tuple[str, str], accent: Colour) -> None:
+    c.rect((84, 8, 76, 96), WHITE, radius=8)
+    c.rect((92, 48, 16, 16), accent, radius=8)
+    c.text(114, 14, title, BLACK, 7)
+    for name, label in zip(("deny", "allow") if kind == "permission" else ("not_now", "rate"), buttons):
+        box = _control(c, kind, name)
+        c.rect(box, _tint(accent, 0.7), radius=4)
+        c.text(box[0] + 6, box[1] + 5, label, BLACK, 7)
+
+
+_OVERLAY_PAINTERS = {
+    "consent": _consent,
+    "ad": _ad,
+    "permission": lambda c: _dialog(c, "permission", "Allow location access?", ("Deny", "Allow"), (26, 115, 232)),
+    "rating": lambda c: _dialog(c, "rating", "Enjoying the app?", ("Not now", "Rate"), (244, 180, 0)),
+}
+
+
 _SCREEN_PAINTERS = {
     "home": _home,
     "app": _plain_app,
@@ -341,4 +420,5 @@ _SCREEN_PAINTERS = {
     "cart": _cart,
     "settings": _settings,
     "app_settings": _app_settings,
+    "ad": _ad_page,
 }

@@ -179,7 +179,10 @@ def parse_goal(goal: str) -> Task:
 
 
 def is_success(task: Task, device: Device) -> bool:
-    """Whether the device state shows the task done (what AitW's evaluator would accept)."""
+    """Whether the device state shows the task done (what AitW's evaluator would accept); never
+    while an interruption covers the screen."""
+    if device.screen.overlay:
+        return False
     if task.kind == "notifications":
         return device.shade_open
     if task.kind == "toggle":
