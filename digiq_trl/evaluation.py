@@ -22,6 +22,7 @@ from datasets import Dataset
 
 from .actions import ActionType, DeviceAction, actions_match, format_action, parse_action, try_parse_action
 from .envs.collect import Step, run_episodes
+from .envs.device import dismisses
 from .envs.phone import PhoneEnv
 from .envs.policies import Policy
 from .envs.tasks import query_matches
@@ -40,27 +41,46 @@ def evaluate_policy(
 
     Returns:
         ``success_rate``, ``stderr`` (binomial standard error ``sqrt(p (1 - p) / n)``),
-        ``num_episodes``, ``mean_episode_length`` (steps; failures run to the horizon) and
+        ``num_episodes``, ``mean_episode_length`` (steps; failures run to the horizon),
         ``by_kind``: per task kind (:attr:`digiq_trl.envs.tasks.Task.kind`) the ``successes`` and
-        ``episodes``.
+        ``episodes``, ``failure_modes``: failed episodes per mode
+        (:data:`~digiq_trl.envs.failures.FAILURE_MODES`), and ``episodes``: per episode in order,
+        its ``goal``, ``kind``, ``success``, ``steps``, ``failure_mode`` (``""`` on success) and
+        whether an ``interruption`` was shown.
     """
     env = PhoneEnv(suite=suite, split=split, **env_kwargs)
-    successes: dict[int, bool] = {}
-    lengths: dict[int, int] = {}
-    kinds: dict[int, str] = {}
+    episodes: dict[int, dict[str, Any]] = {}
     for step in run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size):
-        kinds.setdefault(step.episode, step.info["task"])
+        record = episodes.setdefault(step.episode, {"goal": step.observation["goal"], "kind": step.info["task"],
+                                                    "interruption": False})
+        record["interruption"] = record["interruption"] or bool(step.info.get("overlay") or step.next_info.get("overlay"))
         if step.done:
-            successes[step.episode] = step.reward > 0
-            lengths[step.episode] = step.step + 1
-    rate = sum(successes.values()) / num_episodes
+            record.update(success=step.reward > 0, steps=step.step + 1,
+                          failure_mode=step.next_info.get("failure_mode", ""))
+    ordered = [episodes[i] for i in sorted(episodes)]
+    rate = sum(e["success"] for e in ordered) / num_episodes
     return {
         "success_rate": rate,
         "stderr": binomial_stderr(rate, num_episodes),
         "num_episodes": num_episodes,
-        "mean_episode_length": sum(lengths.values()) / num_episodes,
-        "by_kind": _count_by_kind(kinds, successes),
+        "mean_episode_length": sum(e["steps"] for e in ordered) / num_episodes,
+        "by_kind": _count_by_kind({i: e["kind"] for i, e in enumerate(ordered)},
+                                  {i: e["success"] for i, e in enumerate(ordered)}),
+        "failure_modes": count_failure_modes([e["failure_mode"] for e in ordered if not e["success"]]),
+        "episodes": ordered,
     }
+
+
+def count_failure_modes(modes: Sequence[str]) -> dict[str, int]:
+    """Failed episodes per mode, every mode of :data:`~digiq_trl.envs.failures.FAILURE_MODES` listed.
+
+    Example:
+        >>> count_failure_modes(["ran out of steps", "ran out of steps"])["ran out of steps"]
+        2
+    """
+    from .envs.failures import FAILURE_MODES
+
+    return {mode: sum(m == mode for m in modes) for mode in FAILURE_MODES}
 
 
 def binomial_stderr(rate: float, trials: int) -> float:
@@ -105,7 +125,8 @@ def evaluate_policy_seeds(
         seeds, or with a single seed its binomial standard error; ``pooled_stderr``: the binomial
         standard error over all episodes of all seeds; ``num_seeds``, ``num_episodes`` (all seeds),
         ``mean_episode_length``, ``by_kind`` (successes and episodes per task kind, summed over
-        seeds, with each kind's ``success_rate``) and ``per_seed`` (each run's dict).
+        seeds, with each kind's ``success_rate``), ``failure_modes`` (summed over seeds) and
+        ``per_seed`` (each run's dict).
     """
     if not seeds:
         raise ValueError("give at least one seed")
@@ -125,6 +146,7 @@ def evaluate_policy_seeds(
         "num_episodes": episodes,
         "mean_episode_length": sum(run["mean_episode_length"] for run in runs) / len(runs),
         "by_kind": sum_by_kind([run["by_kind"] for run in runs]),
+        "failure_modes": {mode: sum(run["failure_modes"][mode] for run in runs) for mode in runs[0]["failure_modes"]},
         "per_seed": runs,
     }
 
@@ -160,8 +182,7 @@ def action_matching_accuracy(policy: Policy, dataset: Dataset, batch_size: int =
 
 
 def critic_expert_ranking(
-    critic: Any,
-    extractor: Any,
+    scorer: Any,
     suite: str,
     policy: Policy,
     split: str = "heldout",
@@ -174,7 +195,8 @@ def critic_expert_ranking(
 
     The states are those ``policy`` visits (e.g. the behavior policy, so they look like the
     critic's data); in each, ``Q = max(Q1, Q2)`` of the expert's next action is compared with that
-    of ``num_alternatives`` uniformly random actions (ties count half).
+    of ``num_alternatives`` uniformly random actions (ties count half). ``scorer`` is a
+    :class:`~digiq_trl.models.scoring.CriticScorer` (or anything with its ``score``).
 
     Returns:
         ``expert_vs_random_ranking`` (mean over states) and ``num_states``.
@@ -196,21 +218,17 @@ def critic_expert_ranking(
             + [format_action(random_action(rng, s.observation["goal"])) for _ in range(num_alternatives)]
             for s in chunk
         ]
-        _, features = _step_features(extractor, chunk, actions)
-        with torch.no_grad():
-            q = torch.stack([torch.maximum(*critic.q_values(f)).reshape(-1) for f in features])
+        q = torch.as_tensor(np.stack([state.q for state in _score_steps(scorer, chunk, actions)]))
         scores.append(ranking_scores(q[:, 0], q[:, 1:]))
     ranking = torch.cat(scores)
     return {"expert_vs_random_ranking": float(ranking.mean()), "num_states": int(ranking.numel())}
 
 
-def _step_features(extractor: Any, steps: Sequence[Step], actions: Sequence[Sequence[str]]) -> tuple[Any, Any]:
-    """The extractor's state and per-action features for the observations of ``steps``."""
+def _score_steps(scorer: Any, steps: Sequence[Step], actions: Sequence[Sequence[str]]) -> list[Any]:
+    """The scorer's :class:`~digiq_trl.models.scoring.Scores` of ``actions`` in the states of ``steps``."""
     observations = [s.observation for s in steps]
-    return extractor.state_action_features(
-        [o["image"] for o in observations], [o["goal"] for o in observations],
-        [o["history"] for o in observations], actions,
-    )
+    return scorer.score([o["image"] for o in observations], [o["goal"] for o in observations],
+                        [o["history"] for o in observations], actions)
 
 
 def goal_predictability_auroc(
@@ -258,17 +276,37 @@ def goal_predictability_auroc(
     return float(np.mean(scores))
 
 
-def expert_agrees(action: DeviceAction | None, expert: DeviceAction, ui_boxes: Sequence[Sequence[float]]) -> bool:
+def expert_agrees(action: DeviceAction | None, expert: DeviceAction, ui_boxes: Sequence[Sequence[float]],
+                  overlay: str = "") -> bool:
     """Whether ``action`` does what the simulator expert's ``expert`` action does on this screen.
 
     :func:`~digiq_trl.actions.actions_match` with the screen's element boxes, except for TYPE: there
     the simulator's own query test (:func:`~digiq_trl.envs.tasks.query_matches`, every key term of
     the expert's text) replaces the AitW containment rule, which would accept a typed prefix such
-    as ``"capital"`` for ``"capital Panama"``.
+    as ``"capital"`` for ``"capital Panama"``. While an interruption (``overlay``) is shown, exactly
+    the actions that close it (:func:`~digiq_trl.envs.device.dismisses`) do what the expert does (the
+    box rule would accept any tap on an ad, which opens the ad's page instead).
     """
+    if overlay:
+        return dismisses(action, overlay)
     if action is not None and action.action_type == expert.action_type == ActionType.TYPE:
         return query_matches(action.typed_text, expert.typed_text)
     return actions_match(action, expert, ui_boxes)
+
+
+STATE_CLASSES = {"overlay shown": "overlay", "moved element": "expert_target_moved"}
+"""The target phone's state classes and the ``info`` field that marks each."""
+
+
+def state_classes(info: dict[str, Any]) -> list[str]:
+    """The target-phone state classes a state belongs to: an interruption on screen
+    (``overlay shown``), the expert's next tap on an element the drift moved (``moved element``).
+
+    Example:
+        >>> state_classes({"overlay": "consent", "expert_target_moved": False})
+        ['overlay shown']
+    """
+    return [name for name, key in STATE_CLASSES.items() if info.get(key)]
 
 
 @dataclass
@@ -311,14 +349,13 @@ def sampled_states(
             candidates = [step.action, *more]
             parsed = [try_parse_action(a) for a in candidates]
             expert = parse_action(step.info["expert_action"])
-            right = [expert_agrees(p, expert, step.info["ui_boxes"]) for p in parsed]
+            right = [expert_agrees(p, expert, step.info["ui_boxes"], step.info.get("overlay", "")) for p in parsed]
             states.append(SampledState(step, candidates, parsed, expert, right))
         yield states
 
 
 def best_of_n_headroom(
-    critic: Any,
-    extractor: Any,
+    scorer: Any,
     suite: str,
     actor: Any,
     num_candidates: int = 16,
@@ -340,32 +377,76 @@ def best_of_n_headroom(
     critic is the bottleneck; ``any`` close to ``greedy`` says the candidates are.
 
     Returns:
-        Per expert action type and ``"all"``: ``greedy``, ``any``, ``critic`` (fractions of states)
-        and ``num_states``.
+        Per expert action type, per state class of the target phone (:func:`state_classes`:
+        ``overlay shown``, ``moved element``) and ``"all"``: ``greedy``, ``any``, ``critic`` (fractions
+        of states) and ``num_states``.
     """
     import numpy as np
-    import torch
 
     from .best_of_n import select_best
 
     hits: dict[str, list[tuple[bool, bool, bool]]] = {}
+    everything = []
     for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, every, seed,
                                 **env_kwargs):
-        states, features = _step_features(extractor, [s.step for s in chunk], [s.candidates for s in chunk])
-        with torch.no_grad():
-            for sampled, feats, state in zip(chunk, features, states):
-                adv = critic.advantage(feats, state[None]).reshape(-1)
-                best = select_best(adv.numpy(), [p is not None for p in sampled.parsed]).index
-                right = sampled.right
-                hits.setdefault(sampled.expert.action_type.name, []).append((right[0], any(right), right[best]))
-    hits["all"] = [h for rows in hits.values() for h in rows]
+        scored = _score_steps(scorer, [s.step for s in chunk], [s.candidates for s in chunk])
+        for sampled, state in zip(chunk, scored):
+            best = select_best(state.advantage, [p is not None for p in sampled.parsed]).index
+            right = sampled.right
+            row = (right[0], any(right), right[best])
+            everything.append(row)
+            for name in (sampled.expert.action_type.name, *state_classes(sampled.step.info)):
+                hits.setdefault(name, []).append(row)
+    hits["all"] = everything
     return {
         name: {**dict(zip(("greedy", "any", "critic"), np.mean(rows, axis=0).tolist())), "num_states": len(rows)}
         for name, rows in hits.items() if rows
     }
 
 
-def oracle_targets(states: Dataset, candidates: Sequence[Sequence[str]], experts: Sequence[str]) -> dict[str, Dataset]:
+def typed_query_ranking(
+    scorer: Any,
+    suite: str,
+    actor: Any,
+    num_candidates: int = 16,
+    temperature: float = 1.0,
+    split: str = "test",
+    num_episodes: int = 100,
+    seed: int = 0,
+    **env_kwargs: Any,
+) -> dict[str, float]:
+    """Can the critic tell a right typed query from a wrong one? On the typing states the actor
+    visits (the expert's next action is TYPE), the expert's query is scored beside the actor's
+    candidates; each wrong typed candidate (:func:`expert_agrees` false) is a comparison.
+
+    Returns:
+        ``expert_above_wrong``: per state, the share of wrong typed candidates whose ``max(Q1, Q2)``
+        the expert's query beats (ties half), averaged over states with at least one;
+        ``expert_above_all_wrong``: the share of those states where it beats every one of them;
+        ``states`` and ``comparisons``.
+    """
+    per_state, best = [], []
+    comparisons = 0
+    for chunk in sampled_states(actor, suite, num_candidates, temperature, split, num_episodes, 1, seed,
+                                **env_kwargs):
+        typing = [s for s in chunk if s.expert.action_type == ActionType.TYPE]
+        wrong = [[c for c, p, ok in zip(s.candidates, s.parsed, s.right)
+                  if p is not None and p.action_type == ActionType.TYPE and not ok] for s in typing]
+        kept = [(s, w) for s, w in zip(typing, wrong) if w]
+        if not kept:
+            continue
+        actions = [[format_action(s.expert), *w] for s, w in kept]
+        for scores in _score_steps(scorer, [s.step for s, _ in kept], actions):
+            wins = (scores.q[0] > scores.q[1:]) + 0.5 * (scores.q[0] == scores.q[1:])
+            per_state.append(float(wins.mean()))
+            best.append(bool(wins.min() == 1.0))
+            comparisons += len(wins)
+    return {"expert_above_wrong": float(sum(per_state) / len(per_state)) if per_state else float("nan"),
+            "expert_above_all_wrong": float(sum(best) / len(best)) if best else float("nan"),
+            "states": len(per_state), "comparisons": comparisons}
+
+
+def oracle_targets(states: Dataset, candidates: Sequence[Sequence[str]], infos: Sequence[dict[str, Any]]) -> dict[str, Dataset]:
     """What policy extraction could teach with a perfect critic, on the actor stage's own states.
 
     Returns two relabeled copies of ``states`` (the actor stage's training transitions, with
@@ -374,24 +455,26 @@ def oracle_targets(states: Dataset, candidates: Sequence[Sequence[str]], experts
 
     * ``"best_of_n"``: ``action`` is the first of the state's ``candidates`` (its Best-of-N
       candidates, logged action first) that the simulator expert agrees with
-      (:func:`expert_agrees`), and ``trajectory_reward`` 1; states with no such candidate get 0.
-      What Digi-Q imitates with a perfect critic.
-    * ``"expert"``: ``action`` is the expert's (``experts``, e.g. from
-      :func:`~digiq_trl.envs.collect.replay_expert_actions`) in every state: what any critic over
-      any number of candidates could at most teach from these states.
+      (:func:`expert_agrees`, with the state's interruption), and ``trajectory_reward`` 1; states
+      with no such candidate get 0. What Digi-Q imitates with a perfect critic.
+    * ``"expert"``: ``action`` is the expert's in every state: what any critic over any number of
+      candidates could at most teach from these states.
+
+    ``infos`` are the simulator's infos of the states (:func:`~digiq_trl.envs.collect.replay_infos`):
+    their ``expert_action`` and ``overlay``.
 
     If the actor trained on ``"expert"`` is no better than the base actor, no critic can make
     Best-of-N extraction beat it from these states.
     """
-    if not len(states) == len(candidates) == len(experts):
-        raise ValueError(f"{len(states)} states, {len(candidates)} candidate lists and {len(experts)} expert actions")
-    boxes = states["ui_boxes"]
+    if not len(states) == len(candidates) == len(infos):
+        raise ValueError(f"{len(states)} states, {len(candidates)} candidate lists and {len(infos)} infos")
+    experts = [info["expert_action"] for info in infos]
     picks: list[str] = []
     found: list[float] = []
-    for cands, expert, row_boxes in zip(candidates, experts, boxes):
-        wanted = parse_action(expert)
-        right = [c for c in cands if expert_agrees(try_parse_action(c), wanted, row_boxes)]
-        picks.append(right[0] if right else expert)
+    for cands, info, row_boxes in zip(candidates, infos, states["ui_boxes"]):
+        wanted = parse_action(info["expert_action"])
+        right = [c for c in cands if expert_agrees(try_parse_action(c), wanted, row_boxes, info.get("overlay", ""))]
+        picks.append(right[0] if right else info["expert_action"])
         found.append(1.0 if right else 0.0)
     relabel = ["action", "trajectory_reward"]
     base = states.remove_columns(relabel)
@@ -514,13 +597,15 @@ def score_policy(config: Any, artifacts: Any, policy: Policy) -> dict[str, Any]:
                 "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
     run = evaluate_policy_seeds(policy, config.suite, seeds=config.eval_seeds, split=config.eval_split,
                                 num_episodes=config.eval_episodes, batch_size=config.rollout_batch_size,
-                                layout=config.layout)
-    score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind")}
+                                **config.env_kwargs)
+    score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind",
+                                       "failure_modes")}
     score["per_seed"] = [r["success_rate"] for r in run["per_seed"]]
+    score["episodes"] = {str(seed): r["episodes"] for seed, r in zip(config.eval_seeds, run["per_seed"])}
     if config.generalization_split:
         other = evaluate_policy(policy, config.suite, split=config.generalization_split,
                                 num_episodes=config.eval_episodes, seed=config.eval_seeds[0],
-                                batch_size=config.rollout_batch_size, layout=config.layout)
+                                batch_size=config.rollout_batch_size, **config.env_kwargs)
         score["generalization"] = {key: other[key] for key in ("success_rate", "stderr", "by_kind")}
     return score
 
@@ -541,7 +626,7 @@ def probe_states(config: Any, artifacts: Any) -> tuple[Dataset, list[str]]:
 
     episodes = max(1, config.probe_states // 4)  # about five steps per episode
     demos = expert_demonstrations(config.env_id, num_episodes=episodes, noise=config.bc_noise, seed=config.seed + 1,
-                                  split="train", layout=config.layout)
+                                  split="train", **config.env_kwargs)
     rows = demos.select(range(min(config.probe_states, len(demos))))
     return rows, list(rows["action"])
 
@@ -588,8 +673,8 @@ def _critic_expert_ranking(config: Any, artifacts: Any) -> dict[str, float]:
     model, processor = artifacts.load_base_actor()
     torch.manual_seed(config.seed)
     behavior = VLMPolicy(model, processor, temperature=config.behavior_temperature)
-    return critic_expert_ranking(artifacts.load_critic(), artifacts.extractor(), config.suite, behavior,
-                                 split=config.eval_split, num_episodes=50, seed=config.seed, layout=config.layout)
+    return critic_expert_ranking(artifacts.scorer(), config.suite, behavior, split=config.eval_split, num_episodes=50,
+                                 seed=config.seed, **config.env_kwargs)
 
 
 def _read_json(path: Any) -> Any:

@@ -21,6 +21,11 @@ from .actions import ActionType
 PROMPT_TEMPLATE_ID = "digiq-trl/act-v2"
 """Names the template below; critics record it so their features can be rebuilt exactly."""
 
+FEATURE_INPUTS: tuple[str, ...] = ("actor_prompt", "actionability")
+"""The inputs a critic's state-action features can come from: this module's actor prompt followed by
+the action, or the stage-1 actionability question about it (:mod:`digiq_trl.representation`); see
+:mod:`digiq_trl.models.features`."""
+
 ACTION_FORMAT = (
     'Answer with one action in AutoUI format: Action Decision: "action_type": "<type>", '
     '"touch_point": "[y, x]", "lift_point": "[y, x]", "typed_text": "<text>", where <type> is one of '

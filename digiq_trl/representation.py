@@ -36,7 +36,7 @@ from datasets import Dataset, Features, Image, List, Value
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from .actions import ActionType, DeviceAction, parse_action
+from .actions import ActionType, DeviceAction, parse_action, try_parse_action
 from .prompts import user_text
 
 
@@ -52,6 +52,7 @@ __all__ = [
     "YES",
     "SingleClassError",
     "actionability_example",
+    "actionability_prompt",
     "actionability_text",
     "balance_indices",
     "build_actionability_dataset",
@@ -179,11 +180,21 @@ def actionability_text(goal: str, history: str, action: str) -> str:
     return f"{user_text(goal, history)} {action}\n{QUESTION}"
 
 
-def actionability_example(
-    image: PILImage.Image, goal: str, history: str, action: str, changed: bool
-) -> dict[str, Any]:
-    """One example in TRL's conversational prompt-completion vision format (without label columns)."""
-    prompt = [
+def actionability_prompt(
+    processor: Any, image: PILImage.Image, goal: str, history: str, action: str
+) -> tuple[PILImage.Image, str]:
+    """The stage-1 input of one action, ready to answer: the marked screenshot and the rendered
+    prompt (the processor's chat template, generation prompt added). An unparsable action is asked
+    about on the unmarked screenshot."""
+    parsed = try_parse_action(action)
+    marked = draw_action(image, parsed) if parsed is not None else image.convert("RGB")
+    prompt = processor.apply_chat_template(_question(goal, history, action), tokenize=False, add_generation_prompt=True)
+    return marked, prompt
+
+
+def _question(goal: str, history: str, action: str) -> list[dict[str, Any]]:
+    """The user turn of an actionability example: the image placeholder and the question text."""
+    return [
         {
             "role": "user",
             "content": [
@@ -192,6 +203,13 @@ def actionability_example(
             ],
         }
     ]
+
+
+def actionability_example(
+    image: PILImage.Image, goal: str, history: str, action: str, changed: bool
+) -> dict[str, Any]:
+    """One example in TRL's conversational prompt-completion vision format (without label columns)."""
+    prompt = _question(goal, history, action)
     completion = [{"role": "assistant", "content": [{"type": "text", "text": YES if changed else NO}]}]
     return {
         "prompt": prompt,

@@ -132,6 +132,25 @@ def advantage(
     raise ValueError(f"combine must be 'min' or 'independent', got {combine!r}")
 
 
+ADVANTAGE_FORMULAS: dict[str, str] = {
+    "min": "min(Q1, Q2) - max(V1, V2)",
+    "independent": "max(Q1, Q2) - max(V1, V2)",
+}
+"""The advantage :func:`advantage` computes, as text, for each way the V heads were trained."""
+
+
+def advantage_formula(combine: VTargetCombine) -> str:
+    """The advantage formula for V heads trained with ``combine`` (what cards and reports print).
+
+    Example:
+        >>> advantage_formula("independent")
+        'max(Q1, Q2) - max(V1, V2)'
+    """
+    if combine not in ADVANTAGE_FORMULAS:
+        raise ValueError(f"combine must be 'min' or 'independent', got {combine!r}")
+    return ADVANTAGE_FORMULAS[combine]
+
+
 def _average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks of ``values``, tied values sharing the mean of their ranks."""
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)

@@ -1,7 +1,7 @@
 """Evaluation: success rates in the simulator and offline action matching on logged data."""
 
+import numpy as np
 import pytest
-import torch
 
 from digiq_trl import (
     ActionType,
@@ -14,7 +14,7 @@ from digiq_trl import (
 )
 from digiq_trl.actions import actions_match
 from digiq_trl.envs import NoisyExpertPolicy
-from digiq_trl.envs.collect import replay_expert_actions
+from digiq_trl.envs.collect import replay_infos
 from digiq_trl.evaluation import (
     action_kind_recall,
     action_matching_accuracy,
@@ -27,6 +27,7 @@ from digiq_trl.evaluation import (
     goal_predictability_auroc,
     oracle_targets,
 )
+from digiq_trl.models.scoring import Scores
 
 
 @pytest.fixture(scope="module")
@@ -80,29 +81,21 @@ def test_expert_beats_random_in_the_simulator() -> None:
     assert seeds["num_seeds"] == 2 and seeds["stderr"] == 0.0
 
 
-class _ConstantFeatures:
-    """A stand-in extractor: the expert's action (first candidate) gets feature 1, others 0."""
+class _FirstCandidateScorer:
+    """A stand-in CriticScorer: the first candidate of a state (the expert's / the actor's own
+    action) gets Q = A = ``sign``, the others 0, and V = 0."""
 
-    def state_action_features(self, images, goals, histories, actions):
-        features = [torch.tensor([[1.0]] + [[0.0]] * (len(a) - 1)) for a in actions]
-        return torch.zeros(len(actions), 1), features
-
-
-class _LinearCritic:
     def __init__(self, sign: float) -> None:
         self.sign = sign
 
-    def q_values(self, features):
-        return self.sign * features, self.sign * features
-
-    def advantage(self, q_features, v_features):
-        """As DigiQCritic.advantage: max(Q1, Q2) - max(V1, V2), with V(s) = the state feature."""
-        return self.sign * q_features[..., 0] - v_features[..., 0]
+    def score(self, images, goals, histories, actions):
+        values = [np.array([self.sign] + [0.0] * (len(a) - 1)) for a in actions]
+        return [Scores(q=v, v=0.0, advantage=v) for v in values]
 
 
 @pytest.mark.parametrize(("sign", "expected"), [(1.0, 1.0), (-1.0, 0.0)])
 def test_critic_expert_ranking_compares_expert_with_random(sign, expected) -> None:
-    result = critic_expert_ranking(_LinearCritic(sign), _ConstantFeatures(), "general", ExpertPolicy(),
+    result = critic_expert_ranking(_FirstCandidateScorer(sign), "general", ExpertPolicy(),
                                    num_episodes=3, num_alternatives=2)
     assert result["expert_vs_random_ranking"] == expected and result["num_states"] > 0
 
@@ -135,7 +128,7 @@ def test_best_of_n_headroom_counts_greedy_any_and_critic_choice(sign, critic_hit
     # the stand-in extractor gives the actor's own (expert) action feature 1 and the samples 0, so
     # a positive critic picks it and a negative one picks the first sample (a PRESS_HOME, which
     # the expert never needs on these tasks' paths)
-    result = best_of_n_headroom(_LinearCritic(sign), _ConstantFeatures(), "general", _ExpertWithBadSamples(),
+    result = best_of_n_headroom(_FirstCandidateScorer(sign), "general", _ExpertWithBadSamples(),
                                 num_candidates=4, num_episodes=4, every=1)
     assert result["all"]["greedy"] == 1.0 and result["all"]["any"] == 1.0
     assert result["all"]["critic"] == critic_hits
@@ -169,26 +162,27 @@ class _RecordingNoisyExpert(NoisyExpertPolicy):
 def test_replay_recovers_the_expert_action_of_every_logged_state() -> None:
     policy = _RecordingNoisyExpert()
     noisy = collect_transitions("digiq_trl/Phone-general-v0", policy, 6, seed=2, batch_size=1)
-    assert replay_expert_actions(noisy) == policy.experts  # one phone: rows in the order they were played
+    assert [i["expert_action"] for i in replay_infos(noisy)] == policy.experts  # one phone: rows in the order they were played
     assert policy.experts != list(noisy["action"])  # the noise took other actions
     shuffled = noisy.add_column("row", list(range(len(noisy)))).shuffle(seed=0)  # any row order works
-    assert replay_expert_actions(shuffled) == [policy.experts[i] for i in shuffled["row"]]
+    assert [i["expert_action"] for i in replay_infos(shuffled)] == [policy.experts[i] for i in shuffled["row"]]
     with pytest.raises(ValueError, match="needs every step of each episode"):
-        replay_expert_actions(noisy.select([i for i in range(len(noisy)) if i != 1]))
+        replay_infos(noisy.select([i for i in range(len(noisy)) if i != 1]))
     wrong_goal = noisy.map(lambda row: {"goal": "Open Settings"})
     with pytest.raises(ValueError, match="replayed goal or screen differs"):
-        replay_expert_actions(wrong_goal)
+        replay_infos(wrong_goal)
     with pytest.raises(ValueError, match="does not name a simulator episode"):
-        replay_expert_actions(noisy.map(lambda row: {"episode_id": "aitw-123"}))
+        replay_infos(noisy.map(lambda row: {"episode_id": "aitw-123"}))
 
 
 def test_oracle_targets_relabel_with_the_first_right_candidate_or_fall_back() -> None:
     data = collect_transitions("digiq_trl/Phone-general-v0", NoisyExpertPolicy(seed=0), 4, seed=1)
-    experts = replay_expert_actions(data)
+    infos = replay_infos(data)
+    experts = [info["expert_action"] for info in infos]
     home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
     # each state: an unparsable candidate, HOME, then (in even rows) the expert's own action
     candidates = [["nonsense", home] + ([e] if i % 2 == 0 else []) for i, e in enumerate(experts)]
-    targets = oracle_targets(data, candidates, experts)
+    targets = oracle_targets(data, candidates, infos)
     best = targets["best_of_n"]
     for i, (expert, row) in enumerate(zip(experts, best)):
         expert_home = parse_action(expert) == parse_action(home)
@@ -200,7 +194,7 @@ def test_oracle_targets_relabel_with_the_first_right_candidate_or_fall_back() ->
     assert targets["expert"]["action"] == experts and set(targets["expert"]["trajectory_reward"]) == {1.0}
     assert best["goal"] == data["goal"] and best["ui_boxes"] == data["ui_boxes"]
     with pytest.raises(ValueError, match="candidate lists"):
-        oracle_targets(data, candidates[:-1], experts)
+        oracle_targets(data, candidates[:-1], infos)
 
 
 def test_action_kind_recall_and_changed_share_by_hand() -> None:

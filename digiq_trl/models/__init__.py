@@ -1,26 +1,23 @@
 """Models: critic heads, VLM feature extraction and the VLM policy wrapper.
 
-Importing this package registers ``DigiQCritic`` with ``AutoConfig``/``AutoModel``.
+Names are imported on first use (:mod:`digiq_trl._lazy`), so the string-only helpers of this
+package (e.g. :mod:`digiq_trl.models.critic_text`) load without torch. Importing
+:mod:`digiq_trl.models.critic` (or reading ``DigiQCritic``) registers the critic with
+``AutoConfig``/``AutoModel``.
 """
 
-from .critic import DigiQCritic, DigiQCriticModelConfig, DigiQCriticOutput
-from .feature_cache import FEATURE_COLUMNS, cache_features, features_fingerprint
-from .features import PREFIX_SHARING_MODEL_TYPES, VLMFeatureExtractor, weights_digest
-from .policy import VLMPolicy
-from .processing import Qwen2VLImageTextProcessor, load_processor
+from .. import _lazy
 
 
-__all__ = [
-    "FEATURE_COLUMNS",
-    "PREFIX_SHARING_MODEL_TYPES",
-    "DigiQCritic",
-    "DigiQCriticModelConfig",
-    "DigiQCriticOutput",
-    "Qwen2VLImageTextProcessor",
-    "VLMFeatureExtractor",
-    "VLMPolicy",
-    "cache_features",
-    "features_fingerprint",
-    "load_processor",
-    "weights_digest",
-]
+_EXPORTS = {
+    ".critic": ("DigiQCritic", "DigiQCriticModelConfig", "DigiQCriticOutput"),
+    ".feature_cache": ("FEATURE_COLUMNS", "cache_features", "features_fingerprint"),
+    ".features": ("PREFIX_SHARING_MODEL_TYPES", "VLMFeatureExtractor", "weights_digest"),
+    ".policy": ("VLMPolicy",),
+    ".pretrained": ("resolve_pretrained",),
+    ".processing": ("Qwen2VLImageTextProcessor", "load_processor"),
+    ".scoring": ("CriticScorer",),
+}
+
+__all__ = _lazy.exported_names(_EXPORTS)
+__getattr__, __dir__ = _lazy.lazy_exports(__name__, _EXPORTS)

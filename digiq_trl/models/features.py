@@ -6,12 +6,21 @@ states. This module computes those hidden states once:
 * **state feature** ``v``: the hidden state, at the chosen layer, of the last prompt token, where
   the prompt is :func:`digiq_trl.prompts.render_prompt` (screenshot + goal + history, generation
   prompt added). It sees the whole state and nothing of any action.
-* **state-action feature** ``q``: the chosen layer's hidden states over the *answer tokens* appended
-  after that prompt, pooled (``"mean"`` or ``"last"``). The answer tokens are exactly what the full
-  conversation (:func:`~digiq_trl.prompts.build_messages` with the action) renders after the prompt:
-  the action text followed by the chat template's end-of-turn marker (``<|im_end|>`` for ChatML),
-  without the whitespace the template puts after that marker. So ``"last"`` pooling reads the
-  end-of-turn token, which has attended to the whole action.
+* **state-action feature** ``q``, from one of two inputs (``feature_input``):
+
+  - ``"actor_prompt"``: the chosen layer's hidden states over the *answer tokens* appended after
+    that prompt, pooled (``"mean"`` or ``"last"``). The answer tokens are exactly what the full
+    conversation (:func:`~digiq_trl.prompts.build_messages` with the action) renders after the
+    prompt: the action text followed by the chat template's end-of-turn marker (``<|im_end|>`` for
+    ChatML), without the whitespace the template puts after that marker. So ``"last"`` pooling reads
+    the end-of-turn token, which has attended to the whole action.
+  - ``"actionability"`` (the reference's): the *stage-1 input* (:mod:`digiq_trl.representation`: the
+    screenshot with the action drawn on it, the action and the question "will this action change
+    the screen?"); the VLM answers greedily, and the feature is the mean of the chosen layer's
+    hidden states over the answer tokens it generated (the positions where they are fed back, as the
+    reference's ``host.py`` reads them; the last prompt token when the answer is a bare end of turn).
+    This reads exactly what representation fine-tuning trained. Each candidate has its own marked
+    screenshot, so nothing is shared between candidates; candidates run in batches.
 
 Layers are numbered like ``output_hidden_states``: layer ``k`` (1-based) is the output of the k-th
 decoder layer, before any final norm; the default is the middle layer, as in the paper. Only the
@@ -42,7 +51,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
 
-from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+from ..prompts import FEATURE_INPUTS, PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 
 
 if TYPE_CHECKING:
@@ -50,6 +59,8 @@ if TYPE_CHECKING:
 
 Pooling = Literal["mean", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "last")
+MAX_ANSWER_TOKENS = 4
+"""Most tokens the VLM generates to answer the actionability question (``Yes`` and an end of turn)."""
 
 PREFIX_SHARING_MODEL_TYPES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
 """Model types whose candidate features reuse the prompt's KV cache (3-D M-RoPE positions wired)."""
@@ -111,6 +122,7 @@ class VLMFeatureExtractor:
         revision: the model's revision, for :attr:`provenance`.
         adapter: the peft adapter's Hub id or path, for :attr:`provenance`.
         adapter_revision: the adapter's revision, for :attr:`provenance`.
+        feature_input: ``"actor_prompt"`` or ``"actionability"`` (see the module docstring).
 
     During a call the text decoder's layer list is temporarily cut to ``layer`` layers, so the
     model must not be used by another thread at the same time.
@@ -128,7 +140,11 @@ class VLMFeatureExtractor:
         revision: str | None = None,
         adapter: str | None = None,
         adapter_revision: str | None = None,
+        feature_input: str = "actor_prompt",
     ) -> None:
+        if feature_input not in FEATURE_INPUTS:
+            raise ValueError(f"feature_input must be one of {FEATURE_INPUTS}, got {feature_input!r}")
+        self.feature_input = feature_input
         self.model = model
         self.processor = processor
         self._base = _unwrap(model)
@@ -182,9 +198,11 @@ class VLMFeatureExtractor:
             dtype: weights dtype passed to ``from_pretrained``.
             **kwargs: passed to the class (``prefix_sharing``, ``candidate_batch_size``).
         """
+        from .pretrained import resolve_pretrained
         from .processing import load_processor
 
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, revision=revision, dtype=dtype)
+        model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(name_or_path), revision=revision,
+                                                            dtype=dtype)
         if adapter is not None:
             from peft import PeftModel
 
@@ -236,6 +254,7 @@ class VLMFeatureExtractor:
         extractor = cls.from_pretrained(
             model_id, adapter=critic_config.backbone_adapter, layer=critic_config.feature_layer,
             pooling=critic_config.feature_pooling or "mean",
+            feature_input=critic_config.feature_input or "actor_prompt",
             revision=critic_config.backbone_revision if backbone is None else None, **kwargs,
         )
         digest, recorded = weights_digest(extractor.model), critic_config.backbone_weights_digest
@@ -266,6 +285,7 @@ class VLMFeatureExtractor:
             "layer": self.layer,
             "pooling": self.pooling,
             "prompt_template_id": PROMPT_TEMPLATE_ID,
+            "feature_input": self.feature_input,
             "hidden_size": self.hidden_size,
         }
 
@@ -310,6 +330,11 @@ class VLMFeatureExtractor:
             actions: per state, the AutoUI action strings to embed (at least one).
         """
         _check_lengths(images=images, goals=goals, histories=histories, actions=actions)
+        if any(len(state_actions) == 0 for state_actions in actions):
+            raise ValueError("every state needs at least one action to embed")
+        if self.feature_input == "actionability":
+            return self.state_features(images, goals, histories), self._actionability_features(
+                images, goals, histories, actions)
         states, candidates = [], []
         with self._inference():
             for image, goal, history, state_actions in zip(images, goals, histories, actions):
@@ -331,13 +356,56 @@ class VLMFeatureExtractor:
             raise ValueError(f"action {action!r} renders to no answer tokens")
         return ids
 
+    def _actionability_features(
+        self, images: Sequence[Image.Image], goals: Sequence[str], histories: Sequence[str],
+        actions: Sequence[Sequence[str]],
+    ) -> list[torch.Tensor]:
+        """Per state, ``[N_i, D]``: the answer features of the stage-1 input of each action."""
+        from ..representation import actionability_prompt
+
+        rows = [(image, goal, history, action) for image, goal, history, state_actions
+                in zip(images, goals, histories, actions) for action in state_actions]
+        pooled = []
+        with self._inference(all_layers=True):
+            for start in range(0, len(rows), self.candidate_batch_size):
+                chunk = rows[start : start + self.candidate_batch_size]
+                marked, prompts = zip(*(actionability_prompt(self.processor, *row) for row in chunk))
+                pooled.append(self._answer_features(list(marked), list(prompts)))
+        return list(torch.cat(pooled).split([len(a) for a in actions]))
+
+    def _answer_features(self, images: list[Image.Image], prompts: list[str]) -> torch.Tensor:
+        """``[B, D]``: greedy answers to left-padded prompts; the chosen layer's states over the
+        generated tokens fed back (all but the last), averaged; the last prompt token where the
+        answer is a bare end of turn."""
+        inputs = self.processor(text=prompts, images=images, padding=True, padding_side="left", return_tensors="pt")
+        captured: list[torch.Tensor] = []
+        handle = self._layers[self.layer - 1].register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
+        device = self._base.device
+        try:
+            out = self._base.generate(
+                **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()},
+                max_new_tokens=MAX_ANSWER_TOKENS, do_sample=False, return_dict_in_generate=True,
+            )
+        finally:
+            handle.remove()
+        answers = out.sequences[:, inputs["input_ids"].shape[1]:].cpu()
+        fed = _fed_answer_mask(answers, self._base.generation_config.eos_token_id)
+        steps = [hidden[:, -1].float().cpu() for hidden in captured]  # step 0: the last prompt token
+        stacked = torch.stack(steps[1 : 1 + fed.shape[1]], dim=1) if fed.shape[1] else None
+        counts = fed.sum(dim=1, keepdim=True)
+        mean = (stacked * fed[..., None]).sum(1) / counts.clamp(min=1) if stacked is not None else steps[0]
+        return torch.where(counts > 0, mean, steps[0])
+
     @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """Eval mode, no grad, and only the first ``layer`` decoder layers; all restored after."""
+    def _inference(self, all_layers: bool = False) -> Iterator[None]:
+        """Eval mode, no grad, and (unless ``all_layers``) only the first ``layer`` decoder layers;
+        all restored after."""
         was_training = self.model.training
         layers = self._layers
         self.model.eval()
-        self._decoder.layers = torch.nn.ModuleList(layers[: self.layer])
+        if not all_layers:
+            self._decoder.layers = torch.nn.ModuleList(layers[: self.layer])
         try:
             with torch.no_grad():
                 yield
@@ -448,6 +516,20 @@ class VLMFeatureExtractor:
         for row, answer in enumerate(answers):
             ids[row, : len(answer)] = torch.tensor(answer, dtype=torch.long)
         return ids, torch.tensor([len(a) for a in answers])
+
+
+def _fed_answer_mask(answers: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
+    """``[B, T - 1]`` float mask of the generated tokens that were fed back: every token before a row's
+    first end of turn (which is generated but never fed).
+
+    Example:
+        >>> _fed_answer_mask(torch.tensor([[5, 2, 0], [2, 0, 0], [5, 6, 7]]), 2).tolist()
+        [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
+    """
+    eos = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    is_eos = torch.tensor([[int(t) in eos for t in row] for row in answers.tolist()], dtype=torch.bool)
+    ended = torch.cumsum(is_eos.long(), dim=1) > 0
+    return (~ended[:, :-1]).float() if answers.shape[1] > 1 else torch.zeros(answers.shape[0], 0)
 
 
 def _check_lengths(**columns: Sequence[Any]) -> None:

@@ -64,8 +64,11 @@ from ..best_of_n import (
 )
 from ..models.critic import DigiQCritic
 from ..models.features import VLMFeatureExtractor, weights_digest
+from ..models.pretrained import resolve_pretrained
 from ..models.processing import load_processor
+from ..models.scoring import CriticScorer
 from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+from ..targets import advantage_formula
 from .actor_config import BestOfNActorConfig
 from .base import DigiQTrainerMixin
 from .lora import default_lora_config, language_model_targets
@@ -193,15 +196,8 @@ class _Timer:
 class _CandidateScorer:
     """The ``datasets.map`` function of the preparation: candidates, critic scores, choice, weight."""
 
-    def __init__(
-        self,
-        args: BestOfNActorConfig,
-        policy: Any | None,
-        extractor: VLMFeatureExtractor,
-        critic: DigiQCritic,
-        timer: _Timer,
-    ) -> None:
-        self.args, self.policy, self.extractor, self.critic, self.timer = args, policy, extractor, critic, timer
+    def __init__(self, args: BestOfNActorConfig, policy: Any | None, scorer: CriticScorer, timer: _Timer) -> None:
+        self.args, self.policy, self.scorer, self.timer = args, policy, scorer, timer
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         proposals = self._proposals(batch)
@@ -259,17 +255,10 @@ class _CandidateScorer:
         if not rows:
             return advantages
         actions = [[c for c, ok in zip(scored[i], valid[i]) if ok] for i in rows]
-        states, per_state = self.extractor.state_action_features(
-            [batch["image"][i] for i in rows], [batch["goal"][i] for i in rows],
-            [batch["history"][i] for i in rows], actions,
-        )
-        counts = torch.tensor([len(a) for a in actions])
-        device = self.critic.device
-        q = torch.cat(per_state).to(device)
-        v = states.to(device).repeat_interleave(counts.to(device), dim=0)
-        values = self.critic.advantage(q, v).float().cpu().split(counts.tolist())
-        for i, value in zip(rows, values):
-            advantages[i][np.asarray(valid[i])] = value.numpy()
+        scores = self.scorer.score([batch["image"][i] for i in rows], [batch["goal"][i] for i in rows],
+                                   [batch["history"][i] for i in rows], actions)
+        for i, state in zip(rows, scores):
+            advantages[i][np.asarray(valid[i])] = state.advantage
         return advantages
 
     def _weights(self, out: dict[str, list[Any]], batch: dict[str, list[Any]]) -> np.ndarray:
@@ -329,6 +318,8 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         feature_extractor: the critic's frozen feature VLM; by default rebuilt from the critic's
             config with :meth:`VLMFeatureExtractor.for_critic` (which refuses weights other than
             those the critic was trained on).
+        critic_tokenizer: the tokenizer of the critic's text encoder, for a critic that reads texts;
+            by default the one saved with the critic (:func:`~digiq_trl.models.scoring.load_critic_tokenizer`).
         peft_config: LoRA (or other peft) config; :func:`~digiq_trl.trainers.lora.default_lora_config`
             when None and the model is not already a ``PeftModel``. The base weights stay frozen.
         data_collator: default :class:`BestOfNCollator`.
@@ -353,6 +344,7 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         eval_dataset: Dataset | None = None,
         processing_class: ProcessorMixin | None = None,
         feature_extractor: VLMFeatureExtractor | None = None,
+        critic_tokenizer: Any = None,
         peft_config: PeftConfig | None = None,
         data_collator: Any = None,
         callbacks: list[Any] | None = None,
@@ -365,7 +357,7 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
             raise ValueError("BestOfNActorTrainer needs a train_dataset of transitions")
         set_seed(args.seed)
         if isinstance(model, str):
-            model = AutoModelForImageTextToText.from_pretrained(model, **(args.model_init_kwargs or {}))
+            model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(model), **(args.model_init_kwargs or {}))
         if processing_class is None:
             if model_id is None:
                 raise ValueError("pass processing_class: the model was built in memory, so no processor can be loaded")
@@ -374,6 +366,7 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         if self.critic is not None and feature_extractor is None:
             feature_extractor = VLMFeatureExtractor.for_critic(self.critic.config, device=args.device)
         self.feature_extractor = feature_extractor if self.critic is not None else None
+        self.scorer = CriticScorer(self.critic, feature_extractor, critic_tokenizer) if self.critic is not None else None
         self.model_id = _describe(model_id, model)
         self.critic_id = _describe(_critic_id(critic), self.critic)
         self._base_model_source = model_source(model_id, "the base model", type(model).__name__)
@@ -413,8 +406,7 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         if self.critic is None:
             prepared = _with_columns(dataset, _logged_targets(dataset, args.weighting))
         else:
-            scorer = _CandidateScorer(args, policy if samples_candidates else None, self.feature_extractor,
-                                      self.critic, timer)
+            scorer = _CandidateScorer(args, policy if samples_candidates else None, self.scorer, timer)
             with torch.no_grad():
                 columns = steps("best-of-n", dataset, scorer, args.candidate_batch_size,
                                 f"Best-of-{args.num_candidates} candidates", **self._scoring_settings(args))
@@ -504,10 +496,15 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
     def _card_summary(self) -> str:
         return (
             f"A LoRA adapter for {_quoted(self.model_id)} trained with Digi-Q Best-of-N policy extraction "
-            f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): each logged state's "
-            "candidate actions were ranked by the critic's advantage `A = max(Q1, Q2) - max(V1, V2)` and "
-            "the actor imitated the best one (the `filtered_bc` and `sft` weightings imitate logged actions)."
+            f"(`digiq_trl.BestOfNActorTrainer`, weighting `{self.args.weighting}`): {self._card_selection()} "
+            "(the `filtered_bc` and `sft` weightings imitate logged actions)."
         )
+
+    def _card_selection(self) -> str:
+        if self.critic is None:
+            return "without a critic, each state imitated its logged action"
+        formula = advantage_formula(self.critic.config.v_target_combine)
+        return f"each logged state's candidate actions were ranked by the critic's advantage `A = {formula}` and the actor imitated the best one"
 
     def _card_sections(self, repo: str) -> list[tuple[str, str]]:
         return [("Training", self._card_training()), ("Usage", _card_usage(self._base_model_source, repo))]

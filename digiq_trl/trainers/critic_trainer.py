@@ -31,7 +31,16 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput, is_sibling_reference
-from ..targets import auroc, conservative_penalty, mc_targets, ranking_scores, td_targets, v_targets
+from ..models.critic_text import action_text, critic_text_inputs, num_segments
+from ..targets import (
+    advantage_formula,
+    auroc,
+    conservative_penalty,
+    mc_targets,
+    ranking_scores,
+    td_targets,
+    v_targets,
+)
 from .base import DigiQTrainerMixin
 from .critic_config import DigiQCriticConfig
 from .model_cards import ModelSource, model_source, repo_literal
@@ -72,19 +81,61 @@ class TargetNetworkUpdateCallback(TrainerCallback):
 
 
 @dataclass
+class CriticTexts:
+    """How a critic with a text encoder gets its texts: the encoder's tokenizer, the critic's text
+    layout and length, and the column of alternative actions (their Q texts)."""
+
+    tokenizer: Any
+    layout: str
+    max_length: int
+    alt_actions_column: str | None = None
+
+    def batch(self, examples: Sequence[Mapping[str, Any]], alternatives: bool) -> dict[str, Any]:
+        """``q_text`` (s, a), ``v_text`` (s), ``next_v_text`` (s': the action is its previous one) and,
+        with ``alternatives``, ``alt_q_text`` ``(B, K, S, L)`` padded like ``alt_q_features``."""
+        goals = [str(ex["goal"]) for ex in examples]
+        histories = [str(ex["history"]) for ex in examples]
+        actions = [str(ex["action"]) for ex in examples]
+        texts = {
+            "q_text": critic_text_inputs(self.tokenizer, goals, histories, actions, self.layout, self.max_length),
+            "v_text": critic_text_inputs(self.tokenizer, goals, histories, None, self.layout, self.max_length),
+            "next_v_text": critic_text_inputs(self.tokenizer, goals, [action_text(a) for a in actions], None,
+                                              self.layout, self.max_length),
+        }
+        if alternatives:
+            texts["alt_q_text"] = self._alternatives(examples, goals, histories)
+        return texts
+
+    def _alternatives(self, examples: Sequence[Mapping[str, Any]], goals: list[str],
+                      histories: list[str]) -> dict[str, torch.Tensor]:
+        lists = [[str(a) for a in ex[self.alt_actions_column]] for ex in examples]
+        most = max(len(alts) for alts in lists)
+        if most == 0:
+            empty = torch.zeros(len(examples), 0, num_segments(self.layout, with_action=True), 1, dtype=torch.long)
+            return {"input_ids": empty, "attention_mask": empty.clone()}
+        padded = [alts + [alts[-1] if alts else ""] * (most - len(alts)) for alts in lists]
+        flat = critic_text_inputs(self.tokenizer, [g for g in goals for _ in range(most)],
+                                  [h for h in histories for _ in range(most)],
+                                  [a for alts in padded for a in alts], self.layout, self.max_length)
+        return {key: value.view(len(examples), most, *value.shape[1:]) for key, value in flat.items()}
+
+
+@dataclass
 class DigiQCriticCollator:
     """Stacks feature columns into float32 tensors under the batch keys the trainer expects.
 
     Output keys: ``q_features`` ``(B, D_q)``, ``v_features`` ``(B, D_v)``, ``next_v_features``,
     ``reward``, ``done``, ``mc_return``, ``trajectory_reward``, ``step_id`` (those present), and,
     when the alternatives column is present, ``alt_q_features`` ``(B, K, D_q)`` zero-padded to the
-    largest K with ``alt_mask`` ``(B, K)``.
+    largest K with ``alt_mask`` ``(B, K)``. With ``texts`` (a critic with a text encoder), the token
+    tensors of :meth:`CriticTexts.batch` too.
     """
 
     columns: Mapping[str, str]
     """Batch key -> dataset column, for the feature columns."""
+    texts: CriticTexts | None = None
 
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         batch: dict[str, torch.Tensor] = {}
         present = examples[0].keys()
         for key, column in self.columns.items():
@@ -101,6 +152,8 @@ class DigiQCriticCollator:
                            ("step_id", torch.long)):
             if key in present:
                 batch[key] = torch.as_tensor(np.asarray([example[key] for example in examples]), dtype=dtype)
+        if self.texts is not None:
+            batch.update(self.texts.batch(examples, alternatives="alt_q_features" in batch))
         return batch
 
 
@@ -148,6 +201,9 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         eval_dataset: held-out episodes (a dataset or a dict of them), same rules.
         feature_extractor: a ``digiq_trl.models.features.VLMFeatureExtractor`` used to cache features
             of datasets that lack them; its provenance is recorded in the critic's config.
+        processing_class: the tokenizer of the critic's text encoder (required when the critic has
+            one: ``config.text_encoder_config``); saved with the critic. The datasets then also need
+            ``goal``, ``history``, ``action`` and, for alternatives, ``alt_actions_column``.
         data_collator: defaults to :class:`DigiQCriticCollator`.
         callbacks, optimizers, optimizer_cls_and_kwargs: as in :class:`~transformers.Trainer`.
     """
@@ -162,6 +218,7 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         train_dataset: Dataset | None = None,
         eval_dataset: Dataset | dict[str, Dataset] | None = None,
         feature_extractor: Any = None,
+        processing_class: Any = None,
         data_collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple[Any, Any] = (None, None),
@@ -178,6 +235,7 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
             _check_extractor_width(model, feature_extractor)
             _record_provenance(model, feature_extractor)
         column_of = {key: getattr(args, field) for key, field in _CANONICAL_FEATURES.items()}
+        self.texts = _critic_texts(model, processing_class, args)
         if train_dataset is not None:
             train_dataset = self._prepare_dataset(train_dataset, model, args, "train")
         if isinstance(eval_dataset, dict):
@@ -188,9 +246,10 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator or DigiQCriticCollator(column_of),
+            data_collator=data_collator or DigiQCriticCollator(column_of, self.texts),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
+            processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
@@ -218,6 +277,13 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
                 f"{args.loss_type!r}; it has {dataset.column_names}"
             )
         optional = [args.alt_q_features_column] if is_eval or args.conservative_weight > 0 else []
+        if model.config.has_text:
+            needed += [column for column in TEXT_COLUMNS if column not in needed]
+            optional += [args.alt_actions_column] if args.alt_actions_column else []
+            missing = [column for column in TEXT_COLUMNS if column not in dataset.column_names]
+            if missing:
+                raise ValueError(f"{split} dataset is missing column(s) {missing}: the critic reads goal, history "
+                                 f"and action as text; it has {dataset.column_names}")
         used = needed + [column for column in optional if column in dataset.column_names]
         dataset = dataset.select_columns(used)
         _check_dimensions(dataset[0], model, args, split)
@@ -254,7 +320,8 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
                      num_items_in_batch: torch.Tensor | int | None = None,
                      ) -> torch.Tensor | tuple[torch.Tensor, DigiQCriticOutput]:
         """Double-Q / double-V regression on TD (or MC) targets; records the logged statistics."""
-        outputs = model(q_features=inputs["q_features"], v_features=inputs["v_features"])
+        outputs = model(q_features=inputs["q_features"], v_features=inputs["v_features"],
+                        q_text=inputs.get("q_text"), v_text=inputs.get("v_text"))
         q_targets, v_targets_ = self._regression_targets(inputs)
         q_loss = F.mse_loss(outputs.q1, q_targets[0]) + F.mse_loss(outputs.q2, q_targets[1])
         v_loss = F.mse_loss(outputs.v1, v_targets_[0]) + F.mse_loss(outputs.v2, v_targets_[1])
@@ -273,7 +340,7 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
                 f"{self.args.alt_q_features_column!r} column, or raw transitions with "
                 f"{self.args.alt_actions_column!r} and a feature_extractor"
             )
-        alt_q1, alt_q2 = self.accelerator.unwrap_model(model).q_values(inputs["alt_q_features"])
+        alt_q1, alt_q2 = _alternative_q_values(self.accelerator.unwrap_model(model), inputs)
         mask = inputs["alt_mask"]
         return conservative_penalty(outputs.q1, alt_q1, mask) + conservative_penalty(outputs.q2, alt_q2, mask)
 
@@ -283,9 +350,9 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
             target = mc_targets(inputs["mc_return"])
             return (target, target), (target, target)
         critic = self.accelerator.unwrap_model(self.model)
-        next_v1, next_v2 = critic.target_v_values(inputs["next_v_features"])
+        next_v1, next_v2 = critic.target_v_values(inputs["next_v_features"], inputs.get("next_v_text"))
         q_targets = td_targets(inputs["reward"], inputs["done"], next_v1, next_v2, self.args.gamma)
-        target_q1, target_q2 = critic.target_q_values(inputs["q_features"])
+        target_q1, target_q2 = critic.target_q_values(inputs["q_features"], inputs["v_features"], inputs.get("q_text"))
         return q_targets, v_targets(target_q1, target_q2, self.args.v_target_combine)
 
     @torch.no_grad()
@@ -325,8 +392,7 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
         success = inputs["trajectory_reward"] > 0
         ranking = torch.full_like(outputs.q1, float("nan"))
         if "alt_q_features" in inputs and inputs["alt_q_features"].shape[1] > 0:
-            critic = self.accelerator.unwrap_model(self.model)
-            alt_q1, alt_q2 = critic.q_values(inputs["alt_q_features"])
+            alt_q1, alt_q2 = _alternative_q_values(self.accelerator.unwrap_model(self.model), inputs)
             logged = torch.maximum(outputs.q1, outputs.q2)
             scores = ranking_scores(logged, torch.maximum(alt_q1, alt_q2), inputs["alt_mask"])
             ranking = torch.where(success, scores, ranking)
@@ -359,8 +425,8 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
             f"optimizer steps). It holds double Q heads over state-action features ({config.q_input_dim}-d) and "
             f"double V heads over state features ({config.v_input_dim}-d) of a frozen VLM, each an MLP with "
             f"{config.num_hidden_layers} hidden layers of {config.hidden_size} units, plus their Polyak target "
-            "copies. It scores candidate actions of a device-control agent by the advantage "
-            "max(Q1, Q2) - max(V1, V2)."
+            f"copies.{_text_summary(config)} It scores candidate actions of a device-control agent by the "
+            f"advantage {advantage_formula(config.v_target_combine)}."
         )
 
     def _card_sections(self, repo: str) -> list[tuple[str, str]]:
@@ -373,6 +439,24 @@ UNDEFINED_METRIC_REASONS = {
     "(alt_q_features, or alt_actions_column in a raw dataset)",
 }
 """Why each critic-quality metric can be undefined (nan) on an evaluation set."""
+
+
+TEXT_COLUMNS = ("goal", "history", "action")
+"""Dataset columns a critic with a text encoder reads (besides the alternatives column)."""
+
+
+def _critic_texts(model: DigiQCritic, tokenizer: Any, args: DigiQCriticConfig) -> CriticTexts | None:
+    """The collator's text settings for a critic that reads texts; None for one that does not."""
+    if not model.config.has_text:
+        return None
+    if tokenizer is None:
+        raise ValueError("this critic reads texts through a text encoder: pass its tokenizer as processing_class")
+    return CriticTexts(tokenizer, model.config.text_layout, model.config.text_max_length, args.alt_actions_column)
+
+
+def _alternative_q_values(critic: DigiQCritic, inputs: dict[str, Any]) -> Pair:
+    """``(Q1, Q2)`` of the alternative actions ``(B, K)``, the state features broadcast over them."""
+    return critic.q_values(inputs["alt_q_features"], inputs["v_features"].unsqueeze(1), inputs.get("alt_q_text"))
 
 
 def critic_quality_metrics(diagnostics: np.ndarray) -> dict[str, float]:
@@ -456,6 +540,16 @@ def _record_provenance(model: DigiQCritic, extractor: Any) -> None:
                 f"{value!r}: its features would not match what the critic was built for"
             )
         setattr(model.config, field, value)
+
+
+def _text_summary(config: Any) -> str:
+    """One sentence on the critic's text encoder, or nothing without one."""
+    if not config.has_text:
+        return ""
+    origin = f"initialized from `{config.text_encoder_name}`" if config.text_encoder_name else "randomly initialized"
+    return (f" The heads also read the goal, the previous action and the action as text ({config.text_layout} layout) "
+            f"through a {config.text_encoder_config['model_type']} encoder ({origin}, trained with the heads; "
+            "its tokenizer is saved with the critic).")
 
 
 def _features_section(config: Any, repo: str) -> str:

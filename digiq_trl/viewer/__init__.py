@@ -113,10 +113,12 @@ def write_dataset_viewer(
     splits = {name: first_episodes(split, max_episodes) for name, split in _splits(dataset).items()}
     values = None
     if critic is not None:
+        from ..models.scoring import CriticScorer
+
         model = critic if isinstance(critic, DigiQCritic) else DigiQCritic.from_pretrained(str(critic))
-        model.eval()
         extractor = extractor if extractor is not None else critic_feature_extractor(model, backbone)
-        values = {name: critic_values(featurize(split, extractor), model) for name, split in splits.items()}
+        scorer = CriticScorer(model, extractor)
+        values = {name: critic_values(featurize(split, extractor), scorer) for name, split in splits.items()}
     best_of_n = best_of_n_steps(load_from_disk(str(preparation))) if preparation is not None else None
     episodes, screenshots = build_episodes(splits, values, best_of_n)
     page = render_page(

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 
 from ..actions import ActionType, describe_action, try_parse_action
@@ -91,26 +90,26 @@ def featurize(split: Dataset, extractor: Any) -> Dataset:
     return cache_features(split, extractor, alt_actions_column=alternatives)
 
 
-@torch.no_grad()
-def critic_values(featurized: Dataset, critic: Any, batch_size: int = 1024) -> dict[str, list[float]]:
+def critic_values(featurized: Dataset, scorer: Any, batch_size: int = 1024) -> dict[str, list[float]]:
     """Digi-Q's values of every row: ``v`` = max(V1, V2)(s), ``q`` = max(Q1, Q2)(s, a) of the logged
-    action and ``advantage`` = q - v (as :meth:`~digiq_trl.models.critic.DigiQCritic.advantage`).
+    action and its ``advantage`` (:meth:`~digiq_trl.models.critic.DigiQCritic.advantage`, the formula
+    the critic was trained for).
 
     Args:
-        featurized: rows with ``v_features`` and ``q_features`` (see :func:`featurize`).
-        critic: a :class:`~digiq_trl.models.critic.DigiQCritic`.
+        featurized: rows with ``v_features`` and ``q_features`` (see :func:`featurize`), ``goal``,
+            ``history`` and ``action``.
+        scorer: the critic's :class:`~digiq_trl.models.scoring.CriticScorer`.
         batch_size: rows per forward of the heads.
     """
-    columns = featurized.select_columns(["v_features", "q_features"]).with_format("torch")
+    columns = featurized.select_columns(["v_features", "q_features", "goal", "history", "action"])
     values: dict[str, list[float]] = {"v": [], "q": [], "advantage": []}
-    device = next(critic.parameters()).device
     for start in range(0, len(columns), batch_size):
-        batch = columns[start : start + batch_size]
-        v = torch.maximum(*critic.v_values(batch["v_features"].to(device))).float().cpu()
-        q = torch.maximum(*critic.q_values(batch["q_features"].to(device))).float().cpu()
-        values["v"] += v.tolist()
-        values["q"] += q.tolist()
-        values["advantage"] += (q - v).tolist()
+        batch = columns.with_format("torch", columns=["v_features", "q_features"],
+                                    output_all_columns=True)[start : start + batch_size]
+        scored = scorer.values(batch["q_features"].float(), batch["v_features"].float(), batch["goal"],
+                               batch["history"], batch["action"])
+        for name in values:
+            values[name] += scored[name].tolist()
     return values
 
 
