@@ -109,10 +109,11 @@ class RunArtifacts:
         """A fresh copy of the base actor and its processor."""
         from transformers import AutoModelForImageTextToText
 
-        path = self.base_actor_path
+        from .models.pretrained import resolve_pretrained
+
         if self.config.bc_steps > 0:
             self.require("base_actor", "config.json")
-        return AutoModelForImageTextToText.from_pretrained(path), self.base_processor()
+        return AutoModelForImageTextToText.from_pretrained(resolve_pretrained(self.base_actor_path)), self.base_processor()
 
     def base_processor(self) -> Any:
         """The base actor's processor, with the run's ``max_pixels`` / ``min_pixels``."""
@@ -137,8 +138,16 @@ class RunArtifacts:
             self._extractor = VLMFeatureExtractor.from_pretrained(
                 self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling,
                 processor=load_processor(self.feature_backbone_path, **self.config.processor_kwargs),
+                feature_input=self.config.feature_input,
             )
         return self._extractor
+
+    def scorer(self) -> Any:
+        """The trained critic with its feature extractor and text tokenizer
+        (:class:`~digiq_trl.models.scoring.CriticScorer`)."""
+        from .models.scoring import CriticScorer
+
+        return CriticScorer(self.load_critic(), self.extractor())
 
     def load_critic(self) -> Any:
         """The trained critic, in eval mode."""

@@ -59,7 +59,7 @@ class DigiQPipeline:
         self.artifacts = RunArtifacts(config)
         self.state = PartialState(timeout=timedelta(seconds=config.ddp_timeout))
         self.timings: dict[str, float] = {}
-        self.results: dict[str, Any] = {"suite": config.suite, "config": asdict(config)}
+        self.results: dict[str, Any] = {"suite": config.suite, **config.phone_settings, "config": asdict(config)}
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.num_threads or threads_per_process())
 
@@ -132,10 +132,11 @@ class DigiQPipeline:
                     None)
         from transformers import AutoModelForImageTextToText
 
+        from .models.pretrained import resolve_pretrained
         from .models.processing import load_processor
         from .trainers.actor_trainer import default_lora_config
 
-        model = AutoModelForImageTextToText.from_pretrained(cfg.base_actor)
+        model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(cfg.base_actor))
         return model, load_processor(cfg.base_actor, **cfg.processor_kwargs), default_lora_config()
 
     def _demonstrations(self) -> Any:
@@ -148,8 +149,9 @@ class DigiQPipeline:
             return split_by_episode(self._load_dataset(), cfg.test_size, seed=cfg.seed)["train"]
         from .trainers.behavior_cloning import expert_demonstrations
 
-        return expert_demonstrations(cfg.env_id, num_episodes=cfg.bc_episodes, noise=cfg.bc_noise, seed=cfg.seed,
-                                     split="train", layout=cfg.layout, pseudo_entities=cfg.bc_pseudo_entities)
+        return expert_demonstrations(f"digiq_trl/Phone-{cfg.suite}-v0", num_episodes=cfg.bc_episodes, noise=cfg.bc_noise,
+                                     seed=cfg.seed, split="train", layout=cfg.layout,
+                                     pseudo_entities=cfg.bc_pseudo_entities)
 
     def _load_dataset(self) -> Any:
         """The given offline dataset (its ``train`` split when it has splits)."""
@@ -180,7 +182,7 @@ class DigiQPipeline:
             policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature,
                                batch_size=cfg.rollout_batch_size)
             transitions = collect_transitions(cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train",
-                                              batch_size=cfg.rollout_batch_size, layout=cfg.layout)
+                                              batch_size=cfg.rollout_batch_size, **cfg.env_kwargs)
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
         for offset, name in enumerate(("train", "test")):
             splits[name] = add_random_alternatives(splits[name], cfg.ranking_alternatives, cfg.seed + offset,
@@ -236,16 +238,15 @@ class DigiQPipeline:
     def _train_critic(self) -> None:
         from transformers.trainer_utils import get_last_checkpoint
 
-        from .models.critic import DigiQCritic, DigiQCriticModelConfig
         from .trainers.critic_trainer import DigiQCriticTrainer
 
         cfg = self.config
         partial = self.artifacts.root / "critic.partial"
         data = self.featurized()
-        dim = self.artifacts.extractor().hidden_size
-        critic = DigiQCritic(DigiQCriticModelConfig(q_input_dim=dim, v_input_dim=dim, hidden_size=cfg.critic_hidden_size))
+        critic, tokenizer = self._untrained_critic()
         trainer = DigiQCriticTrainer(critic, cfg.critic_args(partial), train_dataset=data["train"],
-                                     eval_dataset=data["test"], feature_extractor=self.artifacts.extractor())
+                                     eval_dataset=data["test"], feature_extractor=self.artifacts.extractor(),
+                                     processing_class=tokenizer)
         resume = get_last_checkpoint(str(partial)) if partial.is_dir() else None
         if resume:
             logger.info("stage critic: resuming from %s", resume)
@@ -262,6 +263,26 @@ class DigiQPipeline:
             shutil.rmtree(partial, ignore_errors=True)
         if cfg.push_to_hub:
             trainer.push_to_hub()
+
+    def _untrained_critic(self) -> tuple[Any, Any]:
+        """The critic to train (heads sized for the features, the configured text encoder) and its
+        text encoder's tokenizer (None without one)."""
+        from .models.critic import DigiQCritic, DigiQCriticModelConfig, tiny_text_encoder_config
+
+        cfg = self.config
+        dim = self.artifacts.extractor().hidden_size
+        config = DigiQCriticModelConfig(q_input_dim=dim, v_input_dim=dim, hidden_size=cfg.critic_hidden_size,
+                                        text_layout=cfg.critic_text_layout)
+        if cfg.critic_text_encoder == "none":
+            return DigiQCritic(config), None
+        if cfg.critic_text_encoder == "tiny":
+            tokenizer = self.artifacts.base_processor().tokenizer
+            config.text_encoder_config = tiny_text_encoder_config(len(tokenizer), tokenizer.pad_token_id or 0)
+            return DigiQCritic(config), tokenizer
+        from transformers import AutoTokenizer
+
+        return (DigiQCritic.with_pretrained_text_encoder(config, cfg.critic_text_encoder),
+                AutoTokenizer.from_pretrained(cfg.critic_text_encoder))
 
     # ----------------------------------------------------------------- stage 4: actor
     def stage_actor(self, fingerprint: str) -> None:
@@ -334,14 +355,12 @@ class DigiQPipeline:
 
     def _critic_values(self) -> tuple[list[int], dict[str, list[float]], list[bool]]:
         """max(Q1, Q2)(s, a) and max(V1, V2)(s) of the held-out steps, with episode success."""
-        critic = self.artifacts.load_critic()
-        columns = ["q_features", "v_features", "step_id", "trajectory_reward"]
+        columns = ["q_features", "v_features", "step_id", "trajectory_reward", "goal", "history", "action"]
         test = self.featurized()["test"].select_columns(columns).with_format("torch")[:]
-        with torch.no_grad():
-            q = torch.maximum(*critic.q_values(test["q_features"].float()))
-            v = torch.maximum(*critic.v_values(test["v_features"].float()))
+        values = self.artifacts.scorer().values(test["q_features"].float(), test["v_features"].float(),
+                                                test["goal"], test["history"], test["action"])
         success = [r > 0 for r in test["trajectory_reward"].tolist()]
-        return test["step_id"].tolist(), {"Q": q.flatten().tolist(), "V": v.flatten().tolist()}, success
+        return test["step_id"].tolist(), {"Q": values["q"].tolist(), "V": values["v"].tolist()}, success
 
 
 def threads_per_process() -> int:

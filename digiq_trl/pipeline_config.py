@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .envs.phone import PHONES
 from .envs.tasks import SPLITS
+from .models.critic_text import TEXT_LAYOUTS
+from .prompts import FEATURE_INPUTS
 
 
 STAGES = ("base_actor", "data", "representation", "features", "critic", "actor", "evaluate")
@@ -67,11 +70,28 @@ class DigiQPipelineConfig:
         default="fixed",
         metadata={"help": "Simulator layout: fixed (strong cues, for tiny models) or random (for pretrained VLMs)."},
     )
+    phone: str = field(
+        default="target",
+        metadata={"help": "Simulated phone of the offline data and the evaluation: target (version drift and "
+                  "interruptions the base actor's demonstrations never showed: the paper's regime) or source "
+                  "(the phone the shipped base actor was cloned on)."},
+    )
+    drift: bool | None = field(
+        default=None,
+        metadata={"help": "Override the phone's version drift (moved icons, reordered Settings, search fields behind "
+                  "an icon). None: the phone's own (target on, source off)."},
+    )
+    interruption_probability: float | None = field(
+        default=None,
+        metadata={"help": "Override the share of episodes with an interruption (consent sheet, ad, permission or "
+                  "rating dialog). None: the phone's own."},
+    )
     # base actor
     base_actor: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or path of the VLM actor to improve. Default: a tiny Qwen2-VL built offline "
-                  "(CPU), behavior-cloned as below."},
+        default="digiq-trl/phone-actor-tiny",
+        metadata={"help": "Hub id or path of the VLM actor to improve. Default: the tiny Qwen2-VL shipped with "
+                  "digiq-trl, behavior-cloned on source-phone demonstrations (examples/configs/phone_actor_tiny.yaml). "
+                  "None: a random-init tiny Qwen2-VL behavior-cloned in this run (bc_* options)."},
     )
     bc_layers: int = field(default=3, metadata={"help": "Decoder layers of the tiny base actor."})
     bc_heads: int = field(
@@ -86,7 +106,7 @@ class DigiQPipelineConfig:
                   "(what held-out goals need; it takes several times the default bc_steps: docs/experiments.md)."},
     )
     bc_steps: int = field(
-        default=800,
+        default=0,
         metadata={"help": "Behavior-cloning steps of the base actor, on the offline dataset's training episodes when "
                   "`dataset` is given (so the actor speaks the action format, as AutoUI was trained on AitW), else on "
                   "the simulator's noisy-expert demonstrations. A given base_actor trains a LoRA adapter, merged; "
@@ -116,8 +136,25 @@ class DigiQPipelineConfig:
     )
     # features and critic
     feature_layer: int | None = field(default=None, metadata={"help": "VLM layer of the features (default: middle)."})
+    feature_input: str = field(
+        default="actionability",
+        metadata={"help": "Input the critic's Q features come from: actionability (the stage-1 input: the "
+                  "screenshot with the action drawn, the question, the answer tokens; the reference) or "
+                  "actor_prompt (the action's tokens after the actor's prompt)."},
+    )
     feature_pooling: str = field(default="mean", metadata={"help": "Pooling over action tokens: mean or last."})
     critic_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the Q and V heads."})
+    critic_text_encoder: str = field(
+        default="tiny",
+        metadata={"help": "Text encoder the critic reads goal, previous action and action through, trained with "
+                  "the heads: tiny (a small BERT over the base actor's tokenizer), a Hub id (e.g. roberta-base, "
+                  "as the reference), or none."},
+    )
+    critic_text_layout: str = field(
+        default="joint",
+        metadata={"help": "joint (one sequence goal + previous action + action) or separate (the reference: each "
+                  "part encoded alone)."},
+    )
     critic_steps: int = field(default=1500, metadata={"help": "Critic optimizer steps."})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
     critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size per device."})
@@ -125,6 +162,12 @@ class DigiQPipelineConfig:
         default=1, metadata={"help": "Critic gradient accumulation (the paper: batch 32 x 4)."}
     )
     critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
+    critic_v_target_combine: str = field(
+        default="min",
+        metadata={"help": "V targets from the target Q heads: min (both V heads regress to min(Qbar1, Qbar2), and "
+                  "the advantage is min(Q1, Q2) - max(V1, V2)) or independent (the reference: V_i to Qbar_i, "
+                  "advantage max(Q1, Q2) - max(V1, V2))."},
+    )
     critic_save_steps: int = field(
         default=500, metadata={"help": "Critic checkpoint interval in steps (an interrupted run resumes from the last)."}
     )
@@ -231,6 +274,15 @@ class DigiQPipelineConfig:
             raise ValueError(f"evaluation must be 'simulator' or 'offline', got {self.evaluation!r}")
         if self.layout not in ("fixed", "random"):
             raise ValueError(f"layout must be 'fixed' or 'random', got {self.layout!r}")
+        if self.phone not in PHONES:
+            raise ValueError(f"phone must be one of {sorted(PHONES)}, got {self.phone!r}")
+        probability = self.interruption_probability
+        if probability is not None and not 0.0 <= probability <= 1.0:
+            raise ValueError(f"interruption_probability must be in [0, 1], got {probability}")
+        if self.feature_input not in FEATURE_INPUTS:
+            raise ValueError(f"feature_input must be one of {list(FEATURE_INPUTS)}, got {self.feature_input!r}")
+        if self.critic_text_layout not in TEXT_LAYOUTS:
+            raise ValueError(f"critic_text_layout must be one of {list(TEXT_LAYOUTS)}, got {self.critic_text_layout!r}")
         unknown = set(self.skip_stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
@@ -246,8 +298,22 @@ class DigiQPipelineConfig:
 
     @property
     def env_id(self) -> str:
-        """The simulator's Gymnasium id for the chosen suite."""
-        return f"digiq_trl/Phone-{self.suite}-v0"
+        """The simulator's Gymnasium id for the chosen suite and phone."""
+        return f"digiq_trl/Phone-{self.suite}{'-target' if self.phone == 'target' else ''}-v0"
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The simulated phone's settings for data, evaluation and diagnosis (``PhoneEnv`` arguments)."""
+        return {"layout": self.layout, "phone": self.phone, "drift": self.drift,
+                "interruption_probability": self.interruption_probability}
+
+    @property
+    def phone_settings(self) -> dict[str, Any]:
+        """The phone of the data and of the evaluation, with its effective drift and interruptions
+        (what ``results.json`` records)."""
+        settings = {**PHONES[self.phone], **{k: v for k, v in (("drift", self.drift),
+                    ("interruption_probability", self.interruption_probability)) if v is not None}}
+        return {"data_phone": self.phone, "eval_phone": self.phone, **settings}
 
     def path(self, stage: str) -> Path:
         """The folder of one stage's output."""
@@ -281,6 +347,7 @@ class DigiQPipelineConfig:
             eval_steps=max(1, self.critic_steps // 5), save_strategy="steps", save_steps=self.critic_save_steps,
             save_total_limit=1, report_to=self.report_to, seed=self.seed,
             conservative_weight=self.critic_conservative_weight, alt_actions_column=ALT_ACTIONS_COLUMN,
+            v_target_combine=self.critic_v_target_combine,
             push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("critic"),
         )
 
@@ -327,13 +394,14 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
                    "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
                    "bc_gradient_accumulation_steps", "max_pixels", "min_pixels", "bf16"),
-    "data": ("seed", "suite", "layout", "dataset", "collect_episodes", "behavior_temperature", "rollout_batch_size", "test_size",
-             "ranking_alternatives"),
+    "data": ("seed", "suite", "layout", "phone", "drift", "interruption_probability", "dataset", "collect_episodes",
+             "behavior_temperature", "rollout_batch_size", "test_size", "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "representation_gradient_accumulation_steps", "bf16"),
-    "features": ("feature_layer", "feature_pooling", "critic_conservative_weight"),
-    "critic": ("seed", "critic_hidden_size", "critic_steps", "critic_learning_rate", "critic_batch_size",
-               "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight", "bf16"),
+    "features": ("feature_layer", "feature_pooling", "feature_input", "critic_conservative_weight"),
+    "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_steps", "critic_learning_rate", "critic_batch_size",
+               "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight",
+               "critic_v_target_combine", "bf16"),
     "actor": ("num_candidates", "candidate_temperature", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",

@@ -481,6 +481,7 @@ def render_report(
         f"actor training seeds {_join(results.get('actor_seeds', []))}. The standard error is across evaluation "
         "seeds (binomial with one seed; across training seeds when there are several); the pooled one is "
         "binomial over all episodes.",
+        *_phone_lines(results),
         "",
         *_methods_table(methods, metric, results.get("generalization_split")),
         *_images(plots, ("success", "Success per method")),
@@ -488,6 +489,7 @@ def render_report(
         "Every episode, step, critic value and Best-of-N candidate: [viewer.html](viewer.html) (open it in a browser).",
         *_kind_table(methods),
         *_images(plots, ("success_by_kind", "Success per task kind")),
+        *_failure_table(methods),
         *_probe_table(methods, results.get("probe_states")),
         *_best_of_n_section(best_of_n, results.get("config", {}), plots),
         *_critic_section(results.get("critic"), v0, plots),
@@ -545,6 +547,33 @@ def _kind_table(methods: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _phone_lines(results: Mapping[str, Any]) -> list[str]:
+    """Which simulated phone the data and the evaluation ran on, when the run says."""
+    if "data_phone" not in results:
+        return []
+    drift = "on" if results.get("drift") else "off"
+    return ["", f"Phone of the offline data: `{results['data_phone']}`; of the evaluation: `{results['eval_phone']}` "
+                f"(version drift {drift}, interruptions in {100 * results.get('interruption_probability', 0):.0f} % "
+                "of episodes)."]
+
+
+def _failure_table(methods: Mapping[str, Any]) -> list[str]:
+    """Failed evaluation episodes per failure mode and method (methods without the counts are left out)."""
+    counted = {m: row["failure_modes"] for m, row in methods.items() if "failure_modes" in row}
+    if not counted:
+        return []
+    modes = list(next(iter(counted.values())))
+    lines = ["", "## Why episodes failed", "",
+             "Every failed evaluation episode, classified from the simulated phone's state at its end (the first "
+             "mode that applies, in this order; `digiq_trl.envs.failures`).", "",
+             "| failure mode | " + " | ".join(METHOD_LABELS.get(m, m) for m in counted) + " |",
+             "|---|" + "---|" * len(counted)]
+    for mode in modes:
+        lines.append(f"| {mode} | " + " | ".join(str(row.get(mode, 0)) for row in counted.values()) + " |")
+    lines.append("| **all failures** | " + " | ".join(str(sum(row.values())) for row in counted.values()) + " |")
+    return lines
+
+
 def _probe_table(methods: Mapping[str, Any], probe_states: int | None) -> list[str]:
     """Per action class recall on the probe states, and the share of actions changed vs the base actor."""
     probed = {m: row["probe"] for m, row in methods.items() if "probe" in row}
@@ -577,8 +606,7 @@ def _best_of_n_section(stats: Mapping[int, Mapping[str, float]] | None, config: 
     anchor = ANCHOR_TEXT.get(config.get("anchor", ""), "are trained on their anchor")
     lines = ["", "## Best-of-N policy extraction (Digi-Q)", "",
              f"In every training state the actor proposed {config.get('num_candidates', 'N')} candidates (the logged "
-             "action among them); the critic scored each by its advantage A (min(Q1, Q2) - max(V1, V2) for V heads "
-             "trained on min(Qbar1, Qbar2), the default; max(Q1, Q2) - max(V1, V2) for independent ones). A state is "
+             f"action among them); the critic scored each by its advantage A = {_formula(config)}. A state is "
              f"kept, i.e. imitates its best candidate, when {rule} and that action parses; the other states {anchor}.",
              "", "| training seed | states | kept | chosen = logged | mean A, chosen | mean A, logged | "
              "distinct candidates per state |", "|---|---|---|---|---|---|---|"]
@@ -588,6 +616,13 @@ def _best_of_n_section(stats: Mapping[int, Mapping[str, float]] | None, config: 
                      f"{_number(row.get('mean_logged_advantage'), '.3f')} | "
                      f"{_number(row.get('mean_candidates'), '.1f')} |")
     return lines + _images(plots, ("advantages", "Advantage of the chosen candidate, kept and dropped states"))
+
+
+def _formula(config: Mapping[str, Any]) -> str:
+    """The advantage the run's critic computes (:func:`~digiq_trl.targets.advantage_formula`)."""
+    from .targets import advantage_formula
+
+    return advantage_formula(config.get("critic_v_target_combine", "min"))
 
 
 def _pct(value: float | None) -> str:

@@ -14,7 +14,7 @@ critic::
    expert's action is the base actor's greedy one, among its N candidates, and the critic's pick.
 2. **Oracle extraction** (:func:`digiq_trl.evaluation.oracle_targets`): the expert's action in
    every training state of the actor stage is recovered by replaying its episode
-   (:func:`digiq_trl.envs.collect.replay_expert_actions`). The actor stage's own trainer, data,
+   (:func:`digiq_trl.envs.collect.replay_infos`). The actor stage's own trainer, data,
    candidates, anchor and settings then train the base actor on (a) the candidate a perfect critic
    picks, where one is right, and (b) the expert's action in every state. Both are scored like the
    run's methods. If (b) does not beat the base actor, no critic can make Best-of-N extraction
@@ -52,6 +52,12 @@ class DiagnosisArguments:
     headroom_episodes: int = field(
         default=60, metadata={"help": "Evaluation-goal episodes of the headroom count (every third state is sampled)."}
     )
+    ranking_episodes: int = field(
+        default=100, metadata={"help": "Episodes per goal split (evaluation and heldout) of the typed-query ranking; 0 skips it."}
+    )
+    headroom_split: str | None = field(
+        default=None, metadata={"help": "Goal split of the headroom count (default: the run's eval_split)."}
+    )
     oracles: list[str] = field(
         default_factory=lambda: ["best_of_n", "expert"],
         metadata={"help": "Oracle actors to train and score: best_of_n, expert."},
@@ -62,7 +68,7 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
     """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
     from datasets import load_from_disk
 
-    from ..envs.collect import replay_expert_actions
+    from ..envs.collect import replay_infos
     from ..evaluation import oracle_targets, score_policy
     from ..models.policy import VLMPolicy
 
@@ -70,7 +76,7 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
     seed = cfg.actor_seeds[0]
     preparation = load_from_disk(str(pipe.artifacts.actor_path("digiq", seed) / "preparation"))
     states = pipe.actor_states(seed)
-    targets = oracle_targets(states, preparation["candidates"], replay_expert_actions(states, layout=cfg.layout))
+    targets = oracle_targets(states, preparation["candidates"], replay_infos(states, **cfg.env_kwargs))
     scores: dict[str, Any] = {}
     for name in names:
         out = cfg.path("diagnosis") / name
@@ -86,20 +92,28 @@ def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
     """Headroom on evaluation goals, then base actor vs the oracle-trained actors."""
     import torch
 
-    from ..evaluation import best_of_n_headroom, score_policy
+    from ..evaluation import best_of_n_headroom, score_policy, typed_query_ranking
     from ..models.policy import VLMPolicy
 
     cfg = pipe.config
     greedy = VLMPolicy(*pipe.artifacts.load_actor())
+    scorer = pipe.artifacts.scorer()
     torch.manual_seed(cfg.seed)
     headroom = best_of_n_headroom(
-        pipe.artifacts.load_critic(), pipe.artifacts.extractor(), cfg.suite, greedy, num_candidates=cfg.num_candidates,
-        temperature=cfg.candidate_temperature, split=cfg.eval_split, num_episodes=args.headroom_episodes,
-        seed=cfg.seed, layout=cfg.layout,
+        scorer, cfg.suite, greedy, num_candidates=cfg.num_candidates,
+        temperature=cfg.candidate_temperature, split=args.headroom_split or cfg.eval_split,
+        num_episodes=args.headroom_episodes, seed=cfg.seed, **cfg.env_kwargs,
     )
+    splits = dict.fromkeys([cfg.eval_split, "heldout"]) if args.ranking_episodes else {}
+    ranking = {split: typed_query_ranking(scorer, cfg.suite, greedy, num_candidates=cfg.num_candidates,
+                                          temperature=cfg.candidate_temperature, split=split,
+                                          num_episodes=args.ranking_episodes, seed=cfg.seed, **cfg.env_kwargs)
+               for split in splits}
     actors = {"base": score_policy(cfg, pipe.artifacts, greedy), **oracle_scores(pipe, args.oracles)}
-    return {"eval_split": cfg.eval_split, "actor_steps": cfg.actor_steps, "anchor": cfg.anchor,
-            "actor_learning_rate": cfg.actor_learning_rate, "headroom": headroom, "actors": actors}
+    return {"eval_split": cfg.eval_split, "headroom_split": args.headroom_split or cfg.eval_split,
+            **cfg.phone_settings, "actor_steps": cfg.actor_steps, "anchor": cfg.anchor,
+            "actor_learning_rate": cfg.actor_learning_rate, "headroom": headroom, "typed_query_ranking": ranking,
+            "actors": actors}
 
 
 def make_parser(prog: str | None = None) -> TrlParser:

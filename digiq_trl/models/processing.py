@@ -81,9 +81,13 @@ def load_processor(name_or_path: str, **kwargs: Any) -> ProcessorMixin:
     (no torchvision for the video processor) it loads :class:`Qwen2VLImageTextProcessor` instead.
 
     Args:
-        name_or_path: a Hub id or a local directory.
+        name_or_path: a Hub id, a local directory, or a shipped model's name
+            (:func:`~digiq_trl.models.pretrained.resolve_pretrained`).
         **kwargs: passed to ``from_pretrained`` (e.g. ``min_pixels``, ``max_pixels``, ``revision``).
     """
+    from .pretrained import resolve_pretrained
+
+    name_or_path = resolve_pretrained(name_or_path)
     try:
         return AutoProcessor.from_pretrained(name_or_path, **kwargs)
     except (AttributeError, ImportError, OSError, ValueError):

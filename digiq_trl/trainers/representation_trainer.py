@@ -282,10 +282,11 @@ def _training_section(args: RepresentationConfig) -> str:
 def _load(model: torch.nn.Module | str, processor: Any) -> tuple[torch.nn.Module, Any]:
     """A model and processor from a Hub id / path (torchvision-free processor when needed)."""
     if isinstance(model, str):
+        from ..models.pretrained import resolve_pretrained
         from ..models.processing import load_processor
 
         processor = processor if processor is not None else load_processor(model)
-        model = AutoModelForImageTextToText.from_pretrained(model)
+        model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(model))
     if processor is None:
         raise ValueError("pass the model's processor (processing_class) with a model object")
     return model, processor
