@@ -55,6 +55,23 @@ def candidate_list(logged: str | None, *sources: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ordered))
 
 
+def supported(samples: Sequence[str], min_count: int) -> list[str]:
+    """The samples drawn at least ``min_count`` times, each once, in first-seen order.
+
+    A policy's rare samples (a garbled typed text, a tap nowhere near an element) are actions the
+    offline data hardly shows, so a critic's value for them is a guess; asking for ``min_count``
+    draws out of N keeps Best-of-N among the actions the policy itself stands behind.
+
+    Example:
+        >>> supported(["back", "tap", "back", "type x"], 2)
+        ['back']
+    """
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample] = counts.get(sample, 0) + 1
+    return [sample for sample, count in counts.items() if count >= min_count]
+
+
 @dataclass(frozen=True)
 class Choice:
     """The Best-of-N choice for one state.

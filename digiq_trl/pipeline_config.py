@@ -186,6 +186,11 @@ class DigiQPipelineConfig:
         default=8, metadata={"help": "Best-of-N: candidate actions per state (the paper: 16; 8 keeps the CPU default short)."}
     )
     candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    min_candidate_count: int = field(
+        default=1,
+        metadata={"help": "Best-of-N: a sampled candidate competes only if drawn at least this many times of N "
+                  "(BestOfNActorConfig.min_candidate_count; 1 is the reference)."},
+    )
     candidate_source: str = field(
         default="policy",
         metadata={"help": "Best-of-N candidates: policy (sampled from the base actor), dataset (the data's "
@@ -357,7 +362,8 @@ class DigiQPipelineConfig:
 
         return BestOfNActorConfig(
             output_dir=str(output_dir), weighting=weighting, num_candidates=self.num_candidates,
-            temperature=self.candidate_temperature, advantage_threshold=self.advantage_threshold,
+            temperature=self.candidate_temperature, min_candidate_count=self.min_candidate_count,
+            advantage_threshold=self.advantage_threshold,
             anchor=self.anchor, anchor_weight=self.anchor_weight, candidate_source=self.candidate_source,
             max_steps=self.actor_steps,
             learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
@@ -402,7 +408,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight",
                "critic_v_target_combine", "bf16"),
-    "actor": ("num_candidates", "candidate_temperature", "candidate_source", "advantage_threshold", "anchor",
+    "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",
               "bf16"),

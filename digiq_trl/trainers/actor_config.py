@@ -56,6 +56,14 @@ class BestOfNActorConfig(TrainingArguments):
             "candidates are mostly duplicates (see the logged `frac_chosen_is_logged`)."
         },
     )
+    min_candidate_count: int = field(
+        default=1,
+        metadata={
+            "help": "A sampled candidate competes only if it was drawn at least this many times of N (1: every "
+            "sample, as the reference). Higher keeps Best-of-N among the actions the policy stands behind, whose "
+            "values an offline critic can judge (a garbled typed text is usually drawn once)."
+        },
+    )
     max_completion_length: int = field(
         default=128,
         metadata={"help": "Most tokens generated per candidate (an AutoUI action is 20-70 tokens)."},
@@ -147,7 +155,7 @@ class BestOfNActorConfig(TrainingArguments):
             raise ValueError(f"anchor_weight must be >= 0, got {self.anchor_weight}")
         if self.candidate_source not in CANDIDATE_SOURCES:
             raise ValueError(f"candidate_source must be one of {CANDIDATE_SOURCES}, got {self.candidate_source!r}")
-        for name in ("num_candidates", "max_completion_length", "candidate_batch_size"):
+        for name in ("num_candidates", "min_candidate_count", "max_completion_length", "candidate_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:

@@ -59,6 +59,7 @@ from ..best_of_n import (
     sample_weights,
     select_best,
     selection_stats,
+    supported,
     uses_critic,
     zero_invalid,
 )
@@ -88,7 +89,7 @@ PREPARATION_CACHE_DIR = "_best_of_n_cache"
 underscore keeps it out of ``push_to_hub`` uploads, which skip ``_*`` paths."""
 
 _SCORING_FIELDS = (
-    "weighting", "num_candidates", "temperature", "candidate_source", "include_logged_action",
+    "weighting", "num_candidates", "temperature", "min_candidate_count", "candidate_source", "include_logged_action",
     "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
 )
 """Config fields the Best-of-N step's result depends on (the sampled candidates and their weights)."""
@@ -239,7 +240,7 @@ class _CandidateScorer:
             start = time.perf_counter()
             samples = self.policy.sample(observations, self.args.num_candidates, self.args.temperature)
             self.timer.generation += time.perf_counter() - start
-            proposals = [p + list(s) for p, s in zip(proposals, samples)]
+            proposals = [p + supported(s, self.args.min_candidate_count) for p, s in zip(proposals, samples)]
         if self.args.candidate_source in ("dataset", "both"):
             if "candidate_actions" not in batch:
                 raise ValueError("candidate_source needs a 'candidate_actions' column in the dataset")
