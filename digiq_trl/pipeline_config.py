@@ -150,6 +150,11 @@ class DigiQPipelineConfig:
                   "the heads: tiny (a small BERT over the base actor's tokenizer), a Hub id (e.g. roberta-base, "
                   "as the reference), or none."},
     )
+    critic_text_match: bool = field(
+        default=True,
+        metadata={"help": "Also compare the typed text with the goal token by token (DigiQCriticModelConfig."
+                  "text_match; not in the reference)."},
+    )
     critic_text_layout: str = field(
         default="joint",
         metadata={"help": "joint (one sequence goal + previous action + action) or separate (the reference: each "
@@ -405,7 +410,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "representation_gradient_accumulation_steps", "bf16"),
     "features": ("feature_layer", "feature_pooling", "feature_input", "critic_conservative_weight"),
-    "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_steps", "critic_learning_rate", "critic_batch_size",
+    "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight",
                "critic_v_target_combine", "bf16"),
     "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_source", "advantage_threshold", "anchor",

@@ -34,7 +34,7 @@ from transformers.utils import ModelOutput
 
 from ..prompts import FEATURE_INPUTS, PROMPT_TEMPLATE_ID
 from ..targets import advantage, polyak_update
-from .critic_text import TEXT_LAYOUTS, num_segments
+from .critic_text import MATCH_FEATURES, TEXT_LAYOUTS, num_segments
 
 
 TEXT_POOLINGS: tuple[str, ...] = ("mean", "pooler")
@@ -83,6 +83,9 @@ class DigiQCriticModelConfig(PreTrainedConfig):
         text_layout: one of :data:`~digiq_trl.models.critic_text.TEXT_LAYOUTS`.
         text_pooling: one of :data:`TEXT_POOLINGS`.
         text_max_length: tokens per text (longer ones keep their end).
+        text_match: also give the heads :data:`~digiq_trl.models.critic_text.MATCH_FEATURES`, a
+            token-level comparison of the typed text (Q: the action's, V: the previous action's) with
+            the goal in the encoder's embedding space (not in the reference).
     """
 
     model_type = "digiq_critic"
@@ -108,6 +111,7 @@ class DigiQCriticModelConfig(PreTrainedConfig):
     text_layout: str = "joint"
     text_pooling: str = "mean"
     text_max_length: int = 64
+    text_match: bool = False
 
     def validate_architecture(self) -> None:
         """Reject sizes and settings that cannot build a critic (called by ``@strict``)."""
@@ -146,8 +150,9 @@ class DigiQCriticModelConfig(PreTrainedConfig):
         """Input widths of the Q and V heads (see the module docstring)."""
         if not self.has_text:
             return self.q_input_dim, self.v_input_dim
-        q_text = num_segments(self.text_layout, with_action=True) * self.text_width
-        v_text = num_segments(self.text_layout, with_action=False) * self.text_width
+        match = len(MATCH_FEATURES) if self.text_match else 0
+        q_text = num_segments(self.text_layout, with_action=True) * self.text_width + match
+        v_text = num_segments(self.text_layout, with_action=False) * self.text_width + match
         return q_text + self.v_input_dim + self.q_input_dim, v_text + self.v_input_dim
 
 
@@ -327,7 +332,37 @@ class DigiQCritic(PreTrainedModel):
         else:
             weights = flat_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
             pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return pooled.reshape(*lead, segments * pooled.shape[-1]).to(self.dtype)
+        pooled = pooled.reshape(*lead, segments * pooled.shape[-1]).to(self.dtype)
+        if self.config.text_match:
+            pooled = torch.cat([pooled, self.match_features(text, target)], dim=-1)
+        return pooled
+
+    def match_features(self, text: Text, target: bool = False) -> torch.Tensor:
+        """``(..., 4)`` :data:`~digiq_trl.models.critic_text.MATCH_FEATURES` of ``text["match_ids"]``
+        (goal, typed text), from the tokens' cosine similarities in the encoder's embedding space."""
+        encoder = self.target_text_encoder if target else self.text_encoder
+        ids, mask = text["match_ids"], text["match_mask"]
+        device = next(encoder.parameters()).device
+        lead, length = ids.shape[:-2], ids.shape[-1]
+        embedded = encoder.get_input_embeddings()(ids.reshape(-1, 2, length).to(device))
+        unit = torch.nn.functional.normalize(embedded.float(), dim=-1)
+        goal, typed = unit[:, 0], unit[:, 1]
+        goal_mask, typed_mask = (mask.reshape(-1, 2, length).to(device) > 0).unbind(1)
+        similarity = torch.einsum("btd,bgd->btg", typed, goal).masked_fill(~goal_mask[:, None, :], -1.0)
+        best = similarity.max(dim=-1).values
+        has_text = typed_mask & (ids.reshape(-1, 2, length)[:, 1].to(device) != self._pad_id)
+        count = has_text.sum(-1)
+        mean = (best * has_text).sum(-1) / count.clamp(min=1)
+        least = best.masked_fill(~has_text, 2.0).min(-1).values.masked_fill(count == 0, 0.0)
+        covered = similarity.masked_fill(~has_text[:, :, None], -1.0).max(dim=1).values
+        coverage = (covered * goal_mask).sum(-1) / goal_mask.sum(-1).clamp(min=1)
+        coverage = coverage.masked_fill(count == 0, 0.0)
+        features = torch.stack([(count > 0).float(), mean, least, coverage], dim=-1)
+        return features.reshape(*lead, len(MATCH_FEATURES)).to(self.dtype)
+
+    @property
+    def _pad_id(self) -> int:
+        return int(self.config.text_encoder_config.get("pad_token_id") or 0)
 
     def _q_input(self, q_features: torch.Tensor, v_features: torch.Tensor | None, q_text: Text | None,
                  target: bool) -> torch.Tensor:

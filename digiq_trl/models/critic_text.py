@@ -119,6 +119,14 @@ def num_segments(layout: str, with_action: bool) -> int:
     return 5 if with_action else 3
 
 
+MATCH_FEATURES = ("has_text", "mean_match", "min_match", "goal_coverage")
+"""What the critic's text match adds to its heads' inputs: whether a text is typed; over its tokens
+the mean and the least of each token's best cosine similarity with the goal's tokens; and over the
+goal's tokens the mean of each one's best similarity with the typed tokens (how much of the goal
+the text covers). Similarities are taken in the text encoder's embedding space, trained with the
+critic: late interaction, as ColBERT's MaxSim."""
+
+
 def tokenize_segments(
     tokenizer: Any, segments: Sequence[Sequence[str]], max_length: int
 ) -> dict[str, torch.Tensor]:
@@ -152,6 +160,18 @@ def tokenize_segments(
             "attention_mask": mask.view(len(segments), count, width)}
 
 
+def typed_text(history: str, action: str | None) -> str:
+    """The text a Q input types (``action``'s, empty unless TYPE) or, for a V input (``action`` None),
+    the text the previous action typed: what :data:`MATCH_FEATURES` compare with the goal.
+
+    Example:
+        >>> typed_text('tap [0.1, 0.2]; type "news Chile"', None)
+        'news Chile'
+    """
+    described = action_text(action) if action is not None else previous_action(history)
+    return _type_and_text(described)[1] if described else ""
+
+
 def critic_text_inputs(
     tokenizer: Any,
     goals: Sequence[str],
@@ -159,8 +179,19 @@ def critic_text_inputs(
     actions: Sequence[str] | None,
     layout: str,
     max_length: int,
+    match: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Tokenized critic texts of a batch: Q inputs when ``actions`` are given, else V inputs."""
+    """Tokenized critic texts of a batch: Q inputs when ``actions`` are given, else V inputs.
+
+    With ``match``, also ``match_ids`` / ``match_mask`` ``(B, 2, L)``: the goal and the typed text
+    (:func:`typed_text`), which the critic compares token by token.
+    """
     rows = [critic_segments(g, h, actions[i] if actions is not None else None, layout)
             for i, (g, h) in enumerate(zip(goals, histories))]
-    return tokenize_segments(tokenizer, rows, max_length)
+    tokens = tokenize_segments(tokenizer, rows, max_length)
+    if match:
+        pairs = [[g, typed_text(h, actions[i] if actions is not None else None)]
+                 for i, (g, h) in enumerate(zip(goals, histories))]
+        paired = tokenize_segments(tokenizer, pairs, max_length)
+        tokens.update(match_ids=paired["input_ids"], match_mask=paired["attention_mask"])
+    return tokens

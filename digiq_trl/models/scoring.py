@@ -89,7 +89,8 @@ class CriticScorer:
         if not self.critic.config.has_text:
             return None
         config = self.critic.config
-        return critic_text_inputs(self.tokenizer, goals, histories, actions, config.text_layout, config.text_max_length)
+        return critic_text_inputs(self.tokenizer, goals, histories, actions, config.text_layout, config.text_max_length,
+                                  config.text_match)
 
     @torch.no_grad()
     def values(self, q_features: torch.Tensor, v_features: torch.Tensor, goals: Sequence[str],

@@ -89,6 +89,7 @@ class CriticTexts:
     layout: str
     max_length: int
     alt_actions_column: str | None = None
+    match: bool = False
 
     def batch(self, examples: Sequence[Mapping[str, Any]], alternatives: bool) -> dict[str, Any]:
         """``q_text`` (s, a), ``v_text`` (s), ``next_v_text`` (s': the action is its previous one) and,
@@ -97,10 +98,10 @@ class CriticTexts:
         histories = [str(ex["history"]) for ex in examples]
         actions = [str(ex["action"]) for ex in examples]
         texts = {
-            "q_text": critic_text_inputs(self.tokenizer, goals, histories, actions, self.layout, self.max_length),
-            "v_text": critic_text_inputs(self.tokenizer, goals, histories, None, self.layout, self.max_length),
+            "q_text": critic_text_inputs(self.tokenizer, goals, histories, actions, self.layout, self.max_length, self.match),
+            "v_text": critic_text_inputs(self.tokenizer, goals, histories, None, self.layout, self.max_length, self.match),
             "next_v_text": critic_text_inputs(self.tokenizer, goals, [action_text(a) for a in actions], None,
-                                              self.layout, self.max_length),
+                                              self.layout, self.max_length, self.match),
         }
         if alternatives:
             texts["alt_q_text"] = self._alternatives(examples, goals, histories)
@@ -112,11 +113,13 @@ class CriticTexts:
         most = max(len(alts) for alts in lists)
         if most == 0:
             empty = torch.zeros(len(examples), 0, num_segments(self.layout, with_action=True), 1, dtype=torch.long)
-            return {"input_ids": empty, "attention_mask": empty.clone()}
+            pair = torch.zeros(len(examples), 0, 2, 1, dtype=torch.long)
+            return {"input_ids": empty, "attention_mask": empty.clone(),
+                    **({"match_ids": pair, "match_mask": pair.clone()} if self.match else {})}
         padded = [alts + [alts[-1] if alts else ""] * (most - len(alts)) for alts in lists]
         flat = critic_text_inputs(self.tokenizer, [g for g in goals for _ in range(most)],
                                   [h for h in histories for _ in range(most)],
-                                  [a for alts in padded for a in alts], self.layout, self.max_length)
+                                  [a for alts in padded for a in alts], self.layout, self.max_length, self.match)
         return {key: value.view(len(examples), most, *value.shape[1:]) for key, value in flat.items()}
 
 
@@ -451,7 +454,8 @@ def _critic_texts(model: DigiQCritic, tokenizer: Any, args: DigiQCriticConfig) -
         return None
     if tokenizer is None:
         raise ValueError("this critic reads texts through a text encoder: pass its tokenizer as processing_class")
-    return CriticTexts(tokenizer, model.config.text_layout, model.config.text_max_length, args.alt_actions_column)
+    return CriticTexts(tokenizer, model.config.text_layout, model.config.text_max_length, args.alt_actions_column,
+                       model.config.text_match)
 
 
 def _alternative_q_values(critic: DigiQCritic, inputs: dict[str, Any]) -> Pair:
