@@ -88,19 +88,23 @@ def run_episodes(
     identical steps for the same batch size. Given a list of envs (devices), they are the batch.
     Steps come out in the order they happen (episodes interleaved). An episode whose reset reports
     an ``error`` (a device that failed) ends there: it yields one step that takes no action
-    (:data:`NO_OP_ACTION`, ``done``) with that ``info``.
+    (:data:`NO_OP_ACTION`, ``done``) with that ``info``, and that env sits out the rest of the run
+    while another still works (the last one left tries every remaining episode).
     """
     if goals is not None and len(goals) < num_episodes:
         raise ValueError(f"{len(goals)} goals for {num_episodes} episodes")
     envs = make_envs(env_or_id, max(1, min(batch_size, num_episodes)), **env_kwargs)
     slots: list[dict[str, Any] | None] = [None] * len(envs)
     upcoming = iter(range(num_episodes))
+    retired: set[int] = set()
     while True:
         for k, env in enumerate(envs):
-            while slots[k] is None and (episode := next(upcoming, None)) is not None:
+            while slots[k] is None and not (k in retired and len(retired) < len(envs)) and \
+                    (episode := next(upcoming, None)) is not None:
                 options = {"goal": goals[episode]} if goals is not None else None
                 obs, info = env.reset(seed=episode_seed(seed, episode), options=options)
                 if info.get("error"):
+                    retired.add(k)
                     yield Step(episode, 0, obs, info, NO_OP_ACTION, 0.0, True, obs, info)
                 else:
                     slots[k] = {"episode": episode, "step": 0, "obs": obs, "info": info}

@@ -100,8 +100,8 @@ class StandInPhone:
         self.env = PhoneEnv(**phone_kwargs)
         self.env.reset(seed=0)
         self.scale = scale
-        self.corrupt_screenshots = False
-        """When set, ``screencap`` returns bytes that are no image (a fault to test with)."""
+        self.corrupt_screenshots = 0
+        """How many of the next screenshots (``screencap``) are bytes that are no image (a fault to test with)."""
         self.log: list[str] = []
         """Every command line run, in order."""
         self.lock = threading.Lock()
@@ -144,7 +144,8 @@ class StandInPhone:
         return b""
 
     def _screencap(self) -> bytes:
-        if self.corrupt_screenshots:
+        if self.corrupt_screenshots > 0:
+            self.corrupt_screenshots -= 1
             return b"\x89PNG\r\n\x1a\nnot really"
         image = self.env.render()
         big = Image.fromarray(image).resize(self.size, Image.Resampling.NEAREST)
@@ -267,7 +268,7 @@ class _HostHandler(socketserver.BaseRequestHandler):
 
 
 class AdbServerStandIn(_LoopbackServer):
-    """An adb server stand-in on 127.0.0.1 whose devices are :class:`StandInPhone`\\ s, by serial.
+    """An adb server stand-in on 127.0.0.1 whose devices are stand-in phones (:class:`StandInPhone`), by serial.
 
     Speaks enough of the host protocol for ``adbutils`` and ``adb -P PORT shell``: ``host:version``,
     ``host:devices``, ``host:transport`` / ``host:tport`` then ``shell:`` or ``exec:``, ``get-state``
