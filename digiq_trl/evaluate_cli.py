@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--phone", choices=("source", "target"), default="source", help="simulated phone (sim)")
     parser.add_argument("--layout", choices=("fixed", "random"), default="fixed", help="screen layout mode (sim)")
     parser.add_argument("--batch-size", type=int, default=16,
-                        help="simulated phones played in lockstep (sim; on devices, one per serial)")
+                        help="simulated phones played in lockstep (sim; on devices, one per serial); as many as "
+                        "devices makes a sampled sim run comparable with a device run episode by episode")
     parser.add_argument("--output", required=True, help="folder for episodes.jsonl, results.json, report.md, viewer.html")
     parser.set_defaults(func=run)
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, writing each episode as it ends, then the results, report and viewer."""
     check_judge(args)
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()):
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise SystemExit(f"{output}: exists and is not empty; choose another --output")
     settings = _settings(args)
     import torch

@@ -1,5 +1,6 @@
-"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds, and the
-offline AitW action-matching accuracy on a transitions dataset (for real data, with no device).
+"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds (or on
+devices, from the same per-episode records: :func:`episode_records`), and the offline AitW
+action-matching accuracy on a transitions dataset (for real data, with no device).
 
 Uses the same lockstep rollout loop as data collection (:func:`digiq_trl.envs.run_episodes`), so a
 VLM policy is called on batches of ``batch_size`` screenshots.

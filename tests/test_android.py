@@ -301,6 +301,17 @@ def test_an_undecodable_screenshot_ends_that_episode_only(caplog, no_adb_spawned
     assert "\n" not in line
 
 
+def test_a_device_that_hangs_past_the_step_timeout_ends_the_episode(caplog, no_adb_spawned: None) -> None:
+    phone = StandInPhone(2, split="test")
+    with AdbServerStandIn({SERIAL: phone}, lifetime_s=60) as server:
+        env = _device_env(server)
+        env.reset(seed=0)
+        env.timeout_s, answer = 0.3, phone.run
+        phone.run = lambda line: time.sleep(1) or answer(line)
+        _, reward, terminated, truncated, info = env.step(format_action(DeviceAction.tap(0.5, 0.5)))
+    assert (reward, terminated, truncated) == (0.0, True, False) and "timeout" in info["error"]
+
+
 def test_collect_on_a_device_keeps_complete_episodes_only(tmp_path: Path, no_adb_spawned: None, capsys) -> None:
     from datasets import load_from_disk
 

@@ -243,7 +243,8 @@ class _HostHandler(socketserver.BaseRequestHandler):
         """Answer one request; returns the phone the connection is now bound to (``host:transport``)."""
         send, phones = self.request.sendall, self.server.phones
         if phone is not None and request.split(":", 1)[0] in ("shell", "exec"):
-            send(b"OKAY" + phone.run(request.split(":", 1)[1]))
+            send(b"OKAY")  # the service opened; its output follows as the command runs
+            send(phone.run(request.split(":", 1)[1]))
             raise EOFError("a service ends its connection")
         if request == "host:version":
             send(b"OKAY" + _block(f"{SERVER_VERSION:04x}"))
