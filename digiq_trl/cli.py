@@ -46,9 +46,9 @@ SUBCOMMANDS = (
     Subcommand("convert", "digiq_trl.data.convert_cli",
                "convert reference .pt files or AitW TFRecords into a transitions dataset"),
     Subcommand("collect", "digiq_trl.envs.collect_cli",
-               "collect a transitions dataset with a scripted policy in the simulated phone"),
+               "collect a transitions dataset in the simulated phone or on Android devices"),
     Subcommand("evaluate", "digiq_trl.evaluate_cli",
-               "evaluate an actor in the simulated phone or on Android devices (the paper's protocol or ours)"),
+               "evaluate an actor in the simulated phone or on Android devices"),
     Subcommand("view", "digiq_trl.viewer_cli",
                "write an HTML page to browse episodes, critic values and Best-of-N candidates"),
 )

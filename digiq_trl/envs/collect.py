@@ -99,12 +99,13 @@ def run_episodes(
     retired: set[int] = set()
     while True:
         for k, env in enumerate(envs):
-            while slots[k] is None and not (k in retired and len(retired) < len(envs)) and \
-                    (episode := next(upcoming, None)) is not None:
+            sits_out = k in retired and len(retired) < len(envs)
+            while slots[k] is None and not sits_out and (episode := next(upcoming, None)) is not None:
                 options = {"goal": goals[episode]} if goals is not None else None
                 obs, info = env.reset(seed=episode_seed(seed, episode), options=options)
                 if info.get("error"):
                     retired.add(k)
+                    sits_out = len(retired) < len(envs)
                     yield Step(episode, 0, obs, info, NO_OP_ACTION, 0.0, True, obs, info)
                 else:
                     slots[k] = {"episode": episode, "step": 0, "obs": obs, "info": info}
