@@ -6,7 +6,7 @@ Two kinds of subcommands, both listed in :data:`SUBCOMMANDS`:
   :mod:`digiq_trl.commands` whose ``main(argv, prog)`` parses everything after the command name
   with :class:`trl.TrlParser` (dataclass flags and ``--config`` YAML), exactly as the matching
   ``examples/`` script does;
-- **tools** (``convert``, ``collect``, ``view``): modules that live next to the code they drive, with
+- **tools** (``convert``, ``collect``, ``evaluate``, ``view``): modules that live next to the code they drive, with
   a ``register(subparsers)`` function that adds an argparse parser whose ``func`` runs the command.
 
 Only the module of the command being run is imported, so ``digiq-trl --help`` does not load torch.
@@ -46,7 +46,9 @@ SUBCOMMANDS = (
     Subcommand("convert", "digiq_trl.data.convert_cli",
                "convert reference .pt files or AitW TFRecords into a transitions dataset"),
     Subcommand("collect", "digiq_trl.envs.collect_cli",
-               "collect a transitions dataset with a scripted policy in the simulated phone"),
+               "collect a transitions dataset in the simulated phone or on Android devices"),
+    Subcommand("evaluate", "digiq_trl.evaluate_cli",
+               "evaluate an actor in the simulated phone or on Android devices"),
     Subcommand("view", "digiq_trl.viewer_cli",
                "write an HTML page to browse episodes, critic values and Best-of-N candidates"),
 )
@@ -54,8 +56,8 @@ SUBCOMMANDS = (
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported, the others are listed by name."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Digi-Q: train, diagnose, and convert, collect and "
-                                     "view transition datasets. `digiq-trl <command> --help` for a command's options.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Digi-Q: train, diagnose, evaluate, and convert, "
+                                     "collect and view transition datasets. `digiq-trl <command> --help` for a command's options.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for sub in SUBCOMMANDS:
         if sub.name == command and not sub.script:

@@ -1,5 +1,6 @@
-"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds, and the
-offline AitW action-matching accuracy on a transitions dataset (for real data, with no device).
+"""Evaluation: success rate of a policy in the simulated phone, per seed and across seeds (or on
+devices, from the same per-episode records: :func:`episode_records`), and the offline AitW
+action-matching accuracy on a transitions dataset (for real data, with no device).
 
 Uses the same lockstep rollout loop as data collection (:func:`digiq_trl.envs.run_episodes`), so a
 VLM policy is called on batches of ``batch_size`` screenshots.
@@ -14,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,34 +41,62 @@ def evaluate_policy(
     """Play ``num_episodes`` episodes and report the success rate, overall and per task kind.
 
     Returns:
+        :func:`summarize_episodes` of the episodes' :func:`episode_records`.
+    """
+    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
+    steps = run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size)
+    return summarize_episodes([record for _, record in sorted(episode_records(steps))])
+
+
+def episode_records(steps: Iterable[Step]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(episode index, record)`` of each episode as soon as it ends, from :func:`run_episodes`' steps.
+
+    A record holds the episode's ``goal``, ``kind`` (its task template), ``success``, ``steps``,
+    ``failure_mode`` (``""`` on success or where the env names none) and whether an
+    ``interruption`` was shown; on a device also the last ``judge`` verdict (``success``,
+    ``reasoning``, ``error``), ``judge_errors`` (the steps whose verdict was an error) and the
+    device's ``error`` when it ended the episode.
+    """
+    open_records: dict[int, dict[str, Any]] = {}
+    for step in steps:
+        record = open_records.setdefault(step.episode, {"goal": step.observation["goal"], "kind": step.info["task"],
+                                                        "interruption": False})
+        record["interruption"] = record["interruption"] or bool(step.info.get("overlay") or step.next_info.get("overlay"))
+        if "judge" in step.next_info:
+            record["judge"] = step.next_info["judge"]
+            record["judge_errors"] = record.get("judge_errors", 0) + bool(step.next_info["judge"]["error"])
+        if step.done:
+            error = step.next_info.get("error", "")
+            record.update(success=step.reward > 0, steps=0 if step.info.get("error") else step.step + 1,
+                          failure_mode=step.next_info.get("failure_mode", ""), **({"error": error} if error else {}))
+            yield step.episode, open_records.pop(step.episode)
+
+
+def summarize_episodes(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of a run from its :func:`episode_records`, in episode order.
+
+    Returns:
         ``success_rate``, ``stderr`` (binomial standard error ``sqrt(p (1 - p) / n)``),
         ``num_episodes``, ``mean_episode_length`` (steps; failures run to the horizon),
         ``by_kind``: per task kind (:attr:`digiq_trl.envs.tasks.Task.kind`) the ``successes`` and
         ``episodes``, ``failure_modes``: failed episodes per mode
-        (:data:`~digiq_trl.envs.failures.FAILURE_MODES`), and ``episodes``: per episode in order,
-        its ``goal``, ``kind``, ``success``, ``steps``, ``failure_mode`` (``""`` on success) and
-        whether an ``interruption`` was shown.
+        (:data:`~digiq_trl.envs.failures.FAILURE_MODES`), ``device_errors`` (episodes a device
+        ended; failures here), ``judge_errors`` (steps whose verdict was an error) and ``episodes``
+        (the records).
     """
-    env = PhoneEnv(suite=suite, split=split, **env_kwargs)
-    episodes: dict[int, dict[str, Any]] = {}
-    for step in run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size):
-        record = episodes.setdefault(step.episode, {"goal": step.observation["goal"], "kind": step.info["task"],
-                                                    "interruption": False})
-        record["interruption"] = record["interruption"] or bool(step.info.get("overlay") or step.next_info.get("overlay"))
-        if step.done:
-            record.update(success=step.reward > 0, steps=step.step + 1,
-                          failure_mode=step.next_info.get("failure_mode", ""))
-    ordered = [episodes[i] for i in sorted(episodes)]
-    rate = sum(e["success"] for e in ordered) / num_episodes
+    count = len(records)
+    rate = sum(e["success"] for e in records) / max(1, count)
     return {
         "success_rate": rate,
-        "stderr": binomial_stderr(rate, num_episodes),
-        "num_episodes": num_episodes,
-        "mean_episode_length": sum(e["steps"] for e in ordered) / num_episodes,
-        "by_kind": _count_by_kind({i: e["kind"] for i, e in enumerate(ordered)},
-                                  {i: e["success"] for i, e in enumerate(ordered)}),
-        "failure_modes": count_failure_modes([e["failure_mode"] for e in ordered if not e["success"]]),
-        "episodes": ordered,
+        "stderr": binomial_stderr(rate, count),
+        "num_episodes": count,
+        "mean_episode_length": sum(e["steps"] for e in records) / max(1, count),
+        "by_kind": _count_by_kind({i: e["kind"] for i, e in enumerate(records)},
+                                  {i: e["success"] for i, e in enumerate(records)}),
+        "failure_modes": count_failure_modes([e["failure_mode"] for e in records if not e["success"]]),
+        "device_errors": sum("error" in e for e in records),
+        "judge_errors": sum(e.get("judge_errors", 0) for e in records),
+        "episodes": list(records),
     }
 
 

@@ -39,6 +39,14 @@ def test_command_help_loads_no_deep_learning_stack(command: list[str]) -> None:
     assert modules_loaded_by(code)["heavy"] == (["trl"] if command else [])  # trl itself imports lazily
 
 
+@pytest.mark.parametrize("code", ["import contextlib\nfrom digiq_trl.cli import main\n"
+                                  "with contextlib.suppress(SystemExit): main(['evaluate', '--help'])",
+                                  "import digiq_trl.envs.android, digiq_trl.envs.loopback, digiq_trl.judges"],
+                         ids=["digiq-trl evaluate --help", "import the adb env, stand-in and judges"])
+def test_evaluate_help_and_the_adb_modules_load_no_deep_learning_stack(code: str) -> None:
+    assert modules_loaded_by(code)["heavy"] == []
+
+
 def test_a_name_loads_what_it_needs() -> None:
     assert "torch" in modules_loaded_by("from digiq_trl import DigiQCritic")["heavy"]
 

@@ -541,3 +541,22 @@ def test_opening_the_page_makes_no_network_request(tab, page) -> None:
     assert [url for url in urls if not url.startswith(("file:", "data:"))] == []
     blocked = [entry["entry"]["text"] for entry in tab.events("Log.entryAdded")]
     assert blocked == [], "the page tried to load something (Content-Security-Policy or network errors)"
+
+
+def test_an_evaluations_judge_verdicts_and_device_errors_are_shown(browser, tmp_path) -> None:
+    data = collect_transitions("digiq_trl/Phone-general-v0", NoisyExpertPolicy(seed=0), num_episodes=2, seed=0)
+    first, second = "general-train-seed0-ep000000", "general-train-seed0-ep000001"
+    notes = {first: {"judge": {"success": True, "reasoning": "Expected: results.\nSeen: results.\nStatus: success",
+                               "error": ""}},
+             second: {"judge": {"success": False, "reasoning": "", "error": "endpoint http://x/v1: timed out"},
+                      "error": "device emulator-5554: the screenshot is not an image"}}
+    page = write_dataset_viewer(data, tmp_path / "eval.html", notes=notes)
+    assert [ep.get("judge", {}).get("success") for ep in page_data(page)[0]["episodes"]] == [True, False]
+    text = "(() => [document.getElementById('judge')?.innerText, document.getElementById('device-error')?.innerText])()"
+    opened = Tab(browser, f"{page.as_uri()}#{quote(first)}/0")
+    assert opened.js(text) == ["Judge: success.\nExpected: results.\nSeen: results.\nStatus: success", None]
+    opened.close()
+    opened = Tab(browser, f"{page.as_uri()}#{quote(second)}/0")
+    assert opened.js(text) == ["Judge: no decision. endpoint http://x/v1: timed out",
+                               "device emulator-5554: the screenshot is not an image"]
+    opened.close()

@@ -20,6 +20,7 @@ for _suite in ("general", "webshop"):
                          kwargs={"suite": _suite, "phone": _phone})
 
 _EXPORTS = {
+    ".android": ("AndroidDeviceEnv",),
     ".collect": ("collect_transitions", "run_episodes"),
     ".phone": ("PhoneEnv",),
     ".policies": ("DEFAULT_NOISE", "ExpertPolicy", "NoisyExpertPolicy", "Policy", "RandomPolicy", "random_action"),

@@ -9,7 +9,7 @@ every step. Collection (:func:`collect_transitions`) and evaluation
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +48,19 @@ def episode_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
 
 
-def make_envs(env_or_id: PhoneEnv | str, count: int, **env_kwargs: Any) -> list[PhoneEnv]:
-    """``count`` independent phones configured like ``env_or_id`` (an env or a registered id).
+def make_envs(env_or_id: PhoneEnv | str | Sequence[gym.Env], count: int, **env_kwargs: Any) -> list[gym.Env]:
+    """``count`` independent phones configured like ``env_or_id`` (an env or a registered id), or,
+    for a sequence of envs (e.g. :class:`~digiq_trl.envs.android.AndroidDeviceEnv` devices), those envs.
 
-    ``env_kwargs`` override the configuration (e.g. ``split="test"``).
+    ``env_kwargs`` override the simulator's configuration (e.g. ``split="test"``).
     """
+    if isinstance(env_or_id, Sequence) and not isinstance(env_or_id, str):
+        if not env_or_id or env_kwargs:
+            raise ValueError("give at least one env, and configure envs you pass yourself")
+        return list(env_or_id)
     template = gym.make(env_or_id).unwrapped if isinstance(env_or_id, str) else env_or_id
     if not isinstance(template, PhoneEnv):
-        raise TypeError(f"expected a PhoneEnv or its id, got {type(template).__name__}")
+        raise TypeError(f"expected a PhoneEnv, its id or a list of envs, got {type(template).__name__}")
     return [PhoneEnv(**{**template.config, **env_kwargs}) for _ in range(count)]
 
 
@@ -68,26 +73,45 @@ def recorded_action(action: DeviceAction | str) -> str:
 
 
 def run_episodes(
-    env_or_id: PhoneEnv | str,
+    env_or_id: PhoneEnv | str | Sequence[gym.Env],
     policy: Policy,
     num_episodes: int,
     seed: int = 0,
     batch_size: int = 64,
+    goals: Sequence[str] | None = None,
     **env_kwargs: Any,
 ) -> Iterator[Step]:
     """Play ``num_episodes`` episodes with ``policy`` on ``batch_size`` phones in lockstep.
 
-    Episode ``i`` always resets with :func:`episode_seed` ``(seed, i)``, so its goal and layout do
-    not depend on batching; a seeded policy also gives identical steps for the same batch size.
-    Steps come out in the order they happen (episodes interleaved).
+    Episode ``i`` always resets with :func:`episode_seed` ``(seed, i)`` (and goal ``goals[i]`` when
+    ``goals`` is given), so its goal and layout do not depend on batching; a seeded policy also gives
+    identical steps for the same batch size. Given a list of envs (devices), they are the batch.
+    Steps come out in the order they happen (episodes interleaved). An episode whose reset reports
+    an ``error`` (a device that failed) ends there: it yields one step that takes no action
+    (:data:`NO_OP_ACTION`, ``done``) with that ``info``, and that env sits out the rest of the run
+    while another still works (the last one left tries every remaining episode).
     """
+    if goals is not None and len(goals) < num_episodes:
+        raise ValueError(f"{len(goals)} goals for {num_episodes} episodes")
     envs = make_envs(env_or_id, max(1, min(batch_size, num_episodes)), **env_kwargs)
     slots: list[dict[str, Any] | None] = [None] * len(envs)
-    next_episode = 0
-    for k, env in enumerate(envs):
-        slots[k], next_episode = _start(env, next_episode, num_episodes, seed)
-    while any(slots):
+    upcoming = iter(range(num_episodes))
+    retired: set[int] = set()
+    while True:
+        for k, env in enumerate(envs):
+            sits_out = k in retired and len(retired) < len(envs)
+            while slots[k] is None and not sits_out and (episode := next(upcoming, None)) is not None:
+                options = {"goal": goals[episode]} if goals is not None else None
+                obs, info = env.reset(seed=episode_seed(seed, episode), options=options)
+                if info.get("error"):
+                    retired.add(k)
+                    sits_out = len(retired) < len(envs)
+                    yield Step(episode, 0, obs, info, NO_OP_ACTION, 0.0, True, obs, info)
+                else:
+                    slots[k] = {"episode": episode, "step": 0, "obs": obs, "info": info}
         live = [k for k, slot in enumerate(slots) if slot]
+        if not live:
+            return
         actions = policy.act([slots[k]["obs"] for k in live], [slots[k]["info"] for k in live])
         if len(actions) != len(live):
             raise ValueError(f"policy returned {len(actions)} actions for {len(live)} observations")
@@ -98,20 +122,13 @@ def run_episodes(
             yield Step(slot["episode"], slot["step"], slot["obs"], slot["info"], recorded_action(action),
                        float(reward), done, obs, info)
             if done:
-                slots[k], next_episode = _start(envs[k], next_episode, num_episodes, seed)
+                slots[k] = None
             else:
                 slot.update(obs=obs, info=info, step=slot["step"] + 1)
 
 
-def _start(env: PhoneEnv, episode: int, num_episodes: int, seed: int) -> tuple[dict | None, int]:
-    if episode >= num_episodes:
-        return None, episode
-    obs, info = env.reset(seed=episode_seed(seed, episode))
-    return {"episode": episode, "step": 0, "obs": obs, "info": info}, episode + 1
-
-
 def collect_transitions(
-    env_or_id: PhoneEnv | str,
+    env_or_id: PhoneEnv | str | Sequence[gym.Env],
     policy: Policy,
     num_episodes: int,
     seed: int = 0,
@@ -123,30 +140,41 @@ def collect_transitions(
 
     The dataset follows the canonical schema with ``ui_boxes`` (the boxes of the screen the action
     was taken on), rows sorted by episode and step, ``mc_return`` and ``trajectory_reward`` filled.
-    Same arguments (seed, batch size, a freshly seeded policy) give an identical dataset.
+    Same arguments (seed, batch size, a freshly seeded policy) give an identical dataset. Episodes
+    that a device ended with an ``error`` are left out (their last screens are missing).
 
     Args:
-        env_or_id: a :class:`PhoneEnv` to copy, or a registered id such as
-            ``"digiq_trl/Phone-general-v0"``; ``env_kwargs`` override its configuration.
+        env_or_id: a :class:`PhoneEnv` to copy, a registered id such as
+            ``"digiq_trl/Phone-general-v0"`` (``env_kwargs`` override its configuration), or a list
+            of :class:`~digiq_trl.envs.android.AndroidDeviceEnv` devices (the batch).
         policy: any :class:`~digiq_trl.envs.Policy`.
         num_episodes: how many episodes to play.
         seed: seeds the episodes (goals, layouts).
         gamma: discount of the Monte-Carlo returns.
-        batch_size: phones run in lockstep (the policy's batch size).
+        batch_size: phones run in lockstep (the policy's batch size); a list of devices is its own batch.
     """
-    env = make_envs(env_or_id, 1, **env_kwargs)[0]
-    steps = sorted(run_episodes(env, policy, num_episodes, seed, batch_size), key=lambda s: (s.episode, s.step))
-    name = _run_name(env, seed)
+    envs = make_envs(env_or_id, max(1, min(batch_size, num_episodes)), **env_kwargs)
+    steps = list(run_episodes(envs, policy, num_episodes, seed))
+    failed = {s.episode for s in steps if s.next_info.get("error")}
+    return transitions_from_steps([s for s in steps if s.episode not in failed], run_name(envs[0], seed), gamma)
+
+
+def run_name(env: gym.Env, seed: int) -> str:
+    """The prefix of a run's episode ids: ``<suite>-<split>-seed<seed>`` in the simulator (what
+    :func:`replay_infos` reads back), ``device-<suite>-<split>-seed<seed>`` on a device."""
+    name = f"{env.suite}-{env.split}-seed{seed}"
+    return name if isinstance(env, PhoneEnv) else f"device-{name}"
+
+
+def transitions_from_steps(steps: Sequence[Step], name: str, gamma: float = 0.95) -> Dataset:
+    """The validated transitions dataset of finished episodes' steps, episode ids ``<name>-ep<index>``."""
+    steps = sorted(steps, key=lambda s: (s.episode, s.step))
     columns = _columns(steps, name)
     mc, totals = episode_returns(columns["episode_id"], columns["reward"], gamma)
     columns.update(mc_return=mc, trajectory_reward=totals)
     features = transition_features(with_ui_boxes=True)
     ds = Dataset.from_dict({key: columns[key] for key in features}, features=features)
     return validate_transitions(ds, source=name)
-
-
-def _run_name(env: PhoneEnv, seed: int) -> str:
-    return f"{env.suite}-{env.split}-seed{seed}"
 
 
 def _columns(steps: list[Step], name: str) -> dict[str, list]:

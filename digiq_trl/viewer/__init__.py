@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def write_dataset_viewer(
     preparation: str | Path | None = None,
     max_episodes: int | None = None,
     title: str | None = None,
+    notes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the viewer page of a transitions dataset, with a critic's values and Best-of-N candidates.
 
@@ -98,6 +100,8 @@ def write_dataset_viewer(
             advantages are joined to the steps on ``(episode_id, step_id)``.
         max_episodes: show only the first this many episodes of each split (None: all).
         title: the page's title (default: from the dataset).
+        notes: per ``episode_id``, what an evaluation recorded about the episode: the ``judge``'s
+            verdict (``success``, ``reasoning``, ``error``) and a device ``error``; shown with it.
 
     Returns:
         The path of the page.
@@ -120,7 +124,7 @@ def write_dataset_viewer(
         scorer = CriticScorer(model, extractor)
         values = {name: critic_values(featurize(split, extractor), scorer) for name, split in splits.items()}
     best_of_n = best_of_n_steps(load_from_disk(str(preparation))) if preparation is not None else None
-    episodes, screenshots = build_episodes(splits, values, best_of_n)
+    episodes, screenshots = build_episodes(splits, values, best_of_n, notes)
     page = render_page(
         episodes, screenshots, title=title or f"Digi-Q trajectories: {Path(source).name}", source=source,
         critic=_describe(critic), best_of_n=None if preparation is None else str(preparation),

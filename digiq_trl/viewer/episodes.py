@@ -192,6 +192,7 @@ def build_episodes(
     splits: Mapping[str, Dataset],
     values: Mapping[str, Mapping[str, list[float]]] | None = None,
     best_of_n: Mapping[StepKey, dict[str, Any]] | None = None,
+    notes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """The viewer's episodes and, aligned with them, each episode's screenshots (data: URIs).
 
@@ -199,10 +200,11 @@ def build_episodes(
         splits: transitions per split name, rows grouped by episode and sorted by step (the schema).
         values: per split name, :func:`critic_values` of its rows (None: no critic).
         best_of_n: :func:`best_of_n_steps` of a preparation dataset; joined on ``(episode_id, step_id)``.
+        notes: extra fields per ``episode_id`` (an evaluation's ``judge`` verdict and device ``error``).
 
     Returns:
         ``(episodes, screenshots)``: each episode is ``{"id", "split", "goal", "kind", "success",
-        "steps"}``, each step its action (``text``, ``raw``, ``points``), ``reward``, ``mc_return``,
+        "steps"}`` plus its ``notes``, each step its action (``text``, ``raw``, ``points``), ``reward``, ``mc_return``,
         ``done``, ``v``/``q``/``advantage`` with a critic and ``best_of_n`` where it ran.
     """
     episodes: list[dict[str, Any]] = []
@@ -224,6 +226,7 @@ def build_episodes(
                 "kind": task_kind(first["goal"], first["episode_id"]),
                 "success": first["trajectory_reward"] > 0,
                 "steps": [_step(rows[i], split_values, i, best_of_n or {}) for i in range(start, end)],
+                **(notes or {}).get(first["episode_id"], {}),
             })
             screenshots.append(uris[start:end])
     return episodes, screenshots
