@@ -113,13 +113,12 @@ class DigiQPipeline:
         demos = self._demonstrations()
         logger.info("behavior cloning on %d states", len(demos))
         with staged_output(self.artifacts.path("base_actor")) as out:
-            trained = behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
-                                     learning_rate=cfg.bc_learning_rate, batch_size=cfg.bc_batch_size, seed=cfg.seed,
-                                     use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16,
-                                     gradient_accumulation_steps=cfg.bc_gradient_accumulation_steps,
-                                     activation_checkpointing=cfg.activation_checkpointing)
-            if peft_config is not None:  # the base actor is a plain model: later stages add their own adapters
-                trained.merge_and_unload().save_pretrained(out)
+            behavior_clone(model, processor, demos, str(out), max_steps=cfg.bc_steps,
+                           learning_rate=cfg.bc_learning_rate, batch_size=cfg.bc_batch_size, seed=cfg.seed,
+                           use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16,
+                           gradient_accumulation_steps=cfg.bc_gradient_accumulation_steps,
+                           activation_checkpointing=cfg.activation_checkpointing,
+                           merge_adapter=True)  # a plain model: later stages add their own adapters
             processor.save_pretrained(out)
 
     def _untrained_actor(self) -> tuple[Any, Any, Any]:

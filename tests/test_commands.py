@@ -80,14 +80,15 @@ def test_every_script_command_has_a_parser_and_main() -> None:
         assert module.make_parser(prog="x").format_help().startswith("usage: x")
 
 
-def test_base_actor_yaml_is_the_pipelines_base_actor() -> None:
-    (args,) = base_actor_parser().parse_args_and_config(["--config", str(CONFIGS / "base_actor.yaml")])
-    pipeline = DigiQPipelineConfig()
+def test_phone_actor_yaml_is_the_shipped_actors_recipe() -> None:
+    from digiq_trl.commands.train_base_actor import recipe
+    from digiq_trl.models.pretrained import resolve_pretrained
+
+    (args,) = base_actor_parser().parse_args_and_config(["--config", str(CONFIGS / "phone_actor_tiny.yaml")])
     assert isinstance(args, BaseActorArguments)
-    assert (args.suite, args.seed, args.demo_episodes, args.noise) == (
-        pipeline.suite, pipeline.seed, pipeline.bc_episodes, pipeline.bc_noise)
-    assert (args.num_hidden_layers, args.num_attention_heads, args.max_steps, args.learning_rate) == (
-        pipeline.bc_layers, pipeline.bc_heads, pipeline.bc_steps, pipeline.bc_learning_rate)
+    card = (Path(resolve_pretrained(DigiQPipelineConfig().base_actor)) / "README.md").read_text()
+    shipped = yaml.safe_load(card.split("## Recipe", 1)[1].split("```yaml", 1)[1].split("```", 1)[0])
+    assert recipe(args) == shipped
 
 
 def test_representation_runs_the_tiny_yaml_with_no_arguments(monkeypatch: pytest.MonkeyPatch) -> None:

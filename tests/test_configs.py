@@ -13,7 +13,7 @@ from digiq_trl.pipeline import DigiQPipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "examples" / "configs").glob("*.yaml"))
-PIPELINE_CONFIGS = [p for p in CONFIGS if not p.name.startswith(("representation", "base_actor"))]
+PIPELINE_CONFIGS = [p for p in CONFIGS if not p.name.startswith(("representation", "phone_actor"))]
 # config.json of the public Qwen/Qwen2.5-VL-3B-Instruct checkpoint, kept here for offline tests.
 MODEL_CONFIGS = {"Qwen/Qwen2.5-VL-3B-Instruct": REPO / "tests" / "data" / "qwen2_5_vl_3b_instruct_config.json"}
 

@@ -28,7 +28,10 @@ def modules_loaded_by(code: str) -> dict:
 def test_import_loads_no_deep_learning_stack(code: str) -> None:
     loaded = modules_loaded_by(code)
     assert loaded["heavy"] == []
-    assert loaded["envs"] == ["digiq_trl/Phone-general-v0", "digiq_trl/Phone-webshop-v0"]
+    assert loaded["envs"] == [
+        "digiq_trl/Phone-general-target-v0", "digiq_trl/Phone-general-v0",
+        "digiq_trl/Phone-webshop-target-v0", "digiq_trl/Phone-webshop-v0",
+    ]
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["diagnose"], ["train-base-actor"]],

@@ -107,8 +107,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def expected_values(run_dir) -> dict[str, list[tuple[float, float]]]:
-    """``(V, Q)`` of every step per split, recomputed from the extractor and the critic directly."""
+def expected_values(run_dir) -> dict[str, list[tuple[float, float, float]]]:
+    """``(V, Q, advantage)`` of every step per split, recomputed from the extractor and the critic
+    directly (the advantage by the critic's own formula, ``min(Q1, Q2) - max(V1, V2)`` by default)."""
     extractor = VLMFeatureExtractor.from_pretrained(str(run_dir / "representation"))
     critic = DigiQCritic.from_pretrained(str(run_dir / "critic")).eval()
     values = {}
@@ -116,10 +117,13 @@ def expected_values(run_dir) -> dict[str, list[tuple[float, float]]]:
         states, per_state = extractor.state_action_features(
             split["image"], split["goal"], split["history"], [[action] for action in split["action"]]
         )
+        v_features, q_features = states.half().float(), torch.stack([f[0] for f in per_state]).half().float()
         with torch.no_grad():
-            v = torch.maximum(*critic.v_values(states.half().float()))
-            q = torch.maximum(*critic.q_values(torch.stack([f[0] for f in per_state]).half().float()))
-        values[name] = list(zip(v.tolist(), q.tolist()))
+            v = torch.maximum(*critic.v_values(v_features))
+            q = torch.maximum(*critic.q_values(q_features))
+            adv = critic.advantage(q_features, v_features)
+        assert not torch.allclose(adv, q - v), "the default formula combines the Q heads by min"
+        values[name] = list(zip(v.tolist(), q.tolist(), adv.tolist()))
     return values
 
 
@@ -258,9 +262,9 @@ def test_write_viewer_shows_critic_values_and_candidates(run_dir, page, expected
     for name, values in expected_values.items():
         steps = [step for ep in data["episodes"] if ep["split"] == name for step in ep["steps"]]
         assert len(steps) == len(values)
-        for step, (v, q) in zip(steps, values):
+        for step, (v, q, adv) in zip(steps, values):
             assert step["v"] == pytest.approx(v, abs=TOLERANCE) and step["q"] == pytest.approx(q, abs=TOLERANCE)
-            assert step["advantage"] == pytest.approx(step["q"] - step["v"], abs=2e-4)
+            assert step["advantage"] == pytest.approx(adv, abs=TOLERANCE)
     train_steps = [step for ep in data["episodes"] if ep["split"] == "train" for step in ep["steps"]]
     assert all("best_of_n" in step for step in train_steps)
     assert not any("best_of_n" in step for ep in data["episodes"] if ep["split"] == "test" for step in ep["steps"])
@@ -482,8 +486,8 @@ def test_known_episode_shows_its_values_and_candidates(tab, run_dir, expected_va
     assert now["episode"] == first and now["step"] == 0
     assert now["images"] == length + 1, "only the open episode's screenshots (strip and detail) are in the page"
     expected = expected_values["train"][:length]
-    assert [float(x) for x in now["strip_v"]] == pytest.approx([v for v, _ in expected], abs=TOLERANCE)
-    assert [float(x) for x in now["strip_q"]] == pytest.approx([q for _, q in expected], abs=TOLERANCE)
+    assert [float(x) for x in now["strip_v"]] == pytest.approx([v for v, _, _ in expected], abs=TOLERANCE)
+    assert [float(x) for x in now["strip_q"]] == pytest.approx([q for _, q, _ in expected], abs=TOLERANCE)
     for step in range(3):
         now = shown(tab)
         row = preparation[step]

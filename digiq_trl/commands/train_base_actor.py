@@ -7,8 +7,8 @@ share of valid action strings and the greedy success rate, and checks that Best-
 diverse candidates (some of which beat the greedy action), then saves the actor::
 
     digiq-trl train-base-actor --output_dir outputs/base-actor
-    digiq-trl train-base-actor --config examples/configs/base_actor.yaml   # the pipeline's settings
-    python examples/train_base_actor.py --config examples/configs/base_actor.yaml
+    digiq-trl train-base-actor --config examples/configs/phone_actor_tiny.yaml   # the shipped actor's recipe
+    python examples/train_base_actor.py --config examples/configs/phone_actor_tiny.yaml
 """
 
 from __future__ import annotations

@@ -237,7 +237,7 @@ def replay_infos(dataset: Dataset, **env_kwargs: Any) -> list[dict[str, Any]]:
             np.asarray(observation["image"]), np.asarray(images[i]["image"].convert("RGB"))
         ):
             raise ValueError(f"row {i} ({episode_id}, step {columns['step_id'][i]}): the replayed goal or screen "
-                             "differs from the logged one")
+                             f"differs from the logged one; were the data collected on this phone ({env_kwargs})?")
         infos[i] = info
         observation, _, _, _, info = env.step(columns["action"][i])
         step += 1

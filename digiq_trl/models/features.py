@@ -330,16 +330,15 @@ class VLMFeatureExtractor:
             actions: per state, the AutoUI action strings to embed (at least one).
         """
         _check_lengths(images=images, goals=goals, histories=histories, actions=actions)
-        if any(len(state_actions) == 0 for state_actions in actions):
-            raise ValueError("every state needs at least one action to embed")
+        for goal, state_actions in zip(goals, actions):
+            if len(state_actions) == 0:
+                raise ValueError(f"no actions given for the state with goal {goal!r}")
         if self.feature_input == "actionability":
             return self.state_features(images, goals, histories), self._actionability_features(
                 images, goals, histories, actions)
         states, candidates = [], []
         with self._inference():
             for image, goal, history, state_actions in zip(images, goals, histories, actions):
-                if len(state_actions) == 0:
-                    raise ValueError(f"no actions given for the state with goal {goal!r}")
                 answers = [self.answer_ids(goal, history, a) for a in state_actions]
                 prompt = render_prompt(self.processor, goal, history)
                 inputs = self.processor(text=[prompt], images=[image], return_tensors="pt")

@@ -62,6 +62,7 @@ def behavior_clone(
     seed: int = 0,
     use_cpu: bool = True,
     peft_config: Any = None,
+    merge_adapter: bool = False,
     **sft_kwargs: Any,
 ) -> PreTrainedModel:
     """Train ``model`` to imitate the actions of ``dataset``; saves the actor to ``output_dir``.
@@ -82,10 +83,12 @@ def behavior_clone(
         seed: seed of shuffling and initialization of new parameters.
         use_cpu: train on the CPU even when an accelerator is present.
         peft_config: an optional ``peft`` config (e.g. ``LoraConfig``) to train adapters only.
+        merge_adapter: with ``peft_config``, merge the trained adapter and save (and return) a plain
+            model, loadable without peft; otherwise the adapter alone is saved.
         **sft_kwargs: further ``trl.SFTConfig`` fields (override the defaults above).
 
     Returns:
-        The trained model (the peft-wrapped model when ``peft_config`` is given).
+        The trained model (the peft-wrapped model when ``peft_config`` is given and not merged).
     """
     if "completion" not in dataset.column_names:
         dataset = transitions_to_sft(dataset)
@@ -116,6 +119,10 @@ def behavior_clone(
         peft_config=peft_config,
     )
     trainer.train()
+    if merge_adapter and peft_config is not None:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(output_dir)
+        return merged
     trainer.save_model(output_dir)
     return trainer.model
 

@@ -585,10 +585,14 @@ def _features_section(config: Any, repo: str) -> str:
 
 def _usage_section(repo: str) -> str:
     return (
-        "```python\nfrom digiq_trl.models.critic import DigiQCritic\n\n"
+        "Score candidate actions on screenshots: `CriticScorer` loads the critic, its feature extractor "
+        "and its text encoder's tokenizer, and computes the advantage by the formula the critic was "
+        "trained for.\n\n"
+        "```python\nfrom digiq_trl.models.scoring import CriticScorer\n\n"
         f"repo = {repo_literal(repo)}\n"
-        "critic = DigiQCritic.from_pretrained(repo)\n"
-        "advantage = critic.advantage(q_features, v_features)  # (B, N, D_q) with (B, 1, D_v) -> (B, N)\n"
+        "scorer = CriticScorer.load(repo)\n"
+        "scores = scorer.score(images, goals, histories, candidates)  # per state: Scores(q, v, advantage)\n"
+        "advantage = scores[0].advantage  # one value per candidate of the first state\n"
         "```"
     )
 
