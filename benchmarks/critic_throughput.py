@@ -10,11 +10,15 @@ of encoders and heads; they encode s' (three passes) for Vbar(s') and (s, a) (fi
 Qbar(s, a), without grad. Ours: the same TD update on features already cached in the dataset, so
 only the heads run.
 
-Two comparisons, both against that baseline, in one run on the same machine, alternating ours and
+Three comparisons, all against that baseline, in one run on the same machine, alternating ours and
 the baseline inside each repeat; each prints one JSON line with the median ratio:
 
 1. ``"heads": "default"``: ours with the default ``DigiQCriticModelConfig`` heads (4096->1024->1024->1).
-2. ``"heads": "reference"``: ours with the reference's head sizes, the equal-size comparison (last line).
+2. ``"heads": "default+text"``: the same with the critic's trainable text encoder in, as the pipeline
+   trains it by default (a small BERT, the goal + previous action + action read in one joint sequence
+   of ``--seq-len`` tokens for Q and one for V, the token-by-token match of typed text and goal, and a
+   Polyak target copy of the encoder that reads s' and (s, a) without grad).
+3. ``"heads": "reference"``: ours with the reference's head sizes, the equal-size comparison (last line).
 
 Texts are 16 tokens each (short AitW goals and action strings; the reference pads to the longest in
 the batch). Data loading is excluded from both sides. Runs in about 3 minutes with 1 thread on an idle
@@ -38,7 +42,7 @@ import torch
 from torch import nn
 from transformers import RobertaConfig, RobertaModel
 
-from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig, Text, tiny_text_encoder_config
 from digiq_trl.targets import polyak_update, td_targets, v_targets
 
 
@@ -78,14 +82,29 @@ def make_batch(config: DigiQCriticModelConfig, batch_size: int, seq_len: int, vo
     )
 
 
+def critic_texts(batch_size: int, seq_len: int, vocab: int) -> dict[str, Text]:
+    """Random token ids of the text critic's inputs: Q and V sequences of ``seq_len`` tokens, and the
+    goal / typed-text pairs of the match features."""
+    def text() -> Text:
+        return {"input_ids": torch.randint(5, vocab, (batch_size, 1, seq_len)),
+                "attention_mask": torch.ones(batch_size, 1, seq_len, dtype=torch.long),
+                "match_ids": torch.randint(5, vocab, (batch_size, 2, seq_len)),
+                "match_mask": torch.ones(batch_size, 2, seq_len, dtype=torch.long)}
+
+    return {"q": text(), "v": text(), "next_v": text()}
+
+
 def td_loss(critic: DigiQCritic, q_features: torch.Tensor, v_features: torch.Tensor,
-            target_q_features: torch.Tensor, next_v_features: torch.Tensor, batch: Batch) -> torch.Tensor:
+            target_q_features: torch.Tensor, next_v_features: torch.Tensor, batch: Batch,
+            texts: dict[str, Text] | None = None) -> torch.Tensor:
     """The trainer's double-Q / double-V TD loss (same math as ``DigiQCriticTrainer.compute_loss``)."""
-    q1, q2 = critic.q_values(q_features)
-    v1, v2 = critic.v_values(v_features)
-    next_v1, next_v2 = critic.target_v_values(next_v_features)
+    texts = texts or {}
+    state = v_features if texts else None
+    q1, q2 = critic.q_values(q_features, state, texts.get("q"))
+    v1, v2 = critic.v_values(v_features, texts.get("v"))
+    next_v1, next_v2 = critic.target_v_values(next_v_features, texts.get("next_v"))
     q_targets = td_targets(batch.reward, batch.done, next_v1, next_v2, GAMMA)
-    v_target = v_targets(*critic.target_q_values(target_q_features), "min")
+    v_target = v_targets(*critic.target_q_values(target_q_features, state, texts.get("q")), "min")
     mse = nn.functional.mse_loss
     return mse(q1, q_targets[0]) + mse(q2, q_targets[1]) + mse(v1, v_target[0]) + mse(v2, v_target[1])
 
@@ -102,14 +121,15 @@ def apply_update(loss: torch.Tensor, params: list[nn.Parameter], optimizers: lis
 class CachedCritic:
     """Ours: the heads on cached features."""
 
-    def __init__(self, critic: DigiQCritic) -> None:
+    def __init__(self, critic: DigiQCritic, texts: dict[str, Text] | None = None) -> None:
         self.critic = critic
+        self.texts = texts
         self.params = [p for p in critic.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=LR)
 
     def step(self, batch: Batch) -> None:
         loss = td_loss(self.critic, batch.q_features, batch.v_features, batch.q_features,
-                       batch.next_v_features, batch)
+                       batch.next_v_features, batch, self.texts)
         apply_update(loss, self.params, [self.optimizer])
         self.critic.update_targets(TAU)
 
@@ -194,24 +214,29 @@ def main() -> None:
     encoders.train()
     reference_config = DigiQCriticModelConfig(**REFERENCE_HEADS)
     default_config = DigiQCriticModelConfig()
+    text_vocab = 600  # the shipped tiny actor's tokenizer, which the default text encoder reuses
+    text_config = DigiQCriticModelConfig(text_encoder_config=tiny_text_encoder_config(text_vocab), text_match=True)
     ours_reference = CachedCritic(DigiQCritic(reference_config).train())
     ours_default = CachedCritic(DigiQCritic(default_config).train())
+    ours_text = CachedCritic(DigiQCritic(text_config).train(), critic_texts(args.batch_size, args.seq_len, text_vocab))
     baseline = ReferenceCritic(ours_reference, encoders)
     reference_batch = make_batch(reference_config, args.batch_size, args.seq_len, encoder_config.vocab_size)
     default_batch = make_batch(default_config, args.batch_size, args.seq_len, encoder_config.vocab_size)
 
     with torch.enable_grad():
         for runner, batch in ((ours_reference, reference_batch), (ours_default, default_batch),
-                              (baseline, reference_batch)):
+                              (ours_text, default_batch), (baseline, reference_batch)):
             runner.step(batch)
-        rates: dict[str, list[float]] = {"reference": [], "default": [], "baseline": []}
+        rates: dict[str, list[float]] = {"reference": [], "default": [], "default+text": [], "baseline": []}
         for _ in range(args.repeats):
             rates["reference"].append(updates_per_second(ours_reference.step, reference_batch, args.ours_steps))
             rates["baseline"].append(updates_per_second(baseline.step, reference_batch, 1))
             rates["default"].append(updates_per_second(ours_default.step, default_batch, 10 * args.ours_steps))
+            rates["default+text"].append(updates_per_second(ours_text.step, default_batch, 3 * args.ours_steps))
 
     load = (load_start, os.getloadavg()[0])
     print(json.dumps(summary("default", rates["default"], rates["baseline"], args, load)))
+    print(json.dumps(summary("default+text", rates["default+text"], rates["baseline"], args, load)))
     print(json.dumps(summary("reference", rates["reference"], rates["baseline"], args, load)))
 
 

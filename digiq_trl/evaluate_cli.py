@@ -104,15 +104,16 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run's settings (recorded in the results) and its goals (None: drawn from the seed)."""
     from .envs.device_cli import judge_description
     from .envs.phone import DEFAULT_HORIZONS
-    from .envs.tasks import load_goals
+    from .evaluation import first_goals
 
     protocol = PROTOCOLS[args.protocol]
     split = protocol.get("split", args.split)
     goals = None
     if args.protocol == "paper":
-        goals = load_goals(args.suite, "test")[: args.episodes]
-        if len(goals) < args.episodes:
-            raise SystemExit(f"the {args.suite} test split has {len(goals)} goals, fewer than --episodes {args.episodes}")
+        try:
+            goals = first_goals(args.suite, "test", args.episodes)
+        except ValueError as error:
+            raise SystemExit(f"--episodes {args.episodes}: {error}") from None
     if args.episodes < 1:
         raise SystemExit("--episodes must be at least 1")
     return {"protocol": args.protocol, "env": args.env, "actor": args.actor, "base": args.base, "suite": args.suite,

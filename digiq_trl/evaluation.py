@@ -26,7 +26,7 @@ from .envs.collect import Step, run_episodes
 from .envs.device import dismisses
 from .envs.phone import PhoneEnv
 from .envs.policies import Policy
-from .envs.tasks import query_matches
+from .envs.tasks import load_goals, query_matches
 
 
 def evaluate_policy(
@@ -36,16 +36,30 @@ def evaluate_policy(
     num_episodes: int = 200,
     seed: int = 0,
     batch_size: int = 64,
+    goals: str = "random",
     **env_kwargs: Any,
 ) -> dict[str, Any]:
     """Play ``num_episodes`` episodes and report the success rate, overall and per task kind.
+
+    Args:
+        goals: ``"random"`` (each episode's goal drawn from its seed) or ``"first"`` (the split's first
+            ``num_episodes`` goals in order, the paper's protocol).
 
     Returns:
         :func:`summarize_episodes` of the episodes' :func:`episode_records`.
     """
     env = PhoneEnv(suite=suite, split=split, **env_kwargs)
-    steps = run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size)
+    ordered = first_goals(suite, split, num_episodes) if goals == "first" else None
+    steps = run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size, goals=ordered)
     return summarize_episodes([record for _, record in sorted(episode_records(steps))])
+
+
+def first_goals(suite: str, split: str, num_episodes: int) -> list[str]:
+    """The split's first ``num_episodes`` goals in file order (the paper evaluates the first 96 test goals)."""
+    goals = load_goals(suite, split)[:num_episodes]
+    if len(goals) < num_episodes:
+        raise ValueError(f"the {suite} {split} split has {len(goals)} goals, fewer than {num_episodes} episodes")
+    return goals
 
 
 def episode_records(steps: Iterable[Step]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -592,7 +606,8 @@ def evaluate_run(config: Any, artifacts: Any) -> dict[str, Any]:
     base_actions: list[str] = []
     actors = [("base", None), *((method, folder) for method, _, folder in artifacts.adapters())]
     for name, adapter in actors:
-        policy = VLMPolicy(*artifacts.load_actor(adapter), batch_size=config.rollout_batch_size)
+        policy = VLMPolicy(*artifacts.load_actor(adapter), batch_size=config.rollout_batch_size,
+                           temperature=config.eval_temperature)
         score = score_policy(config, artifacts, policy)
         actions = greedy_actions(policy, probe, batch_size=config.rollout_batch_size)
         base_actions = base_actions or actions
@@ -626,7 +641,7 @@ def score_policy(config: Any, artifacts: Any, policy: Policy) -> dict[str, Any]:
                 "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
     run = evaluate_policy_seeds(policy, config.suite, seeds=config.eval_seeds, split=config.eval_split,
                                 num_episodes=config.eval_episodes, batch_size=config.rollout_batch_size,
-                                **config.env_kwargs)
+                                goals=config.eval_goals, **config.env_kwargs)
     score = {key: run[key] for key in ("success_rate", "stderr", "pooled_stderr", "num_episodes", "by_kind",
                                        "failure_modes")}
     score["per_seed"] = [r["success_rate"] for r in run["per_seed"]]

@@ -122,9 +122,9 @@ class DigiQPipelineConfig:
         default=None,
         metadata={"help": "Hub id or path of canonical transitions. Default: collect them with the base actor."},
     )
-    collect_episodes: int = field(default=200, metadata={"help": "Episodes the base actor plays to make the data."})
+    collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
-        default=0.7, metadata={"help": "Sampling temperature of the base actor while collecting (diverse data)."}
+        default=0.8, metadata={"help": "Sampling temperature of the base actor while collecting (the paper: 0.8)."}
     )
     test_size: float = field(default=0.2, metadata={"help": "Fraction of episodes held out for critic evaluation."})
     # representation
@@ -135,7 +135,11 @@ class DigiQPipelineConfig:
         default=1, metadata={"help": "Actionability gradient accumulation."}
     )
     # features and critic
-    feature_layer: int | None = field(default=None, metadata={"help": "VLM layer of the features (default: middle)."})
+    feature_layer: int | None = field(
+        default=-1,
+        metadata={"help": "VLM layer of the features, 1-based; negative counts from the end (-1: the last, as the "
+                  "reference's host.py); null: the middle layer."},
+    )
     feature_input: str = field(
         default="actionability",
         metadata={"help": "Input the critic's Q features come from: actionability (the stage-1 input: the "
@@ -160,7 +164,7 @@ class DigiQPipelineConfig:
         metadata={"help": "joint (one sequence goal + previous action + action) or separate (the reference: each "
                   "part encoded alone)."},
     )
-    critic_steps: int = field(default=1500, metadata={"help": "Critic optimizer steps."})
+    critic_steps: int = field(default=500, metadata={"help": "Critic optimizer steps."})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
     critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size per device."})
     critic_gradient_accumulation_steps: int = field(
@@ -182,7 +186,7 @@ class DigiQPipelineConfig:
                   "the conservative penalty's negatives in training."},
     )
     critic_conservative_weight: float = field(
-        default=1.0,
+        default=0.1,
         metadata={"help": "Conservative penalty on Q of random alternative actions (DigiQCriticConfig."
                   "conservative_weight); 0 is the paper's critic (a comparison: docs/experiments.md)."},
     )
@@ -202,14 +206,15 @@ class DigiQPipelineConfig:
                   "candidate_actions column, e.g. the reference .pt files' action_list), or both."},
     )
     advantage_threshold: float = field(
-        default=0.02,
+        default=0.05,
         metadata={"help": "Best-of-N: train on states with A > this (the paper: 0.10 General, 0.05 WebShop, for "
                   "data with 20-30 %% success; advantages are smaller when successes are rarer)."},
     )
-    actor_steps: int = field(default=80, metadata={"help": "Actor (LoRA) optimizer steps per method and seed."})
-    actor_learning_rate: float = field(default=3e-4, metadata={"help": "Actor (LoRA) learning rate."})
+    actor_steps: int = field(default=200, metadata={"help": "Actor (LoRA) optimizer steps per method and seed."})
+    actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size per device."})
     actor_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Actor gradient accumulation."})
+    actor_max_grad_norm: float = field(default=1.0, metadata={"help": "Actor gradient clipping (the paper: 0.01)."})
     actor_seeds: list[int] = field(
         default_factory=lambda: [0],
         metadata={"help": "Training seeds of the actor stage: each method is trained once per seed (candidates, "
@@ -239,6 +244,15 @@ class DigiQPipelineConfig:
                   "AitW; they also occur in train), train, or heldout."},
     )
     eval_episodes: int = field(default=100, metadata={"help": "Evaluation episodes per method and seed."})
+    eval_goals: str = field(
+        default="random",
+        metadata={"help": "Which goals the evaluation plays: random (drawn from each evaluation seed) or first (the "
+                  "split's first eval_episodes goals in order, the paper's protocol: the first 96 test goals)."},
+    )
+    eval_temperature: float = field(
+        default=0.0,
+        metadata={"help": "Sampling temperature of the evaluated actors: 0 decodes greedily; the paper samples at 0.8."},
+    )
     rollout_batch_size: int = field(
         default=200,
         metadata={"help": "Phones played in lockstep, and states per decoding batch, when the base actor collects "
@@ -291,6 +305,10 @@ class DigiQPipelineConfig:
             raise ValueError(f"interruption_probability must be in [0, 1], got {probability}")
         if self.feature_input not in FEATURE_INPUTS:
             raise ValueError(f"feature_input must be one of {list(FEATURE_INPUTS)}, got {self.feature_input!r}")
+        if self.eval_goals not in ("random", "first"):
+            raise ValueError(f"eval_goals must be 'random' or 'first', got {self.eval_goals!r}")
+        if self.eval_temperature < 0:
+            raise ValueError(f"eval_temperature must be >= 0, got {self.eval_temperature}")
         if self.critic_text_layout not in TEXT_LAYOUTS:
             raise ValueError(f"critic_text_layout must be one of {list(TEXT_LAYOUTS)}, got {self.critic_text_layout!r}")
         unknown = set(self.skip_stages) - set(STAGES)
@@ -372,7 +390,7 @@ class DigiQPipelineConfig:
             anchor=self.anchor, anchor_weight=self.anchor_weight, candidate_source=self.candidate_source,
             max_steps=self.actor_steps,
             learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
-            gradient_accumulation_steps=self.actor_gradient_accumulation_steps,
+            gradient_accumulation_steps=self.actor_gradient_accumulation_steps, max_grad_norm=self.actor_max_grad_norm,
             activation_checkpointing=self.activation_checkpointing,
             preparation_cache_dir=str(self.path("actor") / "_best_of_n_cache"),
             logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
@@ -416,7 +434,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",
-              "bf16"),
+              "actor_max_grad_norm", "bf16"),
 }
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
 keys each adapter by its method and training seed."""

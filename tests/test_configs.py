@@ -68,3 +68,24 @@ def test_help_renders_for_every_config(config_class) -> None:
     cls = getattr(digiq_trl, config_class) if isinstance(config_class, str) else config_class
     text = TrlParser((cls,)).format_help()
     assert "--output_dir" in text
+
+
+REFERENCE = {  # the reference implementation's choices (docs/reference-parity.md), as pipeline fields
+    "feature_input": "actionability", "feature_layer": -1, "feature_pooling": "mean",
+    "critic_text_encoder": "roberta-base", "critic_text_layout": "separate", "critic_text_match": False,
+    "critic_v_target_combine": "independent", "critic_conservative_weight": 0.0, "critic_steps": 800,
+    "critic_learning_rate": 1e-5, "critic_max_grad_norm": 0.01, "num_candidates": 16, "candidate_temperature": 1.2,
+    "min_candidate_count": 1, "anchor_weight": 0.0, "actor_steps": 900, "actor_learning_rate": 1e-4,
+    "actor_max_grad_norm": 0.01, "eval_goals": "first", "eval_episodes": 96, "eval_temperature": 0.8,
+}
+
+
+@pytest.mark.parametrize(("suite", "threshold"), [("general", 0.10), ("webshop", 0.05)])
+def test_paper_preset_sets_the_reference_choices(suite: str, threshold: float) -> None:
+    config = parse(REPO / "examples" / "configs" / f"aitw_{suite}_paper.yaml")
+    assert {name: getattr(config, name) for name in REFERENCE} == REFERENCE
+    assert config.suite == suite and config.advantage_threshold == threshold
+    assert config.critic_batch_size * config.critic_gradient_accumulation_steps == 128  # 32 x 4
+    assert config.actor_batch_size * config.actor_gradient_accumulation_steps == 128
+    defaults = DigiQPipelineConfig()
+    assert config.critic_v_target_combine != defaults.critic_v_target_combine, "the preset differs from our default"

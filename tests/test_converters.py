@@ -190,7 +190,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path, writer: str
     "change, field",
     [
         ({"image_path": "missing.png"}, "image_path"),
-        ({"action": "tap the button"}, "action"),
+        ({"next_image_path": "missing.png"}, "next_image_path"),
         ({"reward": 1.5}, "reward"),
         ({"reward": "high"}, "reward"),
         ({"action": None}, "action"),
@@ -205,6 +205,29 @@ def test_bad_reference_steps_name_file_trajectory_step_and_field(
     with pytest.raises(ConversionError) as caught:
         convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
     assert f"{path}, trajectory 0, step 1, field {field!r}" in str(caught.value)
+
+
+def test_an_unparsable_logged_action_skips_its_trajectory_by_name(tmp_path: Path, images: Path, caplog) -> None:
+    good = _step("goal", SCREENS[0].name, format_action(TAP), 0.0)
+    path = tmp_path / "rollouts.pt"
+    torch.save([[good, good], [good, {**good, "action": "tap the button"}], [good]], path)
+    caplog.set_level("WARNING", logger="digiq_trl.data.digiq_pt")
+    ds = convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+    assert ds["episode_id"] == ["rollouts/0", "rollouts/0", "rollouts/2"]
+    assert f"{path}, trajectory 1, step 1, field 'action'" in caplog.text and "skipped 1 trajector" in caplog.text
+    with pytest.raises(ConversionError, match=r"trajectory 1, step 1, field 'action'"):
+        convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "d", on_unparsable_action="error")
+
+
+def test_next_image_path_is_the_next_screenshot_where_given(tmp_path: Path, images: Path) -> None:
+    first, second, third = (s.name for s in SCREENS[:3])
+    path = tmp_path / "next.pt"
+    torch.save([[_step("goal", first, format_action(TAP), 0.0, next_image_path=third),
+                 _step("goal", second, format_action(TAP), 1.0, next_image_path=third),
+                 _step("goal", first, format_action(TAP), 1.0)]], path)
+    ds = convert_digiq_pt([path], images_dir=images, cache_dir=tmp_path / "c")
+    raw = ds.cast_column("next_image", ds.features["next_image"].__class__(decode=False))
+    assert [r["bytes"] for r in raw["next_image"]] == [(images / n).read_bytes() for n in (third, third, first)]
 
 
 def test_missing_key_is_named(tmp_path: Path, images: Path) -> None:

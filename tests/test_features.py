@@ -123,6 +123,8 @@ def test_layer_choice_changes_features_and_default_is_middle(qwen):
     model, processor = qwen
     images = _screens(1)
     assert VLMFeatureExtractor(model, processor).layer == 2
+    assert VLMFeatureExtractor(model, processor, layer=-1).layer == 4
+    assert VLMFeatureExtractor(model, processor, layer=-4).layer == 1
     one = VLMFeatureExtractor(model, processor, layer=1).action_features(images, GOALS[:1], [""], ACTIONS[:1])[0]
     two = VLMFeatureExtractor(model, processor, layer=2).action_features(images, GOALS[:1], [""], ACTIONS[:1])[0]
     assert (one - two).abs().max() > 1e-3
@@ -138,8 +140,9 @@ def test_model_is_left_as_found(qwen):
 
 def test_bad_arguments_are_rejected(qwen):
     model, processor = qwen
-    with pytest.raises(ValueError, match="layer"):
-        VLMFeatureExtractor(model, processor, layer=5)
+    for layer in (0, 5, -5):
+        with pytest.raises(ValueError, match="layer"):
+            VLMFeatureExtractor(model, processor, layer=layer)
     with pytest.raises(ValueError, match="pooling"):
         VLMFeatureExtractor(model, processor, pooling="max")
     extractor = VLMFeatureExtractor(model, processor)

@@ -271,11 +271,19 @@ def test_an_interrupted_critic_resumes_from_its_checkpoint_to_the_same_weights(t
     assert not (killed / "critic.partial").exists()
 
 
+PAPER_ON_CPU = [  # the paper preset at the rehearsal's size: a tiny actor and text encoder, fp32, few steps
+    "--base_actor=digiq-trl/phone-actor-tiny", "--critic_text_encoder=tiny", "--bf16=false",
+    "--max_pixels=200704", "--critic_hidden_size=64", "--actor_batch_size=4", "--actor_gradient_accumulation_steps=1",
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["aitw-tfrecord", "digiq-pt"])
-def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source) -> None:
-    """examples/configs/aitw_tiny_cpu.yaml on a converted AitW shard and a converted Digi-Q .pt file
-    (steps shortened): behavior cloning on the data, every stage, offline action matching."""
+@pytest.mark.parametrize(("source", "config"), [("aitw-tfrecord", "aitw_tiny_cpu"), ("digiq-pt", "aitw_tiny_cpu"),
+                                                ("digiq-pt", "aitw_general_paper")])
+def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source, config) -> None:
+    """examples/configs/aitw_tiny_cpu.yaml on a converted AitW shard and a converted Digi-Q .pt file,
+    and the paper preset on the .pt file (steps shortened): behavior cloning on the data, every
+    stage, offline action matching."""
     from real_data import write_aitw_shard, write_digiq_pt
 
     from digiq_trl.data import convert_aitw_tfrecord, convert_digiq_pt
@@ -287,11 +295,13 @@ def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source) -> None:
         path, images = write_digiq_pt(tmp_path / "pt", trajectories=12)
         dataset = convert_digiq_pt([path], images_dir=images)
         extra = ["--candidate_source", "both"]
+    if config == "aitw_general_paper":
+        extra = [*extra, *PAPER_ON_CPU]
     dataset.save_to_disk(str(tmp_path / "data"))
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, str(REPO / "examples" / "train.py"), "--config",
-         str(REPO / "examples" / "configs" / "aitw_tiny_cpu.yaml"), f"--dataset={tmp_path / 'data'}",
+         str(REPO / "examples" / "configs" / f"{config}.yaml"), f"--dataset={tmp_path / 'data'}",
          f"--output_dir={out}", "--bc_steps=6", "--representation_steps=3", "--critic_steps=10",
          "--actor_steps=2", "--num_candidates=2", "--num_threads=1", "--advantage_threshold=-1", *extra],
         cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=900,

@@ -71,6 +71,8 @@ class EpisodeStep:
         reward: reward of the step, in ``[0, 1]``.
         candidate_actions: candidate action strings (for a ``candidate_actions`` column).
         ui_boxes: normalized ``[y, x, h, w]`` UI element boxes, for datasets with ``ui_boxes``.
+        next_image: the screenshot after the action, where the source records it (default: the
+            next step's screenshot).
     """
 
     image: bytes
@@ -78,6 +80,7 @@ class EpisodeStep:
     reward: float
     candidate_actions: list[str] | None = None
     ui_boxes: list[list[float]] | None = None
+    next_image: bytes | None = None
 
 
 def episode_rows(
@@ -85,9 +88,9 @@ def episode_rows(
 ) -> Iterator[dict[str, Any]]:
     """The schema's rows of one episode, in step order.
 
-    ``history`` is :func:`format_history` of the previous actions; ``next_image`` is the next step's
-    screenshot, and the last step's own screenshot (no screen is recorded after the last action; its
-    ``done=True`` means no target ever reads it); ``done`` is true on the last step only;
+    ``history`` is :func:`format_history` of the previous actions; ``next_image`` is the step's own
+    ``next_image`` where the source recorded one, else the next step's screenshot, and the last
+    step's own screenshot (its ``done=True`` means no target ever reads it); ``done`` is true on the last step only;
     ``mc_return`` is the discounted return and ``trajectory_reward`` the sum of the rewards.
     """
     rewards = [step.reward for step in steps]
@@ -96,13 +99,14 @@ def episode_rows(
     actions = [step.action for step in steps]
     for index, step in enumerate(steps):
         following = steps[index + 1] if index + 1 < len(steps) else step
+        next_image = step.next_image if step.next_image is not None else following.image
         row: dict[str, Any] = {
             "episode_id": episode_id,
             "step_id": index,
             "goal": goal,
             "history": format_history(actions[:index]),
             "image": {"bytes": step.image, "path": None},
-            "next_image": {"bytes": following.image, "path": None},
+            "next_image": {"bytes": next_image, "path": None},
             "action": format_action(step.action),
             "reward": step.reward,
             "done": index == len(steps) - 1,

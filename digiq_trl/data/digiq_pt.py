@@ -12,8 +12,10 @@ memory-mapped, so the large feature columns of a reference file are never read i
 
 **Mapping.** ``task`` -> ``goal``; the screenshot file of ``image_path`` -> ``image`` (its bytes as
 they are, after decoding them once to check them; with an images folder, ``image_path`` must not
-lead out of it); the next step's screenshot -> ``next_image`` (the last step's own one);
-``action`` -> normalized with :func:`~digiq_trl.actions.format_action`; ``reward`` -> ``reward``;
+lead out of it); ``next_image_path`` -> ``next_image`` where a step has it (the reference's processed
+files do), else the next step's screenshot (the last step's own one);
+``action`` -> normalized with :func:`~digiq_trl.actions.format_action` (a trajectory with an
+unparsable action string is skipped with a warning that names it, or refused: ``on_unparsable_action``); ``reward`` -> ``reward``;
 ``action_list`` -> ``candidate_actions`` (parsable ones normalized, the others kept verbatim so a
 critic can score them as invalid). ``history`` is rebuilt with
 :func:`~digiq_trl.actions.format_history` from the previous steps' actions, like every other
@@ -24,6 +26,7 @@ source, rather than taken from the ``observation`` text, whose action format dif
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -49,6 +52,8 @@ from .conversion import (
 from .schema import transition_features
 from .validation import MAX_IMAGE_PIXELS, image_problem
 
+
+logger = logging.getLogger(__name__)
 
 CANDIDATE_SEPARATOR = "<split>"
 """How the reference joins the candidate actions of ``action_list``."""
@@ -180,34 +185,39 @@ def _image_candidates(
 
 
 def _image_bytes(
-    step: dict, where: str, images_dir: Path | None, base: Path, max_pixels: int
+    step: dict, where: str, images_dir: Path | None, base: Path, max_pixels: int, key: str = "image_path"
 ) -> bytes:
-    """The screenshot file's bytes, fully decoded once to check them."""
-    image_path = _get(step, "image_path", where)
+    """The bytes of the screenshot file named by ``step[key]``, fully decoded once to check them."""
+    image_path = _get(step, key, where)
     if not isinstance(image_path, str) or not image_path:
         raise ConversionError(
-            f"{where}, field 'image_path': expected a file path, got {image_path!r}"
+            f"{where}, field {key!r}: expected a file path, got {image_path!r}"
         )
     tried = _image_candidates(image_path, where, images_dir, base)
     found = next((p for p in tried if p.is_file()), None)
     if found is None:
         hint = "" if images_dir is not None else " (pass --images DIR / images_dir)"
         raise ConversionError(
-            f"{where}, field 'image_path': screenshot {image_path!r} not found, "
+            f"{where}, field {key!r}: screenshot {image_path!r} not found, "
             f"tried {[str(p) for p in tried]}{hint}"
         )
     data = found.read_bytes()
     problem = image_problem(data, max_pixels)
     if problem is not None:
-        raise ConversionError(f"{where}, field 'image_path': {found} is {problem}")
+        raise ConversionError(f"{where}, field {key!r}: {found} is {problem}")
     return data
+
+
+class UnparsableActionError(ConversionError):
+    """A logged action string that is not an AutoUI action (its trajectory can be skipped)."""
 
 
 def _action(value: Any, where: str) -> DeviceAction:
     try:
         return parse_action(value)
     except ActionParseError as error:
-        raise ConversionError(f"{where}, field 'action': {error}") from None
+        kind = UnparsableActionError if isinstance(value, str) else ConversionError
+        raise kind(f"{where}, field 'action': {error}") from None
 
 
 def _candidates(step: dict, where: str) -> list[str] | None:
@@ -249,6 +259,8 @@ def _episode(
                 action=_action(_get(step, "action", step_where), step_where),
                 reward=_reward(_get(step, "reward", step_where), step_where),
                 candidate_actions=_candidates(step, step_where),
+                next_image=(_image_bytes(step, step_where, images_dir, base, max_pixels, "next_image_path")
+                            if step.get("next_image_path") is not None else None),
             )
         )
     return goal.strip(), steps
@@ -267,11 +279,13 @@ def _generate_rows(
     gamma: float,
     with_candidates: bool,
     max_pixels: int,
+    skip_unparsable: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Rows of every trajectory of ``paths``, one trajectory's screenshots in memory at a time."""
     features = transition_features(with_candidates=with_candidates)
     images = None if images_dir is None else Path(images_dir)
     seen: set[str] = set()
+    skipped = 0
     for path in map(Path, paths):
         for index, trajectory in enumerate(_trajectories(path)):
             where = f"{path}, trajectory {index}"
@@ -282,8 +296,17 @@ def _generate_rows(
                     "earlier trajectory (a repeated traj_id, or two input files of the same name)"
                 )
             seen.add(episode_id)
-            goal, steps = _episode(trajectory, where, images, path.parent, max_pixels)
+            try:
+                goal, steps = _episode(trajectory, where, images, path.parent, max_pixels)
+            except UnparsableActionError as error:
+                if not skip_unparsable:
+                    raise
+                skipped += 1
+                logger.warning("skipped trajectory %s (episode %s): %s", index, episode_id, error)
+                continue
             yield from episode_rows(episode_id, goal, steps, gamma, features)
+    if skipped:
+        logger.warning("skipped %d trajectories with an unparsable logged action", skipped)
 
 
 def _has_candidates(paths: Sequence[str]) -> bool:
@@ -308,6 +331,7 @@ def convert_digiq_pt(
     gamma: float = 0.95,
     cache_dir: str | Path | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
+    on_unparsable_action: str = "skip_episode",
 ) -> Dataset:
     """Convert reference Digi-Q / DigiRL ``.pt`` files into a validated transitions dataset.
 
@@ -319,17 +343,23 @@ def convert_digiq_pt(
         gamma: discount of ``mc_return``, in ``(0, 1]``.
         cache_dir: where the Arrow file is written; the ``datasets`` cache by default.
         max_image_pixels: largest screenshot accepted (width x height).
+        on_unparsable_action: ``"skip_episode"`` leaves out a trajectory whose logged action string
+            does not parse, with a warning naming its file, trajectory, step and text (rollouts of a
+            pretrained policy hold a few); ``"error"`` refuses the file instead.
 
     Raises:
         UnsafePickleError: a file references a global outside the allowlist (nothing runs).
         ConversionError: an input is missing or holds no trajectories, a step lacks a key, has a
-            bad reward or an unparsable action, or its screenshot is missing, outside
+            bad reward, an action that is not a string (or an unparsable one, with
+            ``on_unparsable_action="error"``), or its screenshot is missing, outside
             ``images_dir``, too large or undecodable; the message names the file, trajectory,
             step and field.
 
     Example:
         >>> ds = convert_digiq_pt(["general_train.pt"], images_dir="images/")  # doctest: +SKIP
     """
+    if on_unparsable_action not in ("skip_episode", "error"):
+        raise ValueError(f"on_unparsable_action must be 'skip_episode' or 'error', got {on_unparsable_action!r}")
     paths = check_input_files(paths)
     gamma = check_conversion_gamma(gamma)
     images_dir = _check_images_dir(images_dir)
@@ -342,6 +372,7 @@ def convert_digiq_pt(
             "gamma": gamma,
             "with_candidates": with_candidates,
             "max_pixels": max_image_pixels,
+            "skip_unparsable": on_unparsable_action == "skip_episode",
         },
         transition_features(with_candidates=with_candidates),
         source=", ".join(paths),

@@ -30,7 +30,7 @@ DEFAULT_HORIZONS = {"general": 10, "webshop": 20}
 LAYOUTS = ("fixed", "random")
 PHONES: dict[str, dict[str, Any]] = {
     "source": {"drift": False, "interruption_probability": 0.0},
-    "target": {"drift": True, "interruption_probability": 0.5},
+    "target": {"drift": True, "interruption_probability": 0.7},
 }
 """The two phones: ``source``, where static demonstrations are recorded (a base actor's pretraining
 domain), and ``target``, the same phone after version drift and with interruptions, where the actor

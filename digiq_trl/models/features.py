@@ -109,7 +109,8 @@ class VLMFeatureExtractor:
         processor: the model's processor; its chat template must render
             :func:`digiq_trl.prompts.build_messages`.
         layer: decoder layer whose output is the feature, 1-based (``hidden_states[layer]``);
-            default ``num_layers // 2``, the middle layer.
+            negative counts from the end (``-1``: the last layer, as the reference's ``host.py``);
+            default ``num_layers // 2``, the middle layer (the paper's text).
         pooling: how the answer tokens' hidden states become one vector: ``"mean"`` over all of
             them or the ``"last"`` one (the end-of-turn token).
         prefix_sharing: reuse the prompt's KV cache for the candidate actions of a state. ``None``
@@ -150,9 +151,9 @@ class VLMFeatureExtractor:
         self._base = _unwrap(model)
         self._decoder, self._layers = _decoder_layers(self._base)
         num_layers = len(self._layers)
-        self.layer = num_layers // 2 if layer is None else layer
+        self.layer = num_layers // 2 if layer is None else layer + num_layers + 1 if layer < 0 else layer
         if not 1 <= self.layer <= num_layers:
-            raise ValueError(f"layer must be in [1, {num_layers}] for this model, got {layer}")
+            raise ValueError(f"layer must be in [1, {num_layers}] or [-{num_layers}, -1] for this model, got {layer}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
