@@ -21,7 +21,15 @@ from typing import Any
 
 from datasets import Dataset
 
-from .actions import ActionType, DeviceAction, actions_match, format_action, parse_action, try_parse_action
+from .actions import (
+    ActionType,
+    DeviceAction,
+    actions_match,
+    describe_action,
+    format_action,
+    parse_action,
+    try_parse_action,
+)
 from .envs.collect import Step, run_episodes
 from .envs.device import dismisses
 from .envs.phone import PhoneEnv
@@ -56,7 +64,7 @@ def evaluate_policy(
 
 def first_goals(suite: str, split: str, num_episodes: int) -> list[str]:
     """The split's first ``num_episodes`` goals in file order (the paper evaluates the first 96 test goals)."""
-    goals = load_goals(suite, split)[:num_episodes]
+    goals = list(load_goals(suite, split)[:num_episodes])
     if len(goals) < num_episodes:
         raise ValueError(f"the {suite} {split} split has {len(goals)} goals, fewer than {num_episodes} episodes")
     return goals
@@ -66,15 +74,18 @@ def episode_records(steps: Iterable[Step]) -> Iterator[tuple[int, dict[str, Any]
     """``(episode index, record)`` of each episode as soon as it ends, from :func:`run_episodes`' steps.
 
     A record holds the episode's ``goal``, ``kind`` (its task template), ``success``, ``steps``,
-    ``failure_mode`` (``""`` on success or where the env names none) and whether an
-    ``interruption`` was shown; on a device also the last ``judge`` verdict (``success``,
+    ``failure_mode`` (``""`` on success or where the env names none), whether an
+    ``interruption`` was shown, and its ``actions`` as the history describes them (``tap [0.52,
+    0.31]``, ``type "news"``; an unparsable answer as it is); on a device also the last ``judge`` verdict (``success``,
     ``reasoning``, ``error``), ``judge_errors`` (the steps whose verdict was an error) and the
     device's ``error`` when it ended the episode.
     """
     open_records: dict[int, dict[str, Any]] = {}
     for step in steps:
         record = open_records.setdefault(step.episode, {"goal": step.observation["goal"], "kind": step.info["task"],
-                                                        "interruption": False})
+                                                        "interruption": False, "actions": []})
+        parsed = try_parse_action(step.action)
+        record["actions"].append(describe_action(parsed) if parsed is not None else step.action)
         record["interruption"] = record["interruption"] or bool(step.info.get("overlay") or step.next_info.get("overlay"))
         if "judge" in step.next_info:
             record["judge"] = step.next_info["judge"]

@@ -335,12 +335,14 @@ class DigiQPipeline:
     # ----------------------------------------------------------------- evaluation
     def stage_evaluate(self, fingerprint: str) -> None:
         """Score base / filtered BC / Digi-Q and write ``results.json``, ``report.md``, the plots and
-        the trajectory viewer (main process). The report also gets the critic's held-out values
+        the trajectory viewer and, in the simulator, ``evaluation.html`` (every method's evaluation
+        episodes side by side; main process). The report also gets the critic's held-out values
         (V(s0) per episode among them) and Digi-Q's saved Best-of-N preparations."""
         if self.state.is_main_process:
             from .evaluation import evaluate_run
             from .report import write_run_report
             from .viewer import write_viewer
+            from .viewer.comparison import write_comparison
 
             self.results.update(evaluate_run(self.config, self.artifacts))
             self.results["timings_s"] = dict(self.timings)
@@ -350,6 +352,9 @@ class DigiQPipeline:
             write_run_report(self.results, self.artifacts.root, critic_values,
                              {seed: path for seed, path in preparations.items() if path.is_dir()})
             write_viewer(self.artifacts.root, extractor=self.artifacts.extractor())
+            if self.config.evaluation == "simulator":
+                write_comparison(self.results, self.artifacts.root / "evaluation.html",
+                                 title=f"Evaluation episodes of {self.artifacts.root.name}")
         self.state.wait_for_everyone()
 
     def _critic_values(self) -> tuple[list[int], dict[str, list[float]], list[bool]]:

@@ -122,3 +122,30 @@ def test_a_damaged_stage_output_is_one_line_and_a_nonzero_exit(tmp_path, monkeyp
         train.main([f"--output_dir={tmp_path}"], prog="digiq-trl train")
     assert str(exit_.value) == ("digiq-trl train: error: stage critic: run/critic/model.safetensors does not "
                                 "match its manifest")
+
+
+@pytest.mark.slow
+def test_train_base_actor_briefly_saves_an_actor_that_loads_and_acts(tmp_path, capsys) -> None:
+    """The shipped actor's command and YAML, shortened: the saved folder loads with from_pretrained
+    and acts, and its card's recipe is the run's settings."""
+    from transformers import AutoModelForImageTextToText
+
+    from digiq_trl.commands.train_base_actor import main as train_base_actor, recipe
+    from digiq_trl.envs import PhoneEnv
+    from digiq_trl.models.policy import VLMPolicy
+    from digiq_trl.models.processing import load_processor
+
+    out = tmp_path / "actor"
+    flags = ["--config", str(CONFIGS / "phone_actor_tiny.yaml"), "--output_dir", str(out), "--demo_episodes", "6",
+             "--max_steps", "3", "--batch_size", "4", "--eval_episodes", "2", "--eval_splits", "test",
+             "--best_of_n", "2", "--best_of_n_episodes", "1", "--hidden_size", "64", "--num_hidden_layers", "1"]
+    results = train_base_actor(flags)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["greedy"]["test"]["num_episodes"] == 2
+    assert not (out / "training_args.bin").exists()
+    model, processor = AutoModelForImageTextToText.from_pretrained(out), load_processor(str(out))
+    observation, _ = PhoneEnv(split="test").reset(seed=0)
+    assert len(VLMPolicy(model, processor, max_new_tokens=8).act([observation])) == 1
+    (args,) = base_actor_parser().parse_args_and_config(flags)
+    card = (out / "README.md").read_text()
+    assert yaml.safe_load(card.split("```yaml", 1)[1].split("```", 1)[0]) == recipe(args) == {
+        k: v for k, v in results["args"].items() if k not in ("output_dir", "num_threads")}

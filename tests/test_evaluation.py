@@ -222,3 +222,19 @@ def test_success_per_task_kind_adds_up_over_seeds() -> None:
     rate = single["success_rate"]
     assert single["stderr"] == pytest.approx((rate * (1 - rate) / 20) ** 0.5)  # binomial with one seed
     assert single["pooled_stderr"] == single["stderr"]
+
+
+def test_the_papers_protocol_plays_the_first_test_goals_in_order() -> None:
+    from digiq_trl.envs import ExpertPolicy
+    from digiq_trl.envs.tasks import load_goals
+    from digiq_trl.evaluation import evaluate_policy, first_goals
+    from digiq_trl.pipeline_config import DigiQPipelineConfig
+
+    run = evaluate_policy(ExpertPolicy(), "general", split="test", num_episodes=6, goals="first", phone="target")
+    assert [e["goal"] for e in run["episodes"]] == list(load_goals("general", "test")[:6]) == first_goals("general", "test", 6)
+    assert run["success_rate"] == 1.0 and all(e["actions"] for e in run["episodes"])
+    with pytest.raises(ValueError, match="fewer than"):
+        first_goals("general", "test", 10_000)
+    for field, value in (("eval_goals", "last"), ("eval_temperature", -0.5)):
+        with pytest.raises(ValueError, match=field):
+            DigiQPipelineConfig(**{field: value})

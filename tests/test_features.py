@@ -410,3 +410,22 @@ def test_cache_features_with_two_processes_equals_one(qwen, tmp_path):
     for column in ("v_features", "q_features", "next_v_features"):
         np.testing.assert_array_equal(_column(two, column), _column(one, column))
     assert two["alt_q_features"] == one["alt_q_features"]
+
+
+def test_actionability_features_read_the_marked_screen_whatever_the_batching(qwen):
+    """The stage-1 input (the action drawn on the screenshot, the question): two taps on the same
+    screen give different features; the same features come out one candidate at a time or batched
+    (left padding); the state feature is the actor prompt's."""
+    model, processor = qwen
+    images = _screens(2)
+    batched = VLMFeatureExtractor(model, processor, feature_input="actionability", candidate_batch_size=8)
+    single = VLMFeatureExtractor(model, processor, feature_input="actionability", candidate_batch_size=1)
+    states, per_state = batched.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    assert [f.shape for f in per_state] == [(3, model.config.text_config.hidden_size), (2, model.config.text_config.hidden_size)]
+    taps = batched.action_features(images[:1], GOALS[:1], [""], [[format_action(DeviceAction.tap(0.2, 0.2)),
+                                                                  format_action(DeviceAction.tap(0.8, 0.8))]])[0]
+    assert (taps[0] - taps[1]).abs().max() > 1e-4, "where the tap is drawn changes the feature"
+    for one, many in zip(single.action_features(images, GOALS, HISTORIES, ACTIONS), per_state):
+        torch.testing.assert_close(one, many, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(states, VLMFeatureExtractor(model, processor).state_features(images, GOALS, HISTORIES), **CLOSE)
+    assert batched.provenance["feature_input"] == "actionability"

@@ -75,7 +75,7 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data, monkey
     assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
     for name in ("report.md", "success_rate.png", "critic_losses.png", "critic_values.png",
                  "critic/model.safetensors", "actor/digiq/seed0/adapter_config.json",
-                 "actor/filtered_bc/seed0/adapter_config.json", "representation/config.json"):
+                 "actor/filtered_bc/seed0/adapter_config.json", "representation/config.json", "evaluation.html"):
         assert (out / name).exists(), name
     assert "| Digi-Q (Best-of-N) |" in (out / "report.md").read_text()
     assert 0.0 <= results["critic"]["eval_v0_auroc"] <= 1.0

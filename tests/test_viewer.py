@@ -564,3 +564,32 @@ def test_an_evaluations_judge_verdicts_and_device_errors_are_shown(browser, tmp_
     assert opened.js(text) == ["Judge: no decision. endpoint http://x/v1: timed out",
                                "device emulator-5554: the screenshot is not an image"]
     opened.close()
+
+
+# ------------------------------------------------------------------ evaluation episodes side by side
+
+
+def _record(goal: str, success: bool, mode: str = "", actions: tuple[str, ...] = ("tap [0.5, 0.5]",)) -> dict:
+    return {"goal": goal, "kind": "search", "interruption": mode == "overlay never dismissed", "success": success,
+            "steps": len(actions), "failure_mode": mode, "actions": list(actions)}
+
+
+def test_evaluation_page_shows_each_goal_across_methods(tmp_path) -> None:
+    from digiq_trl.viewer.comparison import comparison_rows, write_comparison
+
+    base = [_record("Search for news", False, "overlay never dismissed"), _record("Open Gmail", True)]
+    digiq = [_record("Search for news", True, actions=("back", 'type "news"', "enter")), _record("Open Gmail", True)]
+    results = {"eval_split": "test", "eval_phone": "target", "methods": {
+        "base": {"success_rate": 0.5, "episodes": {"0": base}},
+        "digiq": {"success_rate": 1.0, "episodes": {"0": digiq}}}}
+    rows = comparison_rows(results)
+    assert [(r["goal"], r["interruption"]) for r in rows] == [("Search for news", True), ("Open Gmail", False)]
+    assert rows[0]["methods"]["digiq"]["actions"] == ["back", 'type "news"', "enter"]
+    page = write_comparison(results, tmp_path / "evaluation.html").read_text()
+    assert 'data-base="overlay never dismissed" data-digiq="success"' in page
+    assert "<li>type &quot;news&quot;</li>" in page and '<option value="wrong element tapped">' in page
+    results["methods"]["digiq"]["episodes"]["0"][1]["goal"] = "Open Maps"
+    with pytest.raises(ValueError, match="episode 1: different goals"):
+        comparison_rows(results)
+    with pytest.raises(ValueError, match="no evaluation episodes"):
+        comparison_rows({"methods": {"base": {"success_rate": 0.4}}})
