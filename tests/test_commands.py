@@ -130,7 +130,8 @@ def test_train_base_actor_briefly_saves_an_actor_that_loads_and_acts(tmp_path, c
     and acts, and its card's recipe is the run's settings."""
     from transformers import AutoModelForImageTextToText
 
-    from digiq_trl.commands.train_base_actor import main as train_base_actor, recipe
+    from digiq_trl.commands.train_base_actor import main as train_base_actor
+    from digiq_trl.commands.train_base_actor import recipe
     from digiq_trl.envs import PhoneEnv
     from digiq_trl.models.policy import VLMPolicy
     from digiq_trl.models.processing import load_processor

@@ -70,7 +70,7 @@ def test_tokens_keep_the_end_of_long_texts_and_pad_right(tokenizer) -> None:
 
 def test_match_features_on_a_copied_a_wrong_and_no_typed_text(tokenizer) -> None:
     critic = text_critic(tokenizer)
-    texts = critic_text_inputs(tokenizer, [GOAL] * 3, [""] * 3, [f'Search for news in Chile', TYPE_WRONG, TAP],
+    texts = critic_text_inputs(tokenizer, [GOAL] * 3, [""] * 3, [TYPE_RIGHT, TYPE_WRONG, TAP],
                                "joint", 64, match=True)
     texts["match_ids"][0, 1] = texts["match_ids"][0, 0]  # the typed text is the goal itself
     texts["match_mask"][0, 1] = texts["match_mask"][0, 0]
