@@ -271,7 +271,8 @@ class DigiQPipeline:
         cfg = self.config
         dim = self.artifacts.extractor().hidden_size
         config = DigiQCriticModelConfig(q_input_dim=dim, v_input_dim=dim, hidden_size=cfg.critic_hidden_size,
-                                        text_layout=cfg.critic_text_layout, text_match=cfg.critic_text_match)
+                                        text_layout=cfg.critic_text_layout, text_match=cfg.critic_text_match,
+                                        text_pooling=cfg.critic_text_pooling)
         if cfg.critic_text_encoder == "none":
             return DigiQCritic(config), None
         if cfg.critic_text_encoder == "tiny":

@@ -21,7 +21,7 @@ from typing import Any
 
 from .envs.phone import PHONES
 from .envs.tasks import SPLITS
-from .models.critic_text import TEXT_LAYOUTS
+from .models.critic_text import TEXT_LAYOUTS, TEXT_POOLINGS
 from .prompts import FEATURE_INPUTS
 
 
@@ -164,6 +164,11 @@ class DigiQPipelineConfig:
         metadata={"help": "joint (one sequence goal + previous action + action) or separate (the reference: each "
                   "part encoded alone)."},
     )
+    critic_text_pooling: str = field(
+        default="mean",
+        metadata={"help": "How a text's token states become one vector: mean (over its tokens) or pooler (the "
+                  "encoder's pooled first token, as the reference reads RoBERTa's pooler_output)."},
+    )
     critic_steps: int = field(default=500, metadata={"help": "Critic optimizer steps."})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
     critic_batch_size: int = field(default=64, metadata={"help": "Critic batch size per device."})
@@ -199,6 +204,11 @@ class DigiQPipelineConfig:
         default=1,
         metadata={"help": "Best-of-N: a sampled candidate competes only if drawn at least this many times of N "
                   "(BestOfNActorConfig.min_candidate_count; 1 is the reference)."},
+    )
+    candidate_resamples: int = field(
+        default=0,
+        metadata={"help": "Best-of-N: rounds of resampling candidates that do not parse (BestOfNActorConfig."
+                  "invalid_resamples; the reference: 3)."},
     )
     candidate_source: str = field(
         default="policy",
@@ -309,6 +319,8 @@ class DigiQPipelineConfig:
             raise ValueError(f"eval_goals must be 'random' or 'first', got {self.eval_goals!r}")
         if self.eval_temperature < 0:
             raise ValueError(f"eval_temperature must be >= 0, got {self.eval_temperature}")
+        if self.critic_text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"critic_text_pooling must be one of {list(TEXT_POOLINGS)}, got {self.critic_text_pooling!r}")
         if self.critic_text_layout not in TEXT_LAYOUTS:
             raise ValueError(f"critic_text_layout must be one of {list(TEXT_LAYOUTS)}, got {self.critic_text_layout!r}")
         unknown = set(self.skip_stages) - set(STAGES)
@@ -386,6 +398,7 @@ class DigiQPipelineConfig:
         return BestOfNActorConfig(
             output_dir=str(output_dir), weighting=weighting, num_candidates=self.num_candidates,
             temperature=self.candidate_temperature, min_candidate_count=self.min_candidate_count,
+            invalid_resamples=self.candidate_resamples,
             advantage_threshold=self.advantage_threshold,
             anchor=self.anchor, anchor_weight=self.anchor_weight, candidate_source=self.candidate_source,
             max_steps=self.actor_steps,
@@ -428,10 +441,11 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "representation_gradient_accumulation_steps", "bf16"),
     "features": ("feature_layer", "feature_pooling", "feature_input", "critic_conservative_weight"),
-    "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match", "critic_steps", "critic_learning_rate", "critic_batch_size",
+    "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match",
+               "critic_text_pooling", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight",
                "critic_v_target_combine", "bf16"),
-    "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_source", "advantage_threshold", "anchor",
+    "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_resamples", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",
               "actor_max_grad_norm", "bf16"),

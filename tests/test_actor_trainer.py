@@ -7,7 +7,7 @@ from datasets import Dataset, Features, Image, List, Value
 from peft import PeftModel
 from PIL import Image as PILImage
 
-from digiq_trl.actions import DeviceAction, format_action, parse_action
+from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.prompts import answer_token_ids
 from digiq_trl.testing import tiny_qwen2_vl
@@ -414,3 +414,33 @@ def test_another_seed_samples_other_candidates(tmp_path, saved_states):
     first = _sampling_trainer(tmp_path, saved_states).prepared_dataset["candidates"]
     other = _sampling_trainer(tmp_path, saved_states, output="other", seed=4).prepared_dataset["candidates"]
     assert other != first
+
+
+def test_invalid_candidates_are_redrawn_up_to_the_set_rounds() -> None:
+    """As the reference's get_pi_action_guarantee_valid: only the unparsable samples are drawn again,
+    at most ``invalid_resamples`` times; one still unparsable then stays (scored as invalid)."""
+    from types import SimpleNamespace
+
+    from digiq_trl.trainers.actor_trainer import _CandidateScorer
+
+    home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
+
+    class Redraws:
+        """Answers each single redraw of state 0 with junk until its third call, then HOME."""
+
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def sample(self, observations, n, temperature):
+            self.calls.append([o["goal"] for o in observations])
+            return [[home if o["goal"] == "b" or len(self.calls) >= 3 else "junk"] for o in observations]
+
+    observations = [{"goal": "a"}, {"goal": "b"}]
+    first = [["junk", home], ["junk", "junk"]]
+    for rounds, expected, calls in ((0, first, 0), (1, [["junk", home], [home, home]], 1),
+                                    (3, [[home, home], [home, home]], 3)):
+        policy = Redraws()
+        trainer = SimpleNamespace(policy=policy, args=SimpleNamespace(invalid_resamples=rounds, temperature=1.2))
+        assert _CandidateScorer._resample_invalid(trainer, observations, first) == expected
+        assert len(policy.calls) == calls
+    assert policy.calls[0] == ["a", "b", "b"] and policy.calls[1] == ["a"]

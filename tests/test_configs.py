@@ -73,9 +73,10 @@ def test_help_renders_for_every_config(config_class) -> None:
 REFERENCE = {  # the reference implementation's choices (docs/reference-parity.md), as pipeline fields
     "feature_input": "actionability", "feature_layer": -1, "feature_pooling": "mean",
     "critic_text_encoder": "roberta-base", "critic_text_layout": "separate", "critic_text_match": False,
+    "critic_text_pooling": "pooler",
     "critic_v_target_combine": "independent", "critic_conservative_weight": 0.0, "critic_steps": 800,
     "critic_learning_rate": 1e-5, "critic_max_grad_norm": 0.01, "num_candidates": 16, "candidate_temperature": 1.2,
-    "min_candidate_count": 1, "anchor_weight": 0.0, "actor_steps": 900, "actor_learning_rate": 1e-4,
+    "min_candidate_count": 1, "candidate_resamples": 3, "anchor_weight": 0.0, "actor_steps": 900, "actor_learning_rate": 1e-4,
     "actor_max_grad_norm": 0.01, "eval_goals": "first", "eval_episodes": 96, "eval_temperature": 0.8,
 }
 

@@ -34,12 +34,7 @@ from transformers.utils import ModelOutput
 
 from ..prompts import FEATURE_INPUTS, PROMPT_TEMPLATE_ID
 from ..targets import advantage, polyak_update
-from .critic_text import MATCH_FEATURES, TEXT_LAYOUTS, num_segments
-
-
-TEXT_POOLINGS: tuple[str, ...] = ("mean", "pooler")
-"""How a text encoder's token states become one vector: masked mean, or the model's pooler output
-(the reference: RoBERTa's ``pooler_output``)."""
+from .critic_text import MATCH_FEATURES, TEXT_LAYOUTS, TEXT_POOLINGS, num_segments
 
 
 Text = dict[str, torch.Tensor]

@@ -37,6 +37,10 @@ from ..actions import ActionType, describe_action, try_parse_action
 TEXT_LAYOUTS: tuple[str, ...] = ("joint", "separate")
 """How the critic's texts are laid out (see the module docstring)."""
 
+TEXT_POOLINGS: tuple[str, ...] = ("mean", "pooler")
+"""How a text encoder's token states become one vector: masked mean, or the model's pooler output
+(the reference: RoBERTa's ``pooler_output``)."""
+
 if TYPE_CHECKING:
     import torch
 

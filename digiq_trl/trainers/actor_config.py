@@ -64,6 +64,13 @@ class BestOfNActorConfig(TrainingArguments):
             "values an offline critic can judge (a garbled typed text is usually drawn once)."
         },
     )
+    invalid_resamples: int = field(
+        default=0,
+        metadata={
+            "help": "Rounds of resampling the candidates that do not parse as actions (the reference: 3, "
+            "`get_pi_action_guarantee_valid`); one still invalid after them is scored as invalid (A = 0)."
+        },
+    )
     max_completion_length: int = field(
         default=128,
         metadata={"help": "Most tokens generated per candidate (an AutoUI action is 20-70 tokens)."},
@@ -158,6 +165,8 @@ class BestOfNActorConfig(TrainingArguments):
         for name in ("num_candidates", "min_candidate_count", "max_completion_length", "candidate_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.invalid_resamples < 0:
+            raise ValueError(f"invalid_resamples must be >= 0, got {self.invalid_resamples}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.awr_beta <= 0 or self.awr_max_weight <= 0:

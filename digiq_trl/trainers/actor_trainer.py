@@ -89,8 +89,8 @@ PREPARATION_CACHE_DIR = "_best_of_n_cache"
 underscore keeps it out of ``push_to_hub`` uploads, which skip ``_*`` paths."""
 
 _SCORING_FIELDS = (
-    "weighting", "num_candidates", "temperature", "min_candidate_count", "candidate_source", "include_logged_action",
-    "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
+    "weighting", "num_candidates", "temperature", "min_candidate_count", "invalid_resamples", "candidate_source",
+    "include_logged_action", "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
 )
 """Config fields the Best-of-N step's result depends on (the sampled candidates and their weights)."""
 
@@ -239,6 +239,7 @@ class _CandidateScorer:
             ]
             start = time.perf_counter()
             samples = self.policy.sample(observations, self.args.num_candidates, self.args.temperature)
+            samples = self._resample_invalid(observations, samples)
             self.timer.generation += time.perf_counter() - start
             proposals = [p + supported(s, self.args.min_candidate_count) for p, s in zip(proposals, samples)]
         if self.args.candidate_source in ("dataset", "both"):
@@ -246,6 +247,18 @@ class _CandidateScorer:
                 raise ValueError("candidate_source needs a 'candidate_actions' column in the dataset")
             proposals = [p + list(c or []) for p, c in zip(proposals, batch["candidate_actions"])]
         return proposals
+
+    def _resample_invalid(self, observations: list[dict[str, Any]], samples: list[list[str]]) -> list[list[str]]:
+        """Draw again, one at a time, the samples that do not parse, up to ``invalid_resamples`` rounds."""
+        samples = [list(state) for state in samples]
+        for _ in range(self.args.invalid_resamples):
+            slots = [(i, j) for i, state in enumerate(samples) for j, c in enumerate(state) if try_parse_action(c) is None]
+            if not slots:
+                break
+            redrawn = self.policy.sample([observations[i] for i, _ in slots], 1, self.args.temperature)
+            for (i, j), (action,) in zip(slots, redrawn):
+                samples[i][j] = action
+        return samples
 
     def _advantages(
         self, batch: dict[str, list[Any]], scored: list[list[str]], valid: list[list[bool]]
