@@ -486,7 +486,9 @@ def render_report(
         *_methods_table(methods, metric, results.get("generalization_split")),
         *_images(plots, ("success", "Success per method")),
         "",
-        "Every episode, step, critic value and Best-of-N candidate: [viewer.html](viewer.html) (open it in a browser).",
+        "Every episode of the offline data, step, critic value and Best-of-N candidate: [viewer.html](viewer.html); "
+        + ("every method's evaluation episodes side by side, by failure mode: [evaluation.html](evaluation.html) "
+           if metric == "success_rate" else "") + "(open them in a browser).",
         *_kind_table(methods),
         *_images(plots, ("success_by_kind", "Success per task kind")),
         *_failure_table(methods),

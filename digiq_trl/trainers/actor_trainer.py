@@ -3,7 +3,8 @@
 Before training, every state of the dataset gets candidate actions: N samples from the *starting*
 policy (one batched decode per batch of states), the dataset's ``candidate_actions``, or both, plus
 the logged action and, with the default ``anchor="greedy"``, the starting policy's greedy action.
-The frozen critic scores them with the advantage ``A = max(Q1, Q2) - max(V1, V2)`` on frozen-VLM
+The frozen critic scores them with its advantage (:func:`digiq_trl.targets.advantage_formula` of its
+``v_target_combine``: ``min(Q1, Q2) - max(V1, V2)`` by default) on frozen-VLM
 features (unparsable candidates get A = 0) and the argmax becomes the state's imitation target,
 weighted by :func:`digiq_trl.best_of_n.sample_weights` (``1[A > threshold]`` by default). As in
 the reference, candidates are prepared once from the frozen starting policy, and the actor trains
