@@ -120,11 +120,14 @@ def _card_code_runs_elsewhere(run: Path, elsewhere: Path, monkeypatch) -> None:
         for block in blocks:
             exec(block, namespace)
     monkeypatch.undo()
-    expected = VLMFeatureExtractor.from_pretrained(str(run / "representation")).state_features(
-        rows["image"], rows["goal"], rows["history"])
-    assert torch.allclose(namespace["v"], expected)
-    cached = torch.tensor(namespace["dataset"]["v_features"])
-    assert torch.allclose(cached, expected, atol=1e-3, rtol=1e-3)  # the cache stores features in float16
+    def features(**kwargs) -> torch.Tensor:
+        extractor = VLMFeatureExtractor.from_pretrained(str(run / "representation"), **kwargs)
+        return extractor.state_features(rows["image"], rows["goal"], rows["history"])
+
+    assert torch.allclose(namespace["v"], features())
+    layer = json.loads((run / "critic" / "config.json").read_text())["feature_layer"]
+    cached = torch.tensor(namespace["dataset"]["v_features"])  # the critic card's code: its own layer
+    assert torch.allclose(cached, features(layer=layer), atol=1e-3, rtol=1e-3)  # the cache stores float16
     assert len(namespace["scores"]) == len(rows) >= 1 and namespace["advantage"].shape == (2,)
 
 

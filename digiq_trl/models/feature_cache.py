@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from ..data.validation import validate_transitions
@@ -87,12 +88,19 @@ def _output_features(dim: int, with_alternatives: bool) -> Features:
 
 
 def _compute(extractor: VLMFeatureExtractor, alt_actions_column: str | None) -> Callable[..., dict[str, Any]]:
-    """The batched map function: one prompt forward per state for v, q and the alternatives."""
+    """The batched map function: one prompt forward per state for v, q and the alternatives.
+
+    In a ``map`` worker forked from this process (``num_proc``), torch runs single-threaded: an
+    OpenMP thread team inherited through ``fork`` can deadlock the worker's first parallel op.
+    """
+    parent = os.getpid()
 
     def compute(
         goals: list[str], histories: list[str], images: list[Any], actions: list[str],
         alternatives: list[list[str]] | None = None,
     ) -> dict[str, Any]:
+        if os.getpid() != parent and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
         candidates = [
             [action, *(alternatives[i] if alternatives is not None else [])] for i, action in enumerate(actions)
         ]

@@ -264,7 +264,7 @@ def _usage_section(repo: str, base: ModelSource, merged: bool) -> str:
         note = f"{base.note}\n\n" if base.note else ""
     return (
         f"{note}```python\nfrom digiq_trl.models.features import VLMFeatureExtractor\n\n{lines}"
-        "v = extractor.state_features(images, goals, histories)  # critic inputs\n```"
+        "v = extractor.state_features(images, goals, histories)  # at the middle layer; a critic's own: for_critic\n```"
     )
 
 
