@@ -225,6 +225,11 @@ class DigiQPipelineConfig:
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size per device."})
     actor_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Actor gradient accumulation."})
     actor_max_grad_norm: float = field(default=1.0, metadata={"help": "Actor gradient clipping (the paper: 0.01)."})
+    actor_token_probability_clamp: list[float] | None = field(
+        default=None,
+        metadata={"help": "low high: the actor loss clamps each target token's probability to [low, high] "
+                  "(BestOfNActorConfig.token_probability_clamp; the reference: 0.001 0.99)."},
+    )
     actor_seeds: list[int] = field(
         default_factory=lambda: [0],
         metadata={"help": "Training seeds of the actor stage: each method is trained once per seed (candidates, "
@@ -404,6 +409,7 @@ class DigiQPipelineConfig:
             max_steps=self.actor_steps,
             learning_rate=self.actor_learning_rate, per_device_train_batch_size=self.actor_batch_size,
             gradient_accumulation_steps=self.actor_gradient_accumulation_steps, max_grad_norm=self.actor_max_grad_norm,
+            token_probability_clamp=self.actor_token_probability_clamp,
             activation_checkpointing=self.activation_checkpointing,
             preparation_cache_dir=str(self.path("actor") / "_best_of_n_cache"),
             logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
@@ -448,7 +454,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_resamples", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",
-              "actor_max_grad_norm", "bf16"),
+              "actor_max_grad_norm", "actor_token_probability_clamp", "bf16"),
 }
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
 keys each adapter by its method and training seed."""

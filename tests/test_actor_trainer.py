@@ -1,5 +1,7 @@
 """BestOfNActorTrainer on tiny offline models: selection, loss masking, LoRA, saving, baselines."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -444,3 +446,24 @@ def test_invalid_candidates_are_redrawn_up_to_the_set_rounds() -> None:
         assert _CandidateScorer._resample_invalid(trainer, observations, first) == expected
         assert len(policy.calls) == calls
     assert policy.calls[0] == ["a", "b", "b"] and policy.calls[1] == ["a"]
+
+
+def test_clamped_token_probabilities_as_the_reference() -> None:
+    """Probabilities 0.995, 0.5 and 0.0001 of three labelled tokens, clamped to [0.001, 0.99]: the
+    loss is -(log 0.99 + log 0.5 + log 0.001) / 3, and only the 0.5 token gets a gradient."""
+    probabilities = torch.tensor([0.995, 0.5, 0.0001])
+    logits = torch.zeros(1, 4, 2)
+    logits[0, :3, 1] = torch.log(probabilities / (1 - probabilities))  # softmax over 2 classes gives p
+    logits.requires_grad_(True)
+    labels = torch.tensor([[-100, 1, 1, 1]])
+    loss = weighted_nll(logits, labels, torch.ones(1), probability_clamp=(0.001, 0.99))
+    loss.backward()
+    assert loss.item() == pytest.approx(-(math.log(0.99) + math.log(0.5) + math.log(0.001)) / 3, rel=1e-5)
+    assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 2].abs().sum() == 0
+    assert logits.grad[0, 1].abs().sum() > 0
+    unclamped = weighted_nll(logits.detach(), labels, torch.ones(1))
+    assert unclamped.item() == pytest.approx(-torch.log(probabilities).mean().item(), rel=1e-4)
+    from digiq_trl.trainers.actor_config import BestOfNActorConfig
+
+    with pytest.raises(ValueError, match="token_probability_clamp"):
+        BestOfNActorConfig(output_dir="unused", token_probability_clamp=[0.99, 0.001])

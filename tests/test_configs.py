@@ -77,7 +77,7 @@ REFERENCE = {  # the reference implementation's choices (docs/reference-parity.m
     "critic_v_target_combine": "independent", "critic_conservative_weight": 0.0, "critic_steps": 800,
     "critic_learning_rate": 1e-5, "critic_max_grad_norm": 0.01, "num_candidates": 16, "candidate_temperature": 1.2,
     "min_candidate_count": 1, "candidate_resamples": 3, "anchor_weight": 0.0, "actor_steps": 900, "actor_learning_rate": 1e-4,
-    "actor_max_grad_norm": 0.01, "eval_goals": "first", "eval_episodes": 96, "eval_temperature": 0.8,
+    "actor_max_grad_norm": 0.01, "actor_token_probability_clamp": [0.001, 0.99], "eval_goals": "first", "eval_episodes": 96, "eval_temperature": 0.8,
 }
 
 

@@ -71,6 +71,13 @@ class BestOfNActorConfig(TrainingArguments):
             "`get_pi_action_guarantee_valid`); one still invalid after them is scored as invalid (A = 0)."
         },
     )
+    token_probability_clamp: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "low high: clamp each target token's probability to [low, high] before the log in the "
+            "loss (the reference: 0.001 0.99), so tokens the actor already predicts get no gradient."
+        },
+    )
     max_completion_length: int = field(
         default=128,
         metadata={"help": "Most tokens generated per candidate (an AutoUI action is 20-70 tokens)."},
@@ -165,6 +172,9 @@ class BestOfNActorConfig(TrainingArguments):
         for name in ("num_candidates", "min_candidate_count", "max_completion_length", "candidate_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        clamp = self.token_probability_clamp
+        if clamp is not None and (len(clamp) != 2 or not 0.0 < clamp[0] < clamp[1] <= 1.0):
+            raise ValueError(f"token_probability_clamp must be [low, high] with 0 < low < high <= 1, got {clamp}")
         if self.invalid_resamples < 0:
             raise ValueError(f"invalid_resamples must be >= 0, got {self.invalid_resamples}")
         if self.temperature <= 0:

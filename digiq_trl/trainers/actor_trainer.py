@@ -172,17 +172,24 @@ def answer_span(labels: torch.Tensor) -> int:
     return labels.shape[1] - int(labelled[0]) + 1
 
 
-def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                 probability_clamp: Sequence[float] | None = None) -> torch.Tensor:
     """``sum_i w_i * sum_t NLL_it / sum_i T_i``: token NLL of the labelled tokens, weighted per row.
 
     Causal shift: the logits at position t predict the token at t + 1. Normalizing by the token
-    count (not the weight sum) keeps ``pg`` weights signed and ``awr`` weights relative.
+    count (not the weight sum) keeps ``pg`` weights signed and ``awr`` weights relative. With
+    ``probability_clamp = (low, high)`` each token's probability is clamped to that range before the
+    log, as the reference does with ``(0.001, 0.99)``: tokens already above ``high`` (or hopeless,
+    below ``low``) contribute no gradient.
     """
     targets = labels[:, 1:]
     mask = targets != -100
     nll = F.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~mask, 0), reduction="none"
     )
+    if probability_clamp is not None:
+        low, high = probability_clamp
+        nll = -torch.log(torch.exp(-nll).clamp(low, high))
     per_row = (nll * mask).sum(dim=1)
     return (weights.to(per_row) * per_row).sum() / mask.sum().clamp(min=1)
 
@@ -497,7 +504,8 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "weights")}
         span = answer_span(inputs["labels"])
         outputs = model(**model_inputs, logits_to_keep=span)
-        loss = weighted_nll(outputs.logits, inputs["labels"][:, -span:], inputs["weights"])
+        loss = weighted_nll(outputs.logits, inputs["labels"][:, -span:], inputs["weights"],
+                            self.args.token_probability_clamp)
         self._record_metrics({"mean_weight": float(inputs["weights"].mean())})
         return (loss, outputs) if return_outputs else loss
 
