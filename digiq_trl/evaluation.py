@@ -56,6 +56,8 @@ def evaluate_policy(
     Returns:
         :func:`summarize_episodes` of the episodes' :func:`episode_records`.
     """
+    if goals not in ("random", "first"):
+        raise ValueError(f"goals must be 'random' or 'first', got {goals!r}")
     env = PhoneEnv(suite=suite, split=split, **env_kwargs)
     ordered = first_goals(suite, split, num_episodes) if goals == "first" else None
     steps = run_episodes(env, policy, num_episodes, seed=seed, batch_size=batch_size, goals=ordered)

@@ -152,16 +152,6 @@ def test_a_status_action_ends_the_episode_and_sends_nothing(no_adb_spawned: None
     assert stand_in.log[sent:] == ["screencap -p", "digiq-phone verdict"]
 
 
-def _evaluate(tmp_path: Path, name: str, env: str, *extra: str) -> dict:
-    torch_threads = ["--batch-size", "1"] if env == "sim" else ["--settle", "0", "--step-timeout", "5"]
-    assert main(["evaluate", "--env", env, "--output", str(tmp_path / name), *torch_threads, *extra]) == 0
-    return json.loads((tmp_path / name / "results.json").read_text())
-
-
-def _outcomes(results: dict) -> list[tuple]:
-    return [(e["goal"], e["success"], e["steps"]) for e in results["episodes"]]
-
-
 @pytest.fixture(scope="module")
 def actor() -> tuple:
     """The shipped tiny actor and its processor, loaded once."""

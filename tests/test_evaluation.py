@@ -235,6 +235,8 @@ def test_the_papers_protocol_plays_the_first_test_goals_in_order() -> None:
     assert run["success_rate"] == 1.0 and all(e["actions"] for e in run["episodes"])
     with pytest.raises(ValueError, match="fewer than"):
         first_goals("general", "test", 10_000)
+    with pytest.raises(ValueError, match="goals must be"):
+        evaluate_policy(ExpertPolicy(), "general", num_episodes=1, goals="last")
     for field, value in (("eval_goals", "last"), ("eval_temperature", -0.5)):
         with pytest.raises(ValueError, match=field):
             DigiQPipelineConfig(**{field: value})

@@ -42,7 +42,6 @@ details summary {{ cursor: pointer; }} ol {{ margin: 2px 0 0 1.2em; padding: 0; 
 </div>
 <table id="episodes"><thead><tr><th>seed</th><th>#</th><th>goal</th><th>interruption</th>{method_headers}</tr></thead>
 <tbody>{rows}</tbody></table>
-<script type="application/json" id="comparison-data">{data}</script>
 <script>
 const methods = {methods_json};
 function apply() {{
@@ -120,7 +119,7 @@ def write_comparison(results: Mapping[str, Any], path: str | Path, title: str = 
         method_options="".join(f'<option value="{n}">{html.escape(METHOD_NAMES.get(n, n))}</option>' for n in names),
         mode_options="".join(f'<option value="{html.escape(m)}">{html.escape(m)}</option>' for m in FAILURE_MODES),
         method_headers="".join(f"<th>{html.escape(METHOD_NAMES.get(n, n))}</th>" for n in names),
-        rows="\n".join(body), data=json.dumps(rows).replace("</", "<\\/"), methods_json=json.dumps(names),
+        rows="\n".join(body), methods_json=json.dumps(names),
     )
     path = Path(path)
     path.write_text(page, encoding="utf-8")
