@@ -17,13 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-
-Weighting = Literal["threshold", "awr", "pg", "filtered_bc", "sft"]
-"""How each training sample is weighted (see :func:`sample_weights`)."""
 
 WEIGHTINGS: tuple[str, ...] = ("threshold", "awr", "pg", "filtered_bc", "sft")
 """All weighting schemes; the first three use the critic, the last two are the paper's baselines."""

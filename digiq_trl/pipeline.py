@@ -133,7 +133,7 @@ class DigiQPipeline:
 
         from .models.pretrained import resolve_pretrained
         from .models.processing import load_processor
-        from .trainers.actor_trainer import default_lora_config
+        from .trainers.lora import default_lora_config
 
         model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(cfg.base_actor))
         return model, load_processor(cfg.base_actor, **cfg.processor_kwargs), default_lora_config()

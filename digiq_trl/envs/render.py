@@ -42,7 +42,6 @@ Colour = tuple[int, int, int]
 WHITE: Colour = (255, 255, 255)
 BLACK: Colour = (0, 0, 0)
 FOCUS: Colour = (255, 196, 0)
-CHROME_GREY: Colour = (95, 99, 104)
 SETTINGS_BLUE: Colour = (60, 72, 100)
 SWITCH_ON: Colour = (30, 170, 80)
 SWITCH_OFF: Colour = (150, 150, 150)

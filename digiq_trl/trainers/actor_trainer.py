@@ -73,14 +73,11 @@ from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 from ..targets import advantage_formula
 from .actor_config import BestOfNActorConfig
 from .base import DigiQTrainerMixin
-from .lora import default_lora_config, language_model_targets
+from .lora import default_lora_config
 from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 
 
 logger = logging.get_logger(__name__)
-
-LANGUAGE_MODEL_LORA_TARGETS = language_model_targets()
-"""Default LoRA targets (:func:`~digiq_trl.trainers.lora.language_model_targets`)."""
 
 TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""

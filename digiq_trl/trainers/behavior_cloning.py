@@ -24,11 +24,6 @@ from trl import SFTConfig, SFTTrainer
 from ..prompts import build_messages
 
 
-SFT_COLUMNS = ("prompt", "completion", "images")
-"""Columns of the SFT dataset: the user turn (image placeholder + text), the assistant turn (the
-action), and a one-image list."""
-
-
 def _to_conversation(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """A batch of transitions as ``prompt`` / ``completion`` messages and ``images``."""
     prompts, completions = [], []

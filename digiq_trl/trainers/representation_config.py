@@ -11,10 +11,6 @@ from ..representation import DEFAULT_DOWNSCALE, DEFAULT_THRESHOLD
 from .lora import LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGET_MODULES, default_lora_config
 
 
-DEFAULT_LORA_TARGET_MODULES: tuple[str, ...] = LORA_TARGET_MODULES
-"""The shared LoRA targets (:data:`digiq_trl.trainers.lora.LORA_TARGET_MODULES`)."""
-
-
 @dataclass
 class RepresentationConfig(SFTConfig):
     r"""Arguments of representation fine-tuning, on top of ``trl.SFTConfig``.
