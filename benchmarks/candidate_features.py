@@ -34,7 +34,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from digiq_trl.actions import DeviceAction, format_action
 from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor
-from digiq_trl.testing import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
+from digiq_trl.models.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
 
 
 NUM_CANDIDATES = 16

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.testing import tiny_qwen2_vl
+from digiq_trl.models.tiny import tiny_qwen2_vl
 
 
 def observations(num_states: int, seed: int = 0) -> list[dict]:

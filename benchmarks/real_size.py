@@ -72,9 +72,9 @@ from digiq_trl.actions import ActionType, DeviceAction, format_action, format_hi
 from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.models.policy import VLMPolicy
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor
+from digiq_trl.models.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
 from digiq_trl.prompts import render_prompt
 from digiq_trl.representation import actionability_example
-from digiq_trl.testing import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
 from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer
 from digiq_trl.trainers.representation_config import RepresentationConfig

@@ -88,7 +88,7 @@ def save_base(args: argparse.Namespace, out: Path) -> str:
     """The untouched VLM's directory (the tiny random model is saved so both load the same way)."""
     if args.base_model is not None:
         return args.base_model
-    from digiq_trl.testing import tiny_qwen2_vl
+    from digiq_trl.models.tiny import tiny_qwen2_vl
 
     model, processor = tiny_qwen2_vl(seed=args.seed)
     model.save_pretrained(out / "untouched")

@@ -11,8 +11,8 @@ from PIL import Image as PILImage
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.models.tiny import tiny_qwen2_vl
 from digiq_trl.prompts import answer_token_ids
-from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
 from digiq_trl.trainers.actor_trainer import (
     PREPARATION_CACHE_DIR,

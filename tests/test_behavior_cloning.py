@@ -8,8 +8,8 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.data.schema import transition_features
+from digiq_trl.models.tiny import tiny_qwen2_vl
 from digiq_trl.prompts import build_messages
-from digiq_trl.testing import tiny_qwen2_vl
 from digiq_trl.trainers.behavior_cloning import behavior_clone, transitions_to_sft
 
 

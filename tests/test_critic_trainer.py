@@ -268,7 +268,7 @@ def _raw_transitions() -> Dataset:
 
 def test_raw_transitions_with_a_real_extractor(tmp_path) -> None:
     from digiq_trl.models.features import VLMFeatureExtractor
-    from digiq_trl.testing import tiny_qwen2_vl
+    from digiq_trl.models.tiny import tiny_qwen2_vl
 
     extractor = VLMFeatureExtractor(*tiny_qwen2_vl(), model_id="tiny/qwen2-vl")
     dim = extractor.hidden_size

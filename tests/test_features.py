@@ -20,8 +20,8 @@ from digiq_trl.actions import ActionType, DeviceAction, format_action
 from digiq_trl.data import TransitionValidationError, transition_features
 from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
+from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl
 from digiq_trl.prompts import build_messages, render_prompt
-from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
 
 
 CLOSE = dict(rtol=1e-4, atol=1e-6)

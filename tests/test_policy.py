@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 
 from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.testing import tiny_llava, tiny_qwen2_vl
+from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl
 
 
 def _observations() -> list[dict]:

@@ -153,7 +153,7 @@ def test_actionability_metrics():
 
 @pytest.fixture(scope="module")
 def tiny_vlm():
-    from digiq_trl.testing import tiny_qwen2_vl
+    from digiq_trl.models.tiny import tiny_qwen2_vl
 
     return tiny_qwen2_vl()
 
@@ -213,7 +213,7 @@ def test_lora_training_changes_adapters_and_freezes_base(tiny_vlm, tmp_path):
 @pytest.mark.parametrize("merge", [True, False])
 def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
     from digiq_trl.models.features import VLMFeatureExtractor
-    from digiq_trl.testing import tiny_qwen2_vl
+    from digiq_trl.models.tiny import tiny_qwen2_vl
 
     model, processor = tiny_qwen2_vl()
     base_dir, out_dir = tmp_path / "base", tmp_path / "out"
@@ -243,7 +243,7 @@ def test_saved_model_loads_in_feature_extractor(tiny_vlm, tmp_path, merge):
 
 
 def test_train_representation_end_to_end(tmp_path):
-    from digiq_trl.testing import tiny_qwen2_vl
+    from digiq_trl.models.tiny import tiny_qwen2_vl
 
     model, processor = tiny_qwen2_vl()
     changed = [True, False, False, True, False, True, True, False]

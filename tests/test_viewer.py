@@ -34,7 +34,7 @@ from digiq_trl.envs.policies import NoisyExpertPolicy, add_random_alternatives
 from digiq_trl.models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
-from digiq_trl.testing import tiny_qwen2_vl
+from digiq_trl.models.tiny import tiny_qwen2_vl
 from digiq_trl.viewer import (
     best_of_n_steps,
     build_episodes,

@@ -103,7 +103,7 @@ def load_model(script_args: RepresentationScriptArguments) -> tuple[Any, Any]:
     """The VLM and its processor (a tiny offline Qwen2-VL when no model is named; else the name and
     ``None``, which :func:`~digiq_trl.trainers.train_representation` loads)."""
     if script_args.model_name_or_path is None:
-        from ..testing import tiny_qwen2_vl
+        from ..models.tiny import tiny_qwen2_vl
 
         return tiny_qwen2_vl()
     return script_args.model_name_or_path, None

@@ -33,7 +33,7 @@ and give the same numbers more slowly.
 
 Example:
     >>> from digiq_trl.models.features import VLMFeatureExtractor
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> extractor = VLMFeatureExtractor(*tiny_qwen2_vl())
     >>> extractor.provenance["layer"]
     1

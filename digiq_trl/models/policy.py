@@ -14,7 +14,7 @@ never raises on them.
 
 Example:
     >>> from digiq_trl.models.policy import VLMPolicy
-    >>> from digiq_trl.testing import tiny_qwen2_vl
+    >>> from digiq_trl.models.tiny import tiny_qwen2_vl
     >>> from PIL import Image
     >>> policy = VLMPolicy(*tiny_qwen2_vl(), max_new_tokens=8)
     >>> obs = {"image": Image.new("RGB", (112, 224)), "goal": "Open Settings", "history": ""}

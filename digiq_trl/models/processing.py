@@ -5,7 +5,7 @@ processor, and video processors need torchvision; on a machine without it, const
 the processor fails even though agents never see video. :class:`Qwen2VLImageTextProcessor` is the
 same processor without the video half: same image tokens, same ``image_grid_thw`` and
 ``mm_token_type_ids`` outputs, so it serves real Qwen2-VL and Qwen2.5-VL checkpoints (through
-:func:`load_processor`) as well as the tiny offline models of :mod:`digiq_trl.testing`.
+:func:`load_processor`) as well as the tiny offline models of :mod:`digiq_trl.models.tiny`.
 
 Example:
     >>> from digiq_trl.models.processing import load_processor
