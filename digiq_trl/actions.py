@@ -205,13 +205,28 @@ def describe_action(action: DeviceAction) -> str:
         return f"swipe {_format_point(action.touch_point)} -> {_format_point(action.lift_point)}"
     if action.action_type == ActionType.TYPE:
         return f'type "{action.typed_text}"'
-    return {
-        ActionType.PRESS_BACK: "back",
-        ActionType.PRESS_HOME: "home",
-        ActionType.PRESS_ENTER: "enter",
-        ActionType.STATUS_TASK_COMPLETE: "complete",
-        ActionType.STATUS_TASK_IMPOSSIBLE: "impossible",
-    }[action.action_type]
+    return action_kind(action)
+
+
+ACTION_KINDS: dict[ActionType, str] = {
+    ActionType.TYPE: "type",
+    ActionType.PRESS_BACK: "back",
+    ActionType.PRESS_HOME: "home",
+    ActionType.PRESS_ENTER: "enter",
+    ActionType.STATUS_TASK_COMPLETE: "complete",
+    ActionType.STATUS_TASK_IMPOSSIBLE: "impossible",
+}
+"""The one-word name of every action type but DUAL_POINT (a tap or a swipe, by its points)."""
+
+
+def action_kind(action: DeviceAction | None) -> str:
+    """A coarse action class, for per-class diagnostics and the history's words for buttons: tap,
+    swipe, type, back, home, enter, complete, impossible, or ``invalid`` for an unparsable answer."""
+    if action is None:
+        return "invalid"
+    if action.action_type == ActionType.DUAL_POINT:
+        return "tap" if action.is_tap else "swipe"
+    return ACTION_KINDS[action.action_type]
 
 
 def format_history(previous: Sequence[DeviceAction]) -> str:

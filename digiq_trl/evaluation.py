@@ -24,6 +24,7 @@ from datasets import Dataset
 from .actions import (
     ActionType,
     DeviceAction,
+    action_kind,
     actions_match,
     describe_action,
     format_action,
@@ -538,23 +539,6 @@ def oracle_targets(states: Dataset, candidates: Sequence[Sequence[str]], infos: 
         "best_of_n": base.add_column("action", picks).add_column("trajectory_reward", found),
         "expert": base.add_column("action", list(experts)).add_column("trajectory_reward", [1.0] * len(experts)),
     }
-
-
-def action_kind(action: DeviceAction | None) -> str:
-    """A coarse action class for per-class diagnostics: tap, swipe, type, back, home, enter,
-    complete, impossible, or ``invalid`` for an unparsable answer."""
-    if action is None:
-        return "invalid"
-    if action.action_type == ActionType.DUAL_POINT:
-        return "tap" if action.is_tap else "swipe"
-    return {
-        ActionType.TYPE: "type",
-        ActionType.PRESS_BACK: "back",
-        ActionType.PRESS_HOME: "home",
-        ActionType.PRESS_ENTER: "enter",
-        ActionType.STATUS_TASK_COMPLETE: "complete",
-        ActionType.STATUS_TASK_IMPOSSIBLE: "impossible",
-    }[action.action_type]
 
 
 def action_kind_recall(predicted: Sequence[str], reference: Sequence[str]) -> dict[str, dict[str, float]]:
