@@ -7,7 +7,9 @@ Two kinds of subcommands, both listed in :data:`SUBCOMMANDS`:
   with :class:`trl.TrlParser` (dataclass flags and ``--config`` YAML), exactly as the matching
   ``examples/`` script does;
 - **tools** (``convert``, ``collect``, ``evaluate``, ``view``): modules that live next to the code they drive, with
-  a ``register(subparsers)`` function that adds an argparse parser whose ``func`` runs the command.
+  an ``add_arguments(parser)`` function that adds the command's options and a ``run(args)`` function that runs
+  it; :func:`add_tool_parser` makes the argparse parser (help from :data:`SUBCOMMANDS`, description from the
+  module's docstring).
 
 Only the module of the command being run is imported, so ``digiq-trl --help`` does not load torch.
 """
@@ -32,7 +34,7 @@ class Subcommand:
     module: str
     help: str
     script: bool = False
-    """True: the module's ``main(argv, prog)`` parses the arguments (TrlParser); False: its ``register``."""
+    """True: the module's ``main(argv, prog)`` parses the arguments (TrlParser); False: :func:`add_tool_parser`."""
 
 
 SUBCOMMANDS = (
@@ -49,7 +51,7 @@ SUBCOMMANDS = (
                "collect a transitions dataset in the simulated phone or on Android devices"),
     Subcommand("evaluate", "digiq_trl.evaluate_cli",
                "evaluate an actor in the simulated phone or on Android devices"),
-    Subcommand("view", "digiq_trl.viewer_cli",
+    Subcommand("view", "digiq_trl.viewer.view_cli",
                "write an HTML page to browse episodes, critic values and Best-of-N candidates"),
 )
 
@@ -61,9 +63,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for sub in SUBCOMMANDS:
         if sub.name == command and not sub.script:
-            importlib.import_module(sub.module).register(subparsers)
+            add_tool_parser(subparsers, sub)
         else:
             subparsers.add_parser(sub.name, help=sub.help, add_help=False)
+    return parser
+
+
+def add_tool_parser(subparsers: argparse._SubParsersAction, sub: Subcommand) -> argparse.ArgumentParser:
+    """Add the parser of the tool ``sub``: its module's docstring as the description, its
+    ``add_arguments`` options, and its ``run`` as ``func``; the parser itself is ``args.parser``, so
+    ``run`` can report a usage error the argparse way."""
+    module = importlib.import_module(sub.module)
+    parser = subparsers.add_parser(sub.name, help=sub.help, description=module.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    parser.set_defaults(func=module.run, parser=parser)
     return parser
 
 

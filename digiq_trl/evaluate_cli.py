@@ -32,10 +32,8 @@ PROTOCOLS = {"paper": {"split": "test", "temperature": 0.8}, "ours": {"temperatu
 """Each protocol's fixed split (paper) and default sampling temperature."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``evaluate`` subcommand."""
-    parser = subparsers.add_parser("evaluate", help="evaluate an actor in the simulated phone or on Android devices",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` options to ``parser`` (made by :func:`digiq_trl.cli.add_tool_parser`)."""
     add_actor_arguments(parser)
     add_env_arguments(parser)
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="paper",
@@ -54,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="simulated phones played in lockstep (sim; on devices, one per serial); as many as "
                         "devices makes a sampled sim run comparable with a device run episode by episode")
     parser.add_argument("--output", required=True, help="folder for episodes.jsonl, results.json, report.md, viewer.html")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from digiq_trl.cli import SUBCOMMANDS, main
+from digiq_trl.cli import SUBCOMMANDS, add_tool_parser, main
 from digiq_trl.commands import train
 from digiq_trl.commands.train_base_actor import BaseActorArguments
 from digiq_trl.commands.train_base_actor import make_parser as base_actor_parser
@@ -65,12 +65,14 @@ def test_train_command_reads_a_yaml_config(monkeypatch: pytest.MonkeyPatch) -> N
     assert (config.suite, config.seed) == ("webshop", 7)
 
 
-def test_tools_register_under_their_listed_name_and_help() -> None:
+def test_tools_parse_under_their_listed_name_help_and_docstring() -> None:
     for sub in (s for s in SUBCOMMANDS if not s.script):
+        module = importlib.import_module(sub.module)
         subparsers = argparse.ArgumentParser().add_subparsers()
-        importlib.import_module(sub.module).register(subparsers)
+        parser = add_tool_parser(subparsers, sub)
         (choice,) = subparsers._choices_actions
-        assert (choice.dest, choice.help) == (sub.name, sub.help)
+        assert (choice.dest, choice.help, parser.description) == (sub.name, sub.help, module.__doc__)
+        assert parser.get_default("func") is module.run and parser.get_default("parser") is parser
 
 
 def test_every_script_command_has_a_parser_and_main() -> None:

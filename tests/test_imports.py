@@ -44,8 +44,11 @@ def test_command_help_loads_no_deep_learning_stack(command: list[str]) -> None:
 
 @pytest.mark.parametrize("code", ["import contextlib\nfrom digiq_trl.cli import main\n"
                                   "with contextlib.suppress(SystemExit): main(['evaluate', '--help'])",
+                                  "import contextlib\nfrom digiq_trl.cli import main\n"
+                                  "with contextlib.suppress(SystemExit): main(['view', '--help'])",
                                   "import digiq_trl.envs.android, digiq_trl.envs.loopback, digiq_trl.judges"],
-                         ids=["digiq-trl evaluate --help", "import the adb env, stand-in and judges"])
+                         ids=["digiq-trl evaluate --help", "digiq-trl view --help",
+                              "import the adb env, stand-in and judges"])
 def test_evaluate_help_and_the_adb_modules_load_no_deep_learning_stack(code: str) -> None:
     assert modules_loaded_by(code)["heavy"] == []
 

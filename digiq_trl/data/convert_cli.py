@@ -26,14 +26,8 @@ from .validation import TransitionValidationError
 FORMATS = ("digiq-pt", "aitw-tfrecord")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``convert`` subcommand."""
-    parser = subparsers.add_parser(
-        "convert",
-        help="convert reference .pt files or AitW TFRecords into a transitions dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``convert`` options to ``parser`` (made by :func:`digiq_trl.cli.add_tool_parser`)."""
     parser.add_argument("--format", required=True, choices=FORMATS, help="input format")
     parser.add_argument("--input", required=True, nargs="+", help="input files")
     parser.add_argument("--images", help="folder of the screenshots named by image_path (digiq-pt)")
@@ -42,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--gamma", type=float, default=0.95, help="discount of mc_return")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push to this Hub dataset repo")
-    parser.set_defaults(func=run)
 
 
 def _convert(args: argparse.Namespace, cache_dir: Path) -> Dataset:

@@ -37,14 +37,8 @@ SIMULATOR_POLICIES = ("expert", "noisy-expert")
 """Policies that read the simulator's expert action, so cannot play on a device."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``collect`` subcommand."""
-    parser = subparsers.add_parser(
-        "collect",
-        help="collect a transitions dataset in the simulated phone or on Android devices",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``collect`` options to ``parser`` (made by :func:`digiq_trl.cli.add_tool_parser`)."""
     parser.add_argument("--suite", choices=SUITES, default="general", help="task suite")
     parser.add_argument("--split", choices=SPLITS, default="train", help="goal split")
     parser.add_argument("--policy", choices=POLICIES, default="noisy-expert", help="behavior policy")
@@ -60,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64,
                         help="simulated phones stepped in lockstep (on devices, one per serial)")
     parser.add_argument("--output", required=True, help="folder to write the dataset to (save_to_disk)")
-    parser.set_defaults(func=run)
 
 
 def make_policy(name: str, noise: float, seed: int) -> Policy:

@@ -19,14 +19,8 @@ import json
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``view`` subcommand."""
-    parser = subparsers.add_parser(
-        "view",
-        help="write an HTML page to browse episodes, critic values and Best-of-N candidates",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``view`` options to ``parser`` (made by :func:`digiq_trl.cli.add_tool_parser`)."""
     parser.add_argument("run_dir", nargs="?", help="output_dir of a pipeline run (examples/train.py)")
     parser.add_argument("--dataset", help="instead of a run: a transitions dataset folder or Hub id")
     parser.add_argument("--critic", help="with --dataset: a critic folder whose V(s) and Q(s, a) to show")
@@ -37,13 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-episodes", type=int, help="show only the first N episodes of each split")
     parser.add_argument("--output", help="HTML file to write (default: RUN_DIR/viewer.html, or viewer.html "
                         "with --dataset)")
-    parser.set_defaults(func=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the page, print a one-line JSON summary (path and size)."""
-    from .data.validation import TransitionValidationError
-    from .viewer import write_dataset_viewer, write_viewer
+    from ..data.validation import TransitionValidationError
+    from .writer import write_dataset_viewer, write_viewer
 
     if (args.run_dir is None) == (args.dataset is None):
         args.parser.error("give either RUN_DIR or --dataset")
