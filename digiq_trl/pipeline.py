@@ -13,7 +13,7 @@ whatever ran before it in the process, so fresh and resumed runs give the same o
    (sampling); split by episode into train/test.
 3. ``representation`` (Digi-Q stage 1), ``features`` (stage 2), ``critic`` (stage 3), ``actor``
    (stage 4, with the filtered-BC baseline): see the trainers.
-4. ``evaluate``: base actor / filtered BC / Digi-Q scored by :mod:`digiq_trl.evaluation`, written by
+4. ``evaluate``: base actor / filtered BC / Digi-Q scored by :mod:`digiq_trl.run_scoring`, written by
    :mod:`digiq_trl.report` (``results.json``, ``report.md``, plots) and :mod:`digiq_trl.viewer`.
 
 Under ``accelerate launch --num_processes K`` the critic and actor trainers run distributed; the
@@ -340,8 +340,8 @@ class DigiQPipeline:
         episodes side by side; main process). The report also gets the critic's held-out values
         (V(s0) per episode among them) and Digi-Q's saved Best-of-N preparations."""
         if self.state.is_main_process:
-            from .evaluation import evaluate_run
             from .report import write_run_report
+            from .run_scoring import evaluate_run
             from .viewer import write_viewer
             from .viewer.comparison import write_comparison
 

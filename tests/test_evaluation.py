@@ -13,19 +13,16 @@ from digiq_trl import (
     parse_action,
 )
 from digiq_trl.actions import actions_match
+from digiq_trl.diagnostics import best_of_n_headroom, critic_expert_ranking, expert_agrees, oracle_targets
 from digiq_trl.envs import NoisyExpertPolicy
 from digiq_trl.envs.collect import replay_infos
 from digiq_trl.evaluation import (
     action_kind_recall,
     action_matching_accuracy,
-    best_of_n_headroom,
     changed_share,
-    critic_expert_ranking,
     evaluate_policy,
     evaluate_policy_seeds,
-    expert_agrees,
     goal_predictability_auroc,
-    oracle_targets,
 )
 from digiq_trl.models.scoring import Scores
 

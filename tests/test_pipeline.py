@@ -14,8 +14,8 @@ from datasets import Dataset, load_from_disk
 
 from digiq_trl.data import take_episodes
 from digiq_trl.envs import NoisyExpertPolicy, collect_transitions
-from digiq_trl.evaluation import across_training_seeds
 from digiq_trl.pipeline import STAGES, DigiQPipeline, DigiQPipelineConfig
+from digiq_trl.run_scoring import across_training_seeds
 
 
 REPO = Path(__file__).resolve().parents[1]

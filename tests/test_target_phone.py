@@ -6,6 +6,7 @@ import pytest
 
 import digiq_trl.envs  # noqa: F401  (registers the environments)
 from digiq_trl.actions import ActionType, DeviceAction, format_action
+from digiq_trl.diagnostics import state_classes
 from digiq_trl.envs import ExpertPolicy, PhoneEnv
 from digiq_trl.envs.device import (
     DRIFT_HOME_SWAPS,
@@ -19,7 +20,7 @@ from digiq_trl.envs.device import (
 )
 from digiq_trl.envs.failures import FAILURE_MODES, failure_mode
 from digiq_trl.envs.tasks import parse_goal
-from digiq_trl.evaluation import evaluate_policy, state_classes
+from digiq_trl.evaluation import evaluate_policy
 
 
 BACK = DeviceAction.press(ActionType.PRESS_BACK)

@@ -10,9 +10,9 @@ critic::
     digiq-trl diagnose --config examples/configs/simulator_webshop.yaml
     python examples/diagnose_best_of_n.py --config examples/configs/simulator_webshop.yaml
 
-1. **Headroom** (:func:`digiq_trl.evaluation.best_of_n_headroom`, evaluation goals): how often the
+1. **Headroom** (:func:`digiq_trl.diagnostics.best_of_n_headroom`, evaluation goals): how often the
    expert's action is the base actor's greedy one, among its N candidates, and the critic's pick.
-2. **Oracle extraction** (:func:`digiq_trl.evaluation.oracle_targets`): the expert's action in
+2. **Oracle extraction** (:func:`digiq_trl.diagnostics.oracle_targets`): the expert's action in
    every training state of the actor stage is recovered by replaying its episode
    (:func:`digiq_trl.envs.collect.replay_infos`). The actor stage's own trainer, data,
    candidates, anchor and settings then train the base actor on (a) the candidate a perfect critic
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from trl import TrlParser
 
 from ..pipeline_config import DigiQPipelineConfig
+from . import parse_options
 
 
 if TYPE_CHECKING:
@@ -68,9 +69,10 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
     """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
     from datasets import load_from_disk
 
+    from ..diagnostics import oracle_targets
     from ..envs.collect import replay_infos
-    from ..evaluation import oracle_targets, score_policy
     from ..models.policy import VLMPolicy
+    from ..run_scoring import score_policy
 
     cfg = pipe.config
     seed = cfg.actor_seeds[0]
@@ -92,8 +94,9 @@ def diagnose(pipe: DigiQPipeline, args: DiagnosisArguments) -> dict[str, Any]:
     """Headroom on evaluation goals, then base actor vs the oracle-trained actors."""
     import torch
 
-    from ..evaluation import best_of_n_headroom, score_policy, typed_query_ranking
+    from ..diagnostics import best_of_n_headroom, typed_query_ranking
     from ..models.policy import VLMPolicy
+    from ..run_scoring import score_policy
 
     cfg = pipe.config
     greedy = VLMPolicy(*pipe.artifacts.load_actor())
@@ -123,7 +126,7 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str, Any]:
     """Parse the run's configuration and :class:`DiagnosisArguments`, diagnose, write and print the JSON."""
-    config, args = make_parser(prog).parse_args_and_config(argv)
+    config, args = parse_options(make_parser(prog), argv)
     if config.evaluation != "simulator":
         raise SystemExit("diagnose needs the simulator (its expert stands in for a perfect critic); "
                          f"this configuration has evaluation={config.evaluation!r}")
