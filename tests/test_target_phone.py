@@ -8,17 +8,9 @@ import digiq_trl.envs  # noqa: F401  (registers the environments)
 from digiq_trl.actions import ActionType, DeviceAction, format_action
 from digiq_trl.diagnostics import state_classes
 from digiq_trl.envs import ExpertPolicy, PhoneEnv
-from digiq_trl.envs.device import (
-    DRIFT_HOME_SWAPS,
-    DRIFT_SEARCH_ICON_APPS,
-    OVERLAYS,
-    Device,
-    Interruption,
-    Layout,
-    Screen,
-    element_named,
-)
+from digiq_trl.envs.device import Device, Layout, Screen, element_named
 from digiq_trl.envs.failures import FAILURE_MODES, failure_mode
+from digiq_trl.envs.target_phone import DRIFT_HOME_SWAPS, DRIFT_SEARCH_ICON_APPS, OVERLAYS, Interruption
 from digiq_trl.envs.tasks import parse_goal
 from digiq_trl.evaluation import evaluate_policy
 

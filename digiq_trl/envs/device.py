@@ -9,9 +9,10 @@ Coordinates are normalized ``(y, x)`` as in AitW. The layout is designed on a 11
 (``DESIGN_W`` x ``DESIGN_H`` "design pixels") and scales to any rendered size.
 
 The *target* phone (what a base actor trained on static demonstrations of the *source* phone meets
-when deployed) differs in two ways: a fixed set of version-drift changes in the :class:`Layout`
-(:meth:`Layout.drifted`), and interruptions: an :class:`Interruption` opens an overlay
-(:data:`OVERLAYS`) over a screen as it opens, and while it is shown only its own controls respond.
+when deployed) differs in two ways, listed in :mod:`~digiq_trl.envs.target_phone`: a fixed set of
+version-drift changes in the :class:`Layout` (:meth:`Layout.drifted`), and interruptions: an
+:class:`~digiq_trl.envs.target_phone.Interruption` opens an overlay over a screen as it opens, and
+while it is shown only its own controls respond.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..actions import ActionType, DeviceAction
+from .target_phone import (
+    BACK_CLOSES,
+    DRIFT_HOME_SWAPS,
+    DRIFT_SEARCH_ICON_APPS,
+    DRIFT_SETTINGS_SHIFT,
+    OVERLAY_CONTROLS,
+    SEARCH_ICON_BOX,
+    Interruption,
+)
 
 
 DESIGN_W, DESIGN_H = 112, 224
@@ -81,46 +91,10 @@ BRAND_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-OVERLAYS: tuple[str, ...] = ("consent", "ad", "permission", "rating")
-"""Interruptions of the target phone:
-
-* ``consent``: a cookie-consent banner over the top of the screen; only its *Accept* button closes it.
-* ``ad``: a full-screen ad with a small close control in its corner; tapping the ad itself opens the
-  advertised page (BACK returns, the ad gone).
-* ``permission``: a permission dialog; *Allow*, *Deny* or BACK close it.
-* ``rating``: a "rate this app" dialog; *Not now*, *Rate* or BACK close it.
-"""
-
-OVERLAY_CONTROLS: dict[str, tuple[tuple[str, tuple[float, float, float, float]], ...]] = {
-    "consent": (("accept", (14, 82, 24, 28)),),
-    "ad": (("ad_body", (24, 0, 186, 112)), ("close", (14, 94, 16, 16))),
-    "permission": (("deny", (134, 14, 20, 40)), ("allow", (134, 58, 20, 40))),
-    "rating": (("not_now", (134, 14, 20, 40)), ("rate", (134, 58, 20, 40))),
-}
-"""Each overlay's controls, in drawing order (later ones on top): name and design-pixel box."""
-
-OVERLAY_DISMISS: dict[str, str] = {"consent": "accept", "ad": "close", "permission": "allow", "rating": "not_now"}
-"""The control the expert taps to close each overlay."""
-
-BACK_CLOSES: frozenset[str] = frozenset({"permission", "rating"})
-"""Overlays that BACK closes (dialogs); a consent sheet and an ad ignore it."""
-
-SEARCH_ICON_BOX = (16, 88, 22, 20)
-"""Where apps of the drifted version show a search icon instead of the field (the field's right end)."""
-
-DRIFT_HOME_SWAPS: tuple[tuple[str, str], ...] = (("Play Store", "Camera"), ("Calendar", "Clock"))
-"""Home icons that trade places in the drifted version."""
-
-DRIFT_SETTINGS_SHIFT = 3
-"""The drifted version's Settings list is rotated by this many entries (new apps sorted in)."""
-
-DRIFT_SEARCH_ICON_APPS: frozenset[str] = frozenset({"YouTube", "Play Store"})
-"""Apps whose drifted version hides the search field behind a search icon until it is tapped."""
-
-
 def dismisses(action: DeviceAction | None, overlay: str) -> bool:
-    """Whether ``action`` closes an ``overlay`` (one of :data:`OVERLAYS`) without opening anything:
-    a tap on one of its controls other than an ad's body, or BACK where BACK closes it."""
+    """Whether ``action`` closes an ``overlay`` (one of :data:`~digiq_trl.envs.target_phone.OVERLAYS`)
+    without opening anything: a tap on one of its controls other than an ad's body, or BACK where
+    BACK closes it."""
     if action is None or not overlay:
         return False
     if action.action_type == ActionType.PRESS_BACK:
@@ -129,15 +103,6 @@ def dismisses(action: DeviceAction | None, overlay: str) -> bool:
         return False
     y, x = action.touch_point
     return any(Element(name, *box).contains(y, x) for name, box in OVERLAY_CONTROLS[overlay] if name != "ad_body")
-
-
-@dataclass(frozen=True)
-class Interruption:
-    """An overlay of kind ``kind`` (one of :data:`OVERLAYS`) that opens over the ``after``-th screen
-    opened in the episode (an app, a results list, a page...), once."""
-
-    kind: str
-    after: int = 1
 
 
 @dataclass(frozen=True)
@@ -194,7 +159,7 @@ class Screen:
     incognito: bool = False
     target: str = ""
     overlay: str = ""
-    """The interruption shown over this screen (one of :data:`OVERLAYS`), or ``""``."""
+    """The interruption shown over this screen (one of :data:`~digiq_trl.envs.target_phone.OVERLAYS`), or ``""``."""
 
     @property
     def has_field(self) -> bool:
@@ -473,8 +438,6 @@ def _main_screen(app: str) -> Screen:
     if app == "Settings":
         return Screen("settings", app=app)
     return Screen("search" if app in SEARCH_APPS else "app", app=app)
-
-
 
 
 def _home_elements(device: Device, screen: Screen) -> list[Element]:

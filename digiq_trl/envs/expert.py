@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..actions import ActionType, DeviceAction
-from .device import OVERLAY_DISMISS, SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
+from .device import SETTINGS_ROWS_VISIBLE, Device, Screen, element_named, site_for_address
+from .target_phone import OVERLAY_DISMISS
 from .tasks import Task, is_success, query_matches
 
 

@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image
 
 from ..actions import ActionType, DeviceAction, format_action, format_history, try_parse_action
-from .device import OVERLAYS, Device, Interruption, Layout
+from .device import Device, Layout
 from .expert import expert_action
 from .failures import failure_mode
 from .render import render
+from .target_phone import OVERLAYS, Interruption
 from .tasks import SUITES, Task, is_success, load_goals, parse_goal, with_pseudo_entities
 
 
@@ -34,7 +35,7 @@ PHONES: dict[str, dict[str, Any]] = {
 }
 """The two phones: ``source``, where static demonstrations are recorded (a base actor's pretraining
 domain), and ``target``, the same phone after version drift and with interruptions, where the actor
-is deployed (:mod:`digiq_trl.envs.device`)."""
+is deployed (:mod:`digiq_trl.envs.target_phone`)."""
 _TEXT_CHARSET = string.printable
 
 
@@ -101,7 +102,7 @@ class PhoneEnv(gym.Env):
         drift: the target phone's version drift (:meth:`~digiq_trl.envs.device.Layout.drifted`:
             some home icons moved, the Settings list reordered, search fields behind an icon).
         interruption_probability: the chance that an episode has an interruption: one overlay of
-            :data:`~digiq_trl.envs.device.OVERLAYS`, drawn uniformly, over the first or second screen
+            :data:`~digiq_trl.envs.target_phone.OVERLAYS`, drawn uniformly, over the first or second screen
             that opens.
     """
 

@@ -24,8 +24,6 @@ from .device import (
     KEYBOARD_TOP,
     NAV_BAR_START,
     NUM_RESULTS,
-    OVERLAY_CONTROLS,
-    SEARCH_ICON_BOX,
     SETTINGS_ROW_PITCH,
     SETTINGS_ROW_TOP,
     SETTINGS_ROWS_VISIBLE,
@@ -36,6 +34,7 @@ from .device import (
     result_rows,
     result_titles,
 )
+from .target_phone import OVERLAY_CONTROLS, SEARCH_ICON_BOX
 
 
 Colour = tuple[int, int, int]
