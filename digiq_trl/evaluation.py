@@ -134,7 +134,7 @@ def count_failure_modes(modes: Sequence[str]) -> dict[str, int]:
 
 
 def binomial_stderr(rate: float, trials: int) -> float:
-    """Standard error ``sqrt(p (1 - p) / n)`` of a success rate ``p`` measured on ``n`` trials."""
+    """Standard error ``sqrt(p (1 - p) / n)`` of a success rate ``p`` measured on ``n`` trials; 0 without trials."""
     return math.sqrt(rate * (1.0 - rate) / trials) if trials else 0.0
 
 
