@@ -12,11 +12,12 @@ from .. import _lazy
 _EXPORTS = {
     ".critic": ("DigiQCritic", "DigiQCriticModelConfig", "DigiQCriticOutput"),
     ".feature_cache": ("FEATURE_COLUMNS", "cache_features", "features_fingerprint"),
-    ".features": ("PREFIX_SHARING_MODEL_TYPES", "VLMFeatureExtractor", "weights_digest"),
+    ".features": ("VLMFeatureExtractor",),
     ".policy": ("VLMPolicy",),
     ".pretrained": ("resolve_pretrained",),
     ".processing": ("Qwen2VLImageTextProcessor", "load_processor"),
     ".scoring": ("CriticScorer",),
+    ".vlm": ("PREFIX_SHARING_MODEL_TYPES", "weights_digest"),
 }
 
 __all__ = _lazy.exported_names(_EXPORTS)

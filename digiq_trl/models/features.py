@@ -42,16 +42,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, DynamicCache, PreTrainedModel
+from transformers import AutoModelForImageTextToText, DynamicCache
 
 from ..prompts import FEATURE_INPUTS, PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+from .vlm import PREFIX_SHARING_MODEL_TYPES, decoder_layers, unwrap_peft, weights_digest
 
 
 if TYPE_CHECKING:
@@ -61,42 +61,6 @@ Pooling = Literal["mean", "last"]
 POOLINGS: tuple[str, ...] = ("mean", "last")
 MAX_ANSWER_TOKENS = 4
 """Most tokens the VLM generates to answer the actionability question (``Yes`` and an end of turn)."""
-
-PREFIX_SHARING_MODEL_TYPES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl")
-"""Model types whose candidate features reuse the prompt's KV cache (3-D M-RoPE positions wired)."""
-
-
-def _unwrap(model: torch.nn.Module) -> PreTrainedModel:
-    """The transformers model under a peft wrapper (LoRA layers stay injected and active)."""
-    get_base_model = getattr(model, "get_base_model", None)
-    return get_base_model() if callable(get_base_model) else model
-
-
-def _decoder_layers(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
-    """The text decoder module and its list of decoder layers."""
-    decoder = model.get_decoder()
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(
-            f"cannot find the decoder layers of {type(model).__name__} "
-            f"(expected a ModuleList at {type(decoder).__name__}.layers)"
-        )
-    return decoder, layers
-
-
-def weights_digest(model: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
-    """A short digest of a model's weights: every tensor's name, shape, dtype and a strided sample.
-
-    Cheap for any model size (at most ``samples_per_tensor`` values read per tensor), and any
-    training step changes it, so a fine-tuned model never reuses features cached for its base.
-    """
-    digest = hashlib.blake2b(digest_size=8)
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // samples_per_tensor)].cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(sample.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class VLMFeatureExtractor:
@@ -114,7 +78,7 @@ class VLMFeatureExtractor:
         pooling: how the answer tokens' hidden states become one vector: ``"mean"`` over all of
             them or the ``"last"`` one (the end-of-turn token).
         prefix_sharing: reuse the prompt's KV cache for the candidate actions of a state. ``None``
-            picks it for the families in :data:`PREFIX_SHARING_MODEL_TYPES`; ``False`` forces one
+            picks it for the families in :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES`; ``False`` forces one
             full forward per candidate.
         candidate_batch_size: most candidate answers run in one forward (bounds memory for
             large N).
@@ -148,8 +112,8 @@ class VLMFeatureExtractor:
         self.feature_input = feature_input
         self.model = model
         self.processor = processor
-        self._base = _unwrap(model)
-        self._decoder, self._layers = _decoder_layers(self._base)
+        self._base = unwrap_peft(model)
+        self._decoder, self._layers = decoder_layers(self._base)
         num_layers = len(self._layers)
         self.layer = num_layers // 2 if layer is None else layer + num_layers + 1 if layer < 0 else layer
         if not 1 <= self.layer <= num_layers:

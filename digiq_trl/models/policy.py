@@ -35,7 +35,7 @@ from transformers import DynamicCache, PreTrainedModel, ProcessorMixin
 from transformers.cache_utils import DynamicLayer
 
 from ..prompts import render_prompt
-from .features import PREFIX_SHARING_MODEL_TYPES, _unwrap
+from .vlm import PREFIX_SHARING_MODEL_TYPES, unwrap_peft
 
 
 def _as_rgb(image: Any) -> Image.Image:
@@ -71,7 +71,7 @@ class VLMPolicy:
             ``sample``); bounds memory.
         prefix_sharing: decode with the library's loop, each prompt run once and its KV cache shared
             by its samples. ``None`` (default) turns it on for
-            :data:`~digiq_trl.models.features.PREFIX_SHARING_MODEL_TYPES`; ``False`` uses
+            :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES`; ``False`` uses
             ``generate(num_return_sequences=N)``, which repeats each prompt.
     """
 
@@ -93,7 +93,7 @@ class VLMPolicy:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        model_type = _unwrap(model).config.model_type
+        model_type = unwrap_peft(model).config.model_type
         if prefix_sharing and model_type not in PREFIX_SHARING_MODEL_TYPES:
             raise ValueError(f"prefix sharing is wired for {PREFIX_SHARING_MODEL_TYPES}, not {model_type!r}")
         self.prefix_sharing = model_type in PREFIX_SHARING_MODEL_TYPES if prefix_sharing is None else prefix_sharing
@@ -172,7 +172,7 @@ class VLMPolicy:
         token is done; once done rows are a quarter of the batch they leave it (their cache rows are
         dropped), so short answers stop costing compute without copying the cache at every stop.
         """
-        base = _unwrap(self.model)
+        base = unwrap_peft(self.model)
         cache = _RoomyCache(base.config.get_text_config(), room=self.max_new_tokens)
         logits = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         mask = inputs["attention_mask"]
@@ -279,7 +279,7 @@ class _RoomyCache(DynamicCache):
 
 def _stop_token_ids(model: torch.nn.Module, processor: Any) -> set[int]:
     """Token ids that end an answer: the generation config's EOS ids, else the tokenizer's."""
-    eos = _unwrap(model).generation_config.eos_token_id
+    eos = unwrap_peft(model).generation_config.eos_token_id
     if eos is None:
         eos = processor.tokenizer.eos_token_id
     ids = {eos} if isinstance(eos, int) else set(eos or [])

@@ -65,10 +65,11 @@ from ..best_of_n import (
     zero_invalid,
 )
 from ..models.critic import DigiQCritic
-from ..models.features import VLMFeatureExtractor, weights_digest
+from ..models.features import VLMFeatureExtractor
 from ..models.pretrained import resolve_pretrained
 from ..models.processing import load_processor
 from ..models.scoring import CriticScorer
+from ..models.vlm import weights_digest
 from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
 from ..targets import advantage_formula
 from .actor_config import BestOfNActorConfig
