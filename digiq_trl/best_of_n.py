@@ -1,9 +1,10 @@
 """Pure math of Best-of-N policy extraction: candidate lists, argmax selection, sample weights.
 
 Stage 4 of Digi-Q: for each logged state, N candidate actions are scored by the critic's advantage
-``A(s, a)`` (the formula the critic was trained for: :func:`digiq_trl.targets.advantage_formula`); the argmax becomes the imitation target, weighted by one
-of the schemes below. Everything here is a plain function of lists and arrays (no model, no
-trainer), so each rule can be checked on hand-made numbers.
+``A(s, a)`` (the formula its V heads were trained for: :func:`digiq_trl.targets.advantage_formula`);
+the argmax becomes the imitation target, weighted by one of the schemes below. Everything here is a
+plain function of lists and arrays (no model, no trainer), so each rule can be checked on hand-made
+numbers.
 
 Example:
     >>> choice = select_best([0.2, -0.1, 0.5], [True, True, False])

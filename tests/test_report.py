@@ -182,6 +182,14 @@ def test_report_tables_keep_their_format() -> None:
     assert "![Success per method](success_rate.png)" in text
 
 
+def test_best_of_n_section_prints_the_advantage_of_the_runs_critic() -> None:
+    """The formula comes from the run's ``critic_v_target_combine`` (``min`` by default)."""
+    stats = {0: best_of_n_stats(PREPARATION, 0.02)}
+    assert "advantage A = min(Q1, Q2) - max(V1, V2)." in render_report(RESULTS, best_of_n=stats)
+    independent = {**RESULTS, "config": {**RESULTS["config"], "critic_v_target_combine": "independent"}}
+    assert "advantage A = max(Q1, Q2) - max(V1, V2)." in render_report(independent, best_of_n=stats)
+
+
 def test_report_names_every_figure_for_a_person() -> None:
     text = render_report(RESULTS, best_of_n={0: best_of_n_stats(PREPARATION, 0.02)},
                          v0=first_step_values(CRITIC_VALUES))

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from digiq_trl.targets import (
+    ADVANTAGE_FORMULAS,
     advantage,
+    advantage_formula,
     auroc,
     mc_targets,
     polyak_update,
@@ -94,6 +96,17 @@ def test_advantage_is_max_q_minus_max_v() -> None:
     assert pessimistic.tolist() == pytest.approx([-0.1, -0.7])
     with pytest.raises(ValueError, match="combine"):
         advantage(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), combine="mean")
+
+
+@pytest.mark.parametrize("combine", sorted(ADVANTAGE_FORMULAS))
+def test_advantage_formula_says_what_advantage_computes(combine: str) -> None:
+    """The text cards and reports print is the formula :func:`advantage` computes, for every combine."""
+    heads = {"Q1": 1.0, "Q2": 0.5, "V1": 0.3, "V2": 0.6}
+    printed = eval(advantage_formula(combine), {"min": min, "max": max}, heads)
+    computed = advantage(*(torch.tensor([value]) for value in heads.values()), combine=combine).item()
+    assert printed == pytest.approx(computed)
+    with pytest.raises(ValueError, match="combine"):
+        advantage_formula("mean")
 
 
 def test_auroc_hand_computed_with_ties() -> None:
