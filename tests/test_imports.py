@@ -1,5 +1,7 @@
 """``import digiq_trl`` is cheap (no torch, no transformers) and still offers every public name."""
 
+import ast
+import inspect
 import json
 import subprocess
 import sys
@@ -79,3 +81,13 @@ def test_submodules_are_attributes_and_unknown_names_raise() -> None:
         digiq_trl.NoSuchName  # noqa: B018
     with pytest.raises(ImportError):
         from digiq_trl import NoSuchName  # noqa: F401
+
+
+@pytest.mark.parametrize("package", ["digiq_trl", "digiq_trl.viewer"])
+def test_type_checking_imports_match_the_lazy_exports(package: str) -> None:
+    """What IDEs and type checkers see (the ``if TYPE_CHECKING:`` imports) is what ``__getattr__`` serves."""
+    module = __import__(package, fromlist=["_EXPORTS"])
+    (block,) = [node for node in ast.parse(inspect.getsource(module)).body
+                if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    imported = {"." * node.level + node.module: sorted(alias.name for alias in node.names) for node in block.body}
+    assert imported == {name: sorted(names) for name, names in module._EXPORTS.items()}

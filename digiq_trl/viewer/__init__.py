@@ -10,7 +10,8 @@ writes it from the command line).
 The page is written by :mod:`~digiq_trl.viewer.writer` from the episodes of
 :mod:`~digiq_trl.viewer.episodes`, drawn by :mod:`~digiq_trl.viewer.thumbnails` and laid out by
 :mod:`~digiq_trl.viewer.page`. Names are imported on first use (:mod:`digiq_trl._lazy`), so the
-command line's parser loads neither ``datasets`` nor PIL.
+command line's parser loads neither ``datasets`` nor PIL; type checkers read the ``TYPE_CHECKING``
+imports.
 
 Example:
     >>> from digiq_trl.viewer import write_viewer
@@ -18,8 +19,23 @@ Example:
     PosixPath('outputs/digiq-default/viewer.html')
 """
 
+# ruff: noqa: F401  (this module's imports are re-exports)
+from typing import TYPE_CHECKING
+
 from .. import _lazy
 
+
+if TYPE_CHECKING:  # what type checkers and IDEs read; at run time the names load on first use (below)
+    from .episodes import best_of_n_steps, build_episodes, critic_values, featurize, task_kind
+    from .page import render_page
+    from .thumbnails import screenshot_thumbnail
+    from .writer import (
+        VIEWER_FILENAME,
+        critic_feature_extractor,
+        default_preparation,
+        write_dataset_viewer,
+        write_viewer,
+    )
 
 _EXPORTS = {
     ".episodes": ("best_of_n_steps", "build_episodes", "critic_values", "featurize", "task_kind"),
