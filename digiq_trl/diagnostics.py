@@ -25,6 +25,9 @@ from .envs.tasks import query_matches
 if TYPE_CHECKING:
     from datasets import Dataset
 
+RELABELED_COLUMN = "relabeled"
+"""Column of :func:`oracle_targets`' datasets: whether the oracle gave the state an action to imitate."""
+
 
 def critic_expert_ranking(
     scorer: Any,
@@ -253,14 +256,17 @@ def oracle_targets(
 
     Returns two relabeled copies of ``states`` (the actor stage's training transitions, with
     ``ui_boxes``) to train with the actor stage's trainer, ``weighting="filtered_bc"`` and its
-    anchor (a state with ``trajectory_reward`` 0 imitates its anchor):
+    anchor. Each has a boolean :data:`RELABELED_COLUMN`: whether the oracle found an action for the
+    state. ``filtered_bc`` imitates the ``action`` of rows whose ``trajectory_reward`` is positive
+    and the anchor elsewhere, so ``trajectory_reward`` is set from that flag (1 relabeled, 0 not):
+    in these copies it is the trainer's filter, not a trajectory's reward.
 
     * ``"best_of_n"``: ``action`` is the first of the state's ``candidates`` (its Best-of-N
       candidates, logged action first) that the simulator expert agrees with
-      (:func:`expert_agrees`, with the state's interruption), and ``trajectory_reward`` 1; states
-      with no such candidate get 0. What Digi-Q imitates with a perfect critic.
-    * ``"expert"``: ``action`` is the expert's in every state: what any critic over any number of
-      candidates could at most teach from these states.
+      (:func:`expert_agrees`, with the state's interruption); states with no such candidate are
+      not relabeled. What Digi-Q imitates with a perfect critic.
+    * ``"expert"``: ``action`` is the expert's in every state (all relabeled): what any critic over
+      any number of candidates could at most teach from these states.
 
     ``infos`` are the simulator's infos of the states (:func:`~digiq_trl.envs.collect.replay_infos`):
     their ``expert_action`` and ``overlay``.
@@ -272,15 +278,17 @@ def oracle_targets(
         raise ValueError(f"{len(states)} states, {len(candidates)} candidate lists and {len(infos)} infos")
     experts = [info["expert_action"] for info in infos]
     picks: list[str] = []
-    found: list[float] = []
+    found: list[bool] = []
     for cands, info, row_boxes in zip(candidates, infos, states["ui_boxes"]):
         wanted = parse_action(info["expert_action"])
         right = [c for c in cands if expert_agrees(try_parse_action(c), wanted, row_boxes, info.get("overlay", ""))]
         picks.append(right[0] if right else info["expert_action"])
-        found.append(1.0 if right else 0.0)
-    relabel = ["action", "trajectory_reward"]
-    base = states.remove_columns(relabel)
-    return {
-        "best_of_n": base.add_column("action", picks).add_column("trajectory_reward", found),
-        "expert": base.add_column("action", list(experts)).add_column("trajectory_reward", [1.0] * len(experts)),
-    }
+        found.append(bool(right))
+    base = states.remove_columns(["action", "trajectory_reward"])
+
+    def relabel(actions: list[str], flags: list[bool]) -> Dataset:
+        with_action = base.add_column("action", actions)
+        filtered = with_action.add_column("trajectory_reward", [1.0 if flag else 0.0 for flag in flags])
+        return filtered.add_column(RELABELED_COLUMN, flags)
+
+    return {"best_of_n": relabel(picks, found), "expert": relabel(list(experts), [True] * len(experts))}

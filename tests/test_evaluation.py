@@ -184,11 +184,12 @@ def test_oracle_targets_relabel_with_the_first_right_candidate_or_fall_back() ->
     for i, (expert, row) in enumerate(zip(experts, best)):
         expert_home = parse_action(expert) == parse_action(home)
         if expert_home or i % 2 == 0:
-            assert row["trajectory_reward"] == 1.0
+            assert (row["relabeled"], row["trajectory_reward"]) == (True, 1.0)
             assert row["action"] == (home if expert_home else expert)
-        else:
-            assert row["trajectory_reward"] == 0.0  # no right candidate: the state falls back to its anchor
+        else:  # no right candidate: the state falls back to its anchor
+            assert (row["relabeled"], row["trajectory_reward"]) == (False, 0.0)
     assert targets["expert"]["action"] == experts and set(targets["expert"]["trajectory_reward"]) == {1.0}
+    assert set(targets["expert"]["relabeled"]) == {True}
     assert best["goal"] == data["goal"] and best["ui_boxes"] == data["ui_boxes"]
     with pytest.raises(ValueError, match="candidate lists"):
         oracle_targets(data, candidates[:-1], infos)

@@ -69,7 +69,7 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
     """Train the base actor on each oracle relabeling of the actor stage's states and score it."""
     from datasets import load_from_disk
 
-    from ..diagnostics import oracle_targets
+    from ..diagnostics import RELABELED_COLUMN, oracle_targets
     from ..envs.collect import replay_infos
     from ..models.policy import VLMPolicy
     from ..run_scoring import score_policy
@@ -84,7 +84,7 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
         out = cfg.path("diagnosis") / name
         pipe.train_actor("filtered_bc", targets[name], out, seed)
         policy = VLMPolicy(*pipe.artifacts.load_actor(out))
-        relabeled = sum(targets[name]["trajectory_reward"])
+        relabeled = float(sum(targets[name][RELABELED_COLUMN]))  # a float, as the diagnosis has always written it
         scores[f"oracle_{name}"] = {"states_relabeled": relabeled, "states": len(states),
                                     **score_policy(cfg, pipe.artifacts, policy)}
     return scores
