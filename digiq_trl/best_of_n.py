@@ -31,7 +31,6 @@ CRITIC_WEIGHTINGS: tuple[str, ...] = ("threshold", "awr", "pg")
 
 def uses_critic(weighting: str) -> bool:
     """Whether ``weighting`` needs candidates scored by a critic (else it imitates logged actions)."""
-    check_weighting(weighting)
     return weighting in CRITIC_WEIGHTINGS
 
 
@@ -139,7 +138,6 @@ def sample_weights(
         awr_beta: temperature of ``awr``; must be positive.
         awr_max_weight: clip of ``awr`` weights; must be positive.
     """
-    check_weighting(weighting)
     if weighting in CRITIC_WEIGHTINGS:
         if advantages is None:
             raise ValueError(f"weighting {weighting!r} needs advantages")
@@ -155,6 +153,7 @@ def sample_weights(
         if trajectory_rewards is None:
             raise ValueError("weighting 'filtered_bc' needs trajectory_rewards")
         return (np.asarray(trajectory_rewards, dtype=np.float64).reshape(-1) > 0).astype(np.float64)
+    check_weighting(weighting)  # "sft", or a name that is none of them
     count = trajectory_rewards if trajectory_rewards is not None else advantages
     if count is None:
         raise ValueError("weighting 'sft' needs trajectory_rewards (or advantages) to count the samples")

@@ -15,8 +15,9 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
+from digiq_trl.trainers.critic_collator import DigiQCriticCollator
 from digiq_trl.trainers.critic_config import DigiQCriticConfig
-from digiq_trl.trainers.critic_trainer import DigiQCriticCollator, DigiQCriticTrainer
+from digiq_trl.trainers.critic_trainer import DigiQCriticTrainer
 
 
 CELLS, HORIZON = 5, 4

@@ -3,8 +3,9 @@
 from .actor_config import BestOfNActorConfig
 from .actor_trainer import BestOfNActorTrainer
 from .behavior_cloning import behavior_clone, expert_demonstrations, transitions_to_sft
+from .critic_collator import DigiQCriticCollator
 from .critic_config import DigiQCriticConfig
-from .critic_trainer import DigiQCriticCollator, DigiQCriticTrainer, TargetNetworkUpdateCallback
+from .critic_trainer import DigiQCriticTrainer, TargetNetworkUpdateCallback
 from .representation_config import RepresentationConfig
 from .representation_trainer import RepresentationTrainer, train_representation
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainingArguments
-
 from ..best_of_n import ANCHORS, WEIGHTINGS, check_anchor, check_weighting
+from .base_config import DigiQTrainingArguments
 
 
 CANDIDATE_SOURCES: tuple[str, ...] = ("policy", "dataset", "both")
@@ -16,28 +15,22 @@ CANDIDATE_SOURCES: tuple[str, ...] = ("policy", "dataset", "both")
 
 
 @dataclass
-class BestOfNActorConfig(TrainingArguments):
+class BestOfNActorConfig(DigiQTrainingArguments):
     r"""Arguments of Best-of-N policy extraction (Digi-Q stage 4), on top of ``TrainingArguments``.
 
     Defaults follow the Digi-Q paper (N = 16, threshold weighting with a_min = 0.10 for AitW
     General, actor learning rate 1e-4) except the sampling temperature (see ``temperature``).
 
     Changed ``TrainingArguments`` defaults: ``learning_rate`` 1e-4 (the paper's actor rate; LoRA
-    tolerates it), ``logging_steps`` 10, ``remove_unused_columns`` False (the collator needs the
+    tolerates it), and those of :class:`~digiq_trl.trainers.base_config.DigiQTrainingArguments`
+    (``logging_steps`` 10, ``remove_unused_columns`` False: the collator needs the
     ``image``/``goal``/``history`` columns that the model's forward does not name).
     """
 
-    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
+    _VALID_DICT_FIELDS = DigiQTrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
 
     learning_rate: float = field(
         default=1e-4, metadata={"help": "Initial AdamW learning rate (Digi-Q's actor uses 1e-4)."}
-    )
-    logging_steps: float = field(
-        default=10, metadata={"help": "Log every this many update steps (a float < 1 is a ratio of all steps)."}
-    )
-    remove_unused_columns: bool = field(
-        default=False,
-        metadata={"help": "Keep dataset columns the model does not name: the collator builds the inputs itself."},
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,

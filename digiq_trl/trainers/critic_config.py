@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import SchedulerType, TrainingArguments
+from transformers import SchedulerType
+
+from .base_config import DigiQTrainingArguments
 
 
 LOSS_TYPES: tuple[str, ...] = ("td", "mc")
@@ -16,14 +18,15 @@ V_TARGET_COMBINES: tuple[str, ...] = ("min", "independent")
 
 
 @dataclass
-class DigiQCriticConfig(TrainingArguments):
+class DigiQCriticConfig(DigiQTrainingArguments):
     r"""Arguments of the Digi-Q critic trainer (offline TD or Monte-Carlo regression of Q and V heads).
 
     Only the critic-specific fields are listed here; see :class:`~transformers.TrainingArguments`
     for the rest. Defaults that differ from ``TrainingArguments``: ``learning_rate`` 1e-5,
     ``lr_scheduler_type`` ``"constant"``, ``max_grad_norm`` 0.01, ``per_device_train_batch_size``
-    32, ``gradient_accumulation_steps`` 4, ``logging_steps`` 10, ``remove_unused_columns`` False,
-    ``ddp_find_unused_parameters`` False.
+    32, ``gradient_accumulation_steps`` 4, ``ddp_find_unused_parameters`` False, and those of
+    :class:`~digiq_trl.trainers.base_config.DigiQTrainingArguments` (``logging_steps`` 10,
+    ``remove_unused_columns`` False).
 
     Parameters:
         gamma: discount of the TD targets.
@@ -58,19 +61,6 @@ class DigiQCriticConfig(TrainingArguments):
     gradient_accumulation_steps: int = field(
         default=4,
         metadata={"help": "Micro-batches accumulated per optimizer step. Paper: 4."},
-    )
-    logging_steps: float = field(
-        default=10,
-        metadata={
-            "help": "Log every this many optimizer steps (a float in (0, 1) is a fraction of the run). "
-            "Q/V means, TD error and target means are averaged over the window."
-        },
-    )
-    remove_unused_columns: bool = field(
-        default=False,
-        metadata={
-            "help": "Kept False: the trainer selects the feature and reward columns it needs itself."
-        },
     )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
@@ -155,7 +145,8 @@ class DigiQCriticConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        """Check the critic fields, then let ``TrainingArguments`` finish its own setup."""
+        """Let ``TrainingArguments`` finish its own setup, then check the critic fields."""
+        super().__post_init__()
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.v_target_combine not in V_TARGET_COMBINES:
@@ -172,4 +163,3 @@ class DigiQCriticConfig(TrainingArguments):
             raise ValueError(f"conservative_weight must be >= 0, got {self.conservative_weight}")
         if self.feature_batch_size < 1:
             raise ValueError(f"feature_batch_size must be >= 1, got {self.feature_batch_size}")
-        super().__post_init__()

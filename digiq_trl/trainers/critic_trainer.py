@@ -19,8 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,6 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput, is_sibling_reference
-from ..models.critic_text import action_text, critic_text_inputs, num_segments
 from ..targets import (
     advantage_formula,
     auroc,
@@ -42,14 +40,13 @@ from ..targets import (
     v_targets,
 )
 from .base import DigiQTrainerMixin
+from .critic_collator import TEXT_COLUMNS, DigiQCriticCollator, Pair, critic_texts
 from .critic_config import DigiQCriticConfig
 from .model_cards import ModelSource, model_source, repo_literal
 
 
 logger = logging.getLogger(__name__)
 
-
-Pair = tuple[torch.Tensor, torch.Tensor]
 
 _DIAGNOSTICS = ("state_value", "mc_return", "first_step", "success", "ranking")
 """Per-row columns ``prediction_step`` returns for the critic-quality metrics, in this order."""
@@ -80,103 +77,6 @@ class TargetNetworkUpdateCallback(TrainerCallback):
             model.update_targets(self.tau)
 
 
-@dataclass
-class CriticTexts:
-    """How a critic with a text encoder gets its texts: the encoder's tokenizer, the critic's text
-    layout and length, and the column of alternative actions (their Q texts)."""
-
-    tokenizer: Any
-    layout: str
-    max_length: int
-    alt_actions_column: str | None = None
-    match: bool = False
-
-    def batch(self, examples: Sequence[Mapping[str, Any]], alternatives: bool) -> dict[str, Any]:
-        """``q_text`` (s, a), ``v_text`` (s), ``next_v_text`` (s': the action is its previous one) and,
-        with ``alternatives``, ``alt_q_text`` ``(B, K, S, L)`` padded like ``alt_q_features``."""
-        goals = [str(ex["goal"]) for ex in examples]
-        histories = [str(ex["history"]) for ex in examples]
-        actions = [str(ex["action"]) for ex in examples]
-        texts = {
-            "q_text": critic_text_inputs(self.tokenizer, goals, histories, actions, self.layout, self.max_length, self.match),
-            "v_text": critic_text_inputs(self.tokenizer, goals, histories, None, self.layout, self.max_length, self.match),
-            "next_v_text": critic_text_inputs(self.tokenizer, goals, [action_text(a) for a in actions], None,
-                                              self.layout, self.max_length, self.match),
-        }
-        if alternatives:
-            texts["alt_q_text"] = self._alternatives(examples, goals, histories)
-        return texts
-
-    def _alternatives(self, examples: Sequence[Mapping[str, Any]], goals: list[str],
-                      histories: list[str]) -> dict[str, torch.Tensor]:
-        lists = [[str(a) for a in ex[self.alt_actions_column]] for ex in examples]
-        most = max(len(alts) for alts in lists)
-        if most == 0:
-            empty = torch.zeros(len(examples), 0, num_segments(self.layout, with_action=True), 1, dtype=torch.long)
-            pair = torch.zeros(len(examples), 0, 2, 1, dtype=torch.long)
-            return {"input_ids": empty, "attention_mask": empty.clone(),
-                    **({"match_ids": pair, "match_mask": pair.clone()} if self.match else {})}
-        padded = [alts + [alts[-1] if alts else ""] * (most - len(alts)) for alts in lists]
-        flat = critic_text_inputs(self.tokenizer, [g for g in goals for _ in range(most)],
-                                  [h for h in histories for _ in range(most)],
-                                  [a for alts in padded for a in alts], self.layout, self.max_length, self.match)
-        return {key: value.view(len(examples), most, *value.shape[1:]) for key, value in flat.items()}
-
-
-@dataclass
-class DigiQCriticCollator:
-    """Stacks feature columns into float32 tensors under the batch keys the trainer expects.
-
-    Output keys: ``q_features`` ``(B, D_q)``, ``v_features`` ``(B, D_v)``, ``next_v_features``,
-    ``reward``, ``done``, ``mc_return``, ``trajectory_reward``, ``step_id`` (those present), and,
-    when the alternatives column is present, ``alt_q_features`` ``(B, K, D_q)`` zero-padded to the
-    largest K with ``alt_mask`` ``(B, K)``. With ``texts`` (a critic with a text encoder), the token
-    tensors of :meth:`CriticTexts.batch` too.
-    """
-
-    columns: Mapping[str, str]
-    """Batch key -> dataset column, for the feature columns."""
-    texts: CriticTexts | None = None
-
-    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, torch.Tensor] = {}
-        present = examples[0].keys()
-        for key, column in self.columns.items():
-            if column not in present:
-                continue
-            if key == "alt_q_features":
-                batch["alt_q_features"], batch["alt_mask"] = _pad_alternatives(
-                    [example[column] for example in examples]
-                )
-            else:
-                batch[key] = _stack([example[column] for example in examples])
-        for key, dtype in (("reward", torch.float32), ("mc_return", torch.float32),
-                           ("trajectory_reward", torch.float32), ("done", torch.bool),
-                           ("step_id", torch.long)):
-            if key in present:
-                batch[key] = torch.as_tensor(np.asarray([example[key] for example in examples]), dtype=dtype)
-        if self.texts is not None:
-            batch.update(self.texts.batch(examples, alternatives="alt_q_features" in batch))
-        return batch
-
-
-def _stack(rows: Sequence[Any]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.asarray(row, dtype=np.float32) for row in rows]))
-
-
-def _pad_alternatives(rows: Sequence[Any]) -> Pair:
-    arrays = [np.asarray(row, dtype=np.float32) for row in rows]
-    width = max((array.shape[-1] for array in arrays if array.size), default=1)
-    arrays = [array.reshape(-1, width) for array in arrays]
-    most = max(len(array) for array in arrays)
-    features = torch.zeros(len(arrays), most, width)
-    mask = torch.zeros(len(arrays), most, dtype=torch.bool)
-    for index, array in enumerate(arrays):
-        features[index, : len(array)] = torch.from_numpy(array)
-        mask[index, : len(array)] = True
-    return features, mask
-
-
 class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
     """Trains a :class:`~digiq_trl.models.critic.DigiQCritic` on logged transitions, offline.
 
@@ -198,7 +98,8 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
 
     Args:
         model: the critic, or a Hub id / path to load one from.
-        args: a :class:`DigiQCriticConfig`; defaults to one with ``output_dir="digiq-critic"``.
+        args: a :class:`DigiQCriticConfig`; defaults to one with ``output_dir="<backbone>-DigiQCritic"``
+            (TRL's ``<model>-<Trainer>`` pattern, the backbone being the VLM the features come from).
         train_dataset: transitions with the cached feature columns, or raw transitions (then pass
             ``feature_extractor``).
         eval_dataset: held-out episodes (a dataset or a dict of them), same rules.
@@ -231,14 +132,14 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
             model = DigiQCritic.from_pretrained(model)
         if not isinstance(model, DigiQCritic):
             raise TypeError(f"model must be a DigiQCritic or a path to one, got {type(model).__name__}")
-        args = args if args is not None else DigiQCriticConfig(output_dir="digiq-critic")
+        args = args if args is not None else DigiQCriticConfig(output_dir=_default_output_dir(model))
         model.config.v_target_combine = args.v_target_combine  # the advantage combines Q heads the same way
         self.feature_extractor = feature_extractor
         if feature_extractor is not None:
             _check_extractor_width(model, feature_extractor)
             _record_provenance(model, feature_extractor)
         column_of = {key: getattr(args, field) for key, field in _CANONICAL_FEATURES.items()}
-        self.texts = _critic_texts(model, processing_class, args)
+        self.texts = critic_texts(model, processing_class, args)
         if train_dataset is not None:
             train_dataset = self._prepare_dataset(train_dataset, model, args, "train")
         if isinstance(eval_dataset, dict):
@@ -444,18 +345,10 @@ UNDEFINED_METRIC_REASONS = {
 """Why each critic-quality metric can be undefined (nan) on an evaluation set."""
 
 
-TEXT_COLUMNS = ("goal", "history", "action")
-"""Dataset columns a critic with a text encoder reads (besides the alternatives column)."""
-
-
-def _critic_texts(model: DigiQCritic, tokenizer: Any, args: DigiQCriticConfig) -> CriticTexts | None:
-    """The collator's text settings for a critic that reads texts; None for one that does not."""
-    if not model.config.has_text:
-        return None
-    if tokenizer is None:
-        raise ValueError("this critic reads texts through a text encoder: pass its tokenizer as processing_class")
-    return CriticTexts(tokenizer, model.config.text_layout, model.config.text_max_length, args.alt_actions_column,
-                       model.config.text_match)
+def _default_output_dir(model: DigiQCritic) -> str:
+    """``<backbone name>-DigiQCritic`` (``DigiQCritic`` alone for a critic without a recorded backbone)."""
+    backbone = model.config.backbone_model_id
+    return f"{backbone.rstrip('/').split('/')[-1]}-DigiQCritic" if backbone else "DigiQCritic"
 
 
 def _alternative_q_values(critic: DigiQCritic, inputs: dict[str, Any]) -> Pair:
