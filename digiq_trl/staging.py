@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -30,6 +31,15 @@ UNTAGGED_STALE_SECONDS = 7 * 24 * 3600
 Folders written before owners were tagged cannot be matched to a process; a week without a single
 write means nothing is writing them any more.
 """
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_replaceable_dataset(output: Path) -> None:
@@ -103,6 +113,20 @@ def sweep_stale_staging(output: str | Path) -> list[Path]:
         if folder.is_dir() and not folder.is_symlink() and _is_stale(folder, prefix):
             shutil.rmtree(folder, ignore_errors=True)
             swept.append(folder)
+    return swept
+
+
+def sweep_stale_scratch(folder: str | Path) -> list[Path]:
+    """Remove the abandoned scratch folders of every output in ``folder`` (see :func:`_is_stale`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    swept = []
+    for scratch in folder.glob(".*.staging-*"):
+        prefix = scratch.name[: scratch.name.index(".staging-") + len(".staging-")]
+        if scratch.is_dir() and not scratch.is_symlink() and _is_stale(scratch, prefix):
+            shutil.rmtree(scratch, ignore_errors=True)
+            swept.append(scratch)
     return swept
 
 

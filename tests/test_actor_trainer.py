@@ -13,13 +13,10 @@ from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_act
 from digiq_trl.models.critic import DigiQCritic, DigiQCriticModelConfig
 from digiq_trl.models.tiny import tiny_qwen2_vl
 from digiq_trl.prompts import answer_token_ids
+from digiq_trl.trainers.actor_collator import BestOfNCollator, weighted_nll
 from digiq_trl.trainers.actor_config import BestOfNActorConfig
-from digiq_trl.trainers.actor_trainer import (
-    PREPARATION_CACHE_DIR,
-    BestOfNActorTrainer,
-    BestOfNCollator,
-    weighted_nll,
-)
+from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer
+from digiq_trl.trainers.preparation_cache import PREPARATION_CACHE_DIR
 
 
 FEATURES = Features(
@@ -423,7 +420,7 @@ def test_invalid_candidates_are_redrawn_up_to_the_set_rounds() -> None:
     at most ``invalid_resamples`` times; one still unparsable then stays (scored as invalid)."""
     from types import SimpleNamespace
 
-    from digiq_trl.trainers.actor_trainer import _CandidateScorer
+    from digiq_trl.trainers.best_of_n_preparation import _CandidateScorer
 
     home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
 

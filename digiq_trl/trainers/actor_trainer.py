@@ -1,23 +1,16 @@
 """Best-of-N policy extraction (Digi-Q stage 4) as a ``transformers.Trainer``, training LoRA adapters.
 
-Before training, every state of the dataset gets candidate actions: N samples from the *starting*
-policy (one batched decode per batch of states), the dataset's ``candidate_actions``, or both, plus
-the logged action and, with the default ``anchor="greedy"``, the starting policy's greedy action.
-The frozen critic scores them with its advantage (:func:`digiq_trl.targets.advantage_formula` of its
-``v_target_combine``: ``min(Q1, Q2) - max(V1, V2)`` by default) on frozen-VLM
-features (unparsable candidates get A = 0) and the argmax becomes the state's imitation target,
-weighted by :func:`digiq_trl.best_of_n.sample_weights` (``1[A > threshold]`` by default). As in
-the reference, candidates are prepared once from the frozen starting policy, and the actor trains
-on the whole offline dataset: a state whose choice is not above the threshold imitates its
-*anchor* (the starting policy's greedy action by default, or the logged action) instead of
-dropping out, so actions that the improved states rarely show (the ENTER press that submits every
-search) are not forgotten (:func:`digiq_trl.best_of_n.anchor_targets`). Under several processes
-each prepares a contiguous shard of the states and all gather the result, so every process trains
-on the same prepared data. The preparation is reproducible (sampling is seeded from ``args.seed``
-before each shard) and cached under ``args.output_dir`` (:data:`PREPARATION_CACHE_DIR`), keyed by
-the states, the starting policy's and the critic's weights and the settings that change the
-result, so a rerun with the same inputs (e.g. after an error) reads the candidates instead of
-sampling them again; nothing is written next to the user's dataset.
+Before training, every state of the dataset is prepared once, from the frozen *starting* policy
+(:func:`~digiq_trl.trainers.best_of_n_preparation.prepare`): candidate actions (N samples, the
+dataset's ``candidate_actions``, or both) scored by the frozen critic's advantage, the best one as
+the state's imitation target (weighted by :func:`digiq_trl.best_of_n.sample_weights`, ``1[A >
+threshold]`` by default), and an *anchor* (the starting policy's greedy action by default) for the
+states whose choice is not above the threshold, so that the actor trains on the whole offline
+dataset as in the reference. Under several processes each prepares a contiguous shard of the states
+and all gather the result. The preparation is reproducible (seeded from ``args.seed``) and cached,
+verified, under ``args.output_dir`` (:mod:`~digiq_trl.trainers.preparation_cache`), so a rerun with
+the same inputs reads the candidates instead of sampling them again; nothing is written next to the
+user's dataset.
 
 Training minimizes the NLL of the target action's tokens only (prompt and image tokens are masked
 with -100), times the per-sample weight. The paper's baselines run through the same trainer and
@@ -33,47 +26,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import time
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from accelerate import PartialState
-from accelerate.utils import gather_object
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 from peft import PeftConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, Trainer, set_seed
 from transformers.utils import logging
 
-from ..actions import try_parse_action
-from ..best_of_n import (
-    anchor_targets,
-    candidate_list,
-    sample_weights,
-    select_best,
-    selection_stats,
-    supported,
-    uses_critic,
-    zero_invalid,
-)
+from ..best_of_n import uses_critic
 from ..models.critic import DigiQCritic
 from ..models.features import VLMFeatureExtractor
 from ..models.pretrained import resolve_pretrained
 from ..models.processing import load_processor
 from ..models.scoring import CriticScorer
-from ..models.vlm import weights_digest
-from ..prompts import PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
+from ..prompts import answer_token_ids, render_prompt
 from ..targets import advantage_formula
+from .actor_collator import BestOfNCollator, answer_span, weighted_nll
 from .actor_config import BestOfNActorConfig
 from .base import DigiQTrainerMixin
+from .best_of_n_preparation import prepare
 from .lora import default_lora_config
 from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 
@@ -82,245 +54,6 @@ logger = logging.get_logger(__name__)
 
 TRAIN_COLUMNS = ("image", "goal", "history", "target_action", "target_weight")
 """Columns of the prepared dataset the collator reads."""
-
-PREPARATION_CACHE_DIR = "_best_of_n_cache"
-"""Folder of ``args.output_dir`` holding the cached preparation steps (Arrow files). Its leading
-underscore keeps it out of ``push_to_hub`` uploads, which skip ``_*`` paths."""
-
-_SCORING_FIELDS = (
-    "weighting", "num_candidates", "temperature", "min_candidate_count", "invalid_resamples", "candidate_source",
-    "include_logged_action", "advantage_threshold", "awr_beta", "awr_max_weight", "anchor",
-)
-"""Config fields the Best-of-N step's result depends on (the sampled candidates and their weights)."""
-
-
-@dataclass
-class BestOfNCollator:
-    """Batches ``{"image", "goal", "history", "target_action", "target_weight"}`` rows for weighted NLL.
-
-    Each row is the prompt (image and text, through the processor) followed by the answer tokens
-    of :func:`~digiq_trl.prompts.answer_token_ids`, left-padded so that every answer ends at the
-    last column: the loss then needs the logits of the last few columns only
-    (:func:`answer_span`), whatever the prompt and image lengths. ``labels`` are -100 everywhere but
-    on the answer tokens, so prompt and image tokens never enter the loss. Per-token processor
-    outputs (e.g. Qwen2-VL's ``mm_token_type_ids``) are extended with zeros over the answer; image
-    tensors pass through.
-    """
-
-    processor: Any
-
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompts = [render_prompt(self.processor, ex["goal"], ex["history"]) for ex in examples]
-        answers = [answer_token_ids(self.processor, ex["goal"], ex["history"], ex["target_action"]) for ex in examples]
-        encoded = self.processor(
-            text=prompts, images=[_as_rgb(ex["image"]) for ex in examples], padding=True, padding_side="right", return_tensors="pt"
-        )
-        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
-        width = max(p + len(a) for p, a in zip(prompt_lengths, answers))
-        batch = {key: value for key, value in encoded.items() if not _is_per_token(value, encoded)}
-        batch.update(self._sequences(encoded, prompt_lengths, answers, width))
-        batch["weights"] = torch.tensor([float(ex["target_weight"]) for ex in examples])
-        return batch
-
-    def _sequences(
-        self, encoded: dict[str, torch.Tensor], prompt_lengths: list[int], answers: list[list[int]], width: int
-    ) -> dict[str, torch.Tensor]:
-        """Left-padded ``input_ids``, ``attention_mask``, ``labels`` and other per-token tensors."""
-        pad_id = self.processor.tokenizer.pad_token_id or 0
-        rows = len(answers)
-        out = {
-            "input_ids": torch.full((rows, width), pad_id, dtype=torch.long),
-            "attention_mask": torch.zeros((rows, width), dtype=torch.long),
-            "labels": torch.full((rows, width), -100, dtype=torch.long),
-        }
-        extra = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in encoded.items()
-                 if _is_per_token(v, encoded) and k not in out}
-        for row, (length, answer) in enumerate(zip(prompt_lengths, answers)):
-            start = width - length - len(answer)
-            answer_start = width - len(answer)
-            ids = torch.tensor(answer, dtype=torch.long)
-            out["input_ids"][row, start:answer_start] = encoded["input_ids"][row, :length]
-            out["input_ids"][row, answer_start:] = ids
-            out["attention_mask"][row, start:] = 1
-            out["labels"][row, answer_start:] = ids
-            for key, tensor in extra.items():
-                tensor[row, start:answer_start] = encoded[key][row, :length]
-        return {**out, **extra}
-
-
-def _as_rgb(image: Any) -> Any:
-    """RGB, as the policy feeds images at acting time (screenshots may be RGBA or grayscale)."""
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _is_per_token(value: Any, encoded: dict[str, torch.Tensor]) -> bool:
-    """Whether a processor output has one entry per prompt token (``[B, L]`` like ``input_ids``)."""
-    return isinstance(value, torch.Tensor) and value.shape == encoded["input_ids"].shape
-
-
-def answer_span(labels: torch.Tensor) -> int:
-    """How many last columns hold every labelled token, plus the column whose logits predict the first.
-
-    With the collator's left padding the answers end at the last column, so the logits of these
-    columns are all the loss needs (``logits_to_keep``).
-    """
-    labelled = (labels != -100).any(dim=0).nonzero()
-    if labelled.numel() == 0:
-        return 1
-    return labels.shape[1] - int(labelled[0]) + 1
-
-
-def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                 probability_clamp: Sequence[float] | None = None) -> torch.Tensor:
-    """``sum_i w_i * sum_t NLL_it / sum_i T_i``: token NLL of the labelled tokens, weighted per row.
-
-    Causal shift: the logits at position t predict the token at t + 1. Normalizing by the token
-    count (not the weight sum) keeps ``pg`` weights signed and ``awr`` weights relative. With
-    ``probability_clamp = (low, high)`` each token's probability is clamped to that range before the
-    log, as the reference does with ``(0.001, 0.99)``: tokens already above ``high`` (or hopeless,
-    below ``low``) contribute no gradient.
-    """
-    targets = labels[:, 1:]
-    mask = targets != -100
-    nll = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets.masked_fill(~mask, 0), reduction="none"
-    )
-    if probability_clamp is not None:
-        low, high = probability_clamp
-        nll = -torch.log(torch.exp(-nll).clamp(low, high))
-    per_row = (nll * mask).sum(dim=1)
-    return (weights.to(per_row) * per_row).sum() / mask.sum().clamp(min=1)
-
-
-@dataclass
-class _Timer:
-    """Wall time spent generating candidates vs in the whole preparation."""
-
-    generation: float = 0.0
-    total: float = 0.0
-
-
-class _CandidateScorer:
-    """The ``datasets.map`` function of the preparation: candidates, critic scores, choice, weight."""
-
-    def __init__(self, args: BestOfNActorConfig, policy: Any | None, scorer: CriticScorer, timer: _Timer) -> None:
-        self.args, self.policy, self.scorer, self.timer = args, policy, scorer, timer
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        proposals = self._proposals(batch)
-        scored = [candidate_list(logged, props) for logged, props in zip(batch["action"], proposals)]
-        valid = [[try_parse_action(c) is not None for c in cands] for cands in scored]
-        advantages = self._advantages(batch, scored, valid)
-        out: dict[str, list[Any]] = defaultdict(list)
-        for logged, props, cands, ok, adv in zip(batch["action"], proposals, scored, valid, advantages):
-            # scored[0] is the logged action; it competes only when included or also proposed.
-            offset = 0 if self.args.include_logged_action or logged in props else 1
-            if offset == len(cands):
-                raise ValueError(f"no candidate for the state whose logged action is {logged!r}")
-            choice = select_best(adv[offset:], ok[offset:])
-            index = choice.index + offset
-            out["candidates"].append(cands)
-            out["candidate_advantages"].append(adv.tolist())
-            out["chosen_action"].append(cands[index])
-            out["chosen_advantage"].append(choice.advantage)
-            out["logged_advantage"].append(float(adv[0]))
-            out["chosen_is_logged"].append(index == 0)
-            out["chosen_is_valid"].append(choice.valid)
-            out["num_proposals"].append(len(props))
-            out["num_invalid_proposals"].append(sum(try_parse_action(p) is None for p in props))
-        out["weight"] = self._weights(out, batch).tolist()
-        return dict(out)
-
-    def _proposals(self, batch: dict[str, list[Any]]) -> list[list[str]]:
-        """Per state: the starting policy's greedy action (when computed), its N samples and/or the
-        dataset's candidates, duplicates kept."""
-        states = len(batch["action"])
-        proposals: list[list[str]] = [[] for _ in range(states)]
-        if "base_action" in batch:  # the starting policy's greedy action (the "greedy" anchor)
-            proposals = [[action] for action in batch["base_action"]]
-        if self.args.candidate_source in ("policy", "both"):
-            observations = [
-                {"image": image, "goal": goal, "history": history}
-                for image, goal, history in zip(batch["image"], batch["goal"], batch["history"])
-            ]
-            start = time.perf_counter()
-            samples = self.policy.sample(observations, self.args.num_candidates, self.args.temperature)
-            samples = self._resample_invalid(observations, samples)
-            self.timer.generation += time.perf_counter() - start
-            proposals = [p + supported(s, self.args.min_candidate_count) for p, s in zip(proposals, samples)]
-        if self.args.candidate_source in ("dataset", "both"):
-            if "candidate_actions" not in batch:
-                raise ValueError("candidate_source needs a 'candidate_actions' column in the dataset")
-            proposals = [p + list(c or []) for p, c in zip(proposals, batch["candidate_actions"])]
-        return proposals
-
-    def _resample_invalid(self, observations: list[dict[str, Any]], samples: list[list[str]]) -> list[list[str]]:
-        """Draw again, one at a time, the samples that do not parse, up to ``invalid_resamples`` rounds."""
-        samples = [list(state) for state in samples]
-        for _ in range(self.args.invalid_resamples):
-            slots = [(i, j) for i, state in enumerate(samples) for j, c in enumerate(state) if try_parse_action(c) is None]
-            if not slots:
-                break
-            redrawn = self.policy.sample([observations[i] for i, _ in slots], 1, self.args.temperature)
-            for (i, j), (action,) in zip(slots, redrawn):
-                samples[i][j] = action
-        return samples
-
-    def _advantages(
-        self, batch: dict[str, list[Any]], scored: list[list[str]], valid: list[list[bool]]
-    ) -> list[np.ndarray]:
-        """Critic advantages of every candidate (0 for unparsable ones), one critic call per batch."""
-        advantages = [np.zeros(len(c)) for c in scored]
-        rows = [i for i, ok in enumerate(valid) if any(ok)]
-        if not rows:
-            return advantages
-        actions = [[c for c, ok in zip(scored[i], valid[i]) if ok] for i in rows]
-        scores = self.scorer.score([batch["image"][i] for i in rows], [batch["goal"][i] for i in rows],
-                                   [batch["history"][i] for i in rows], actions)
-        for i, state in zip(rows, scores):
-            advantages[i][np.asarray(valid[i])] = state.advantage
-        return advantages
-
-    def _weights(self, out: dict[str, list[Any]], batch: dict[str, list[Any]]) -> np.ndarray:
-        weights = sample_weights(
-            self.args.weighting, out["chosen_advantage"], batch["trajectory_reward"],
-            advantage_threshold=self.args.advantage_threshold, awr_beta=self.args.awr_beta,
-            awr_max_weight=self.args.awr_max_weight,
-        )
-        return zero_invalid(weights, out["chosen_is_valid"])
-
-
-def _logged_targets(dataset: Dataset, weighting: str) -> dict[str, list[Any]]:
-    """The baselines' preparation: imitate the logged action, weighted by ``weighting``."""
-    actions = dataset["action"]
-    valid = [try_parse_action(a) is not None for a in actions]
-    weights = zero_invalid(sample_weights(weighting, trajectory_rewards=dataset["trajectory_reward"]), valid)
-    return {"chosen_action": list(actions), "chosen_is_valid": valid, "weight": weights.tolist()}
-
-
-def _anchored(prepared: Dataset, args: BestOfNActorConfig) -> dict[str, list[Any]]:
-    """``target_action`` and ``target_weight`` columns: :func:`~digiq_trl.best_of_n.anchor_targets`."""
-    anchors = {"none": None, "logged": "action", "greedy": "base_action"}[args.anchor]
-    anchor_actions = prepared[anchors] if anchors else None
-    valid = [try_parse_action(a) is not None for a in anchor_actions] if anchor_actions else None
-    targets, weights = anchor_targets(prepared["chosen_action"], prepared["weight"], anchor_actions,
-                                      args.anchor_weight, valid)
-    return {"target_action": targets, "target_weight": weights.tolist()}
-
-
-class _GreedyActions:
-    """The ``datasets.map`` function adding ``base_action``: the starting policy's greedy action."""
-
-    def __init__(self, policy: Any, timer: _Timer) -> None:
-        self.policy, self.timer = policy, timer
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[str]]:
-        observations = [{"image": i, "goal": g, "history": h}
-                        for i, g, h in zip(batch["image"], batch["goal"], batch["history"])]
-        start = time.perf_counter()
-        actions = self.policy.act(observations, [{} for _ in observations])
-        self.timer.generation += time.perf_counter() - start
-        return {"base_action": actions}
 
 
 class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
@@ -388,16 +121,16 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
         self.feature_extractor = feature_extractor if self.critic is not None else None
         self.scorer = CriticScorer(self.critic, feature_extractor, critic_tokenizer) if self.critic is not None else None
         self.model_id = _describe(model_id, model)
-        self.critic_id = _describe(_critic_id(critic), self.critic)
+        self.critic_id = _describe(_critic_id(critic) if self.critic is not None else None, self.critic)
         self._base_model_source = model_source(model_id, "the base model", type(model).__name__)
         self._base_model_hub_id = hub_repo_id(model_id)
         self.dataset_id = _dataset_id(train_dataset)
         model.to(args.device)
-        self.prepared_dataset, self.preparation_metrics = self._prepare(model, processing_class, train_dataset, args)
+        self.prepared_dataset, self.preparation_metrics = prepare(model, processing_class, train_dataset, args, self.scorer)
         train = self._training_rows(self.prepared_dataset, processing_class, args, "train")
         evaluation = None
         if eval_dataset is not None:
-            prepared_eval, _ = self._prepare(model, processing_class, eval_dataset, args)
+            prepared_eval, _ = prepare(model, processing_class, eval_dataset, args, self.scorer)
             evaluation = self._training_rows(prepared_eval, processing_class, args, "eval")
         model = _with_adapter(model, peft_config)
         super().__init__(
@@ -406,58 +139,6 @@ class BestOfNActorTrainer(DigiQTrainerMixin, Trainer):
             callbacks=callbacks, optimizers=optimizers,
         )
         self._pending_preparation_log = True
-
-    def _prepare(
-        self, model: PreTrainedModel, processor: Any, dataset: Dataset, args: BestOfNActorConfig
-    ) -> tuple[Dataset, dict[str, float]]:
-        """Per state: the imitated action and weight (the critic's Best-of-N choice, or the logged
-        action for the baselines), then the training target with the anchor (``target_action``,
-        ``target_weight``)."""
-        timer = _Timer()
-        start = time.perf_counter()
-        samples_candidates = self.critic is not None and args.candidate_source != "dataset"
-        policy = _policy(model, processor, args) if samples_candidates or args.anchor == "greedy" else None
-        steps = self._cached_steps(model, dataset, args)
-        if args.anchor == "greedy":
-            greedy = steps("greedy", dataset, _GreedyActions(policy, timer), args.candidate_batch_size * 8,
-                           "Greedy actions of the starting policy")
-            dataset = _with_columns(dataset, greedy)
-        metrics: dict[str, float] = {}
-        if self.critic is None:
-            prepared = _with_columns(dataset, _logged_targets(dataset, args.weighting))
-        else:
-            scorer = _CandidateScorer(args, policy if samples_candidates else None, self.scorer, timer)
-            with torch.no_grad():
-                columns = steps("best-of-n", dataset, scorer, args.candidate_batch_size,
-                                f"Best-of-{args.num_candidates} candidates", **self._scoring_settings(args))
-            prepared = _with_columns(dataset, columns)
-            metrics = selection_stats(
-                prepared["chosen_advantage"], prepared["logged_advantage"], prepared["chosen_is_logged"],
-                prepared["num_proposals"], prepared["num_invalid_proposals"], args.advantage_threshold,
-            )
-        prepared = _with_columns(prepared, _anchored(prepared, args))
-        timer.total = time.perf_counter() - start
-        metrics["generation_time_share"] = timer.generation / timer.total if timer.total else 0.0
-        metrics["preparation_seconds"] = timer.total
-        return prepared, {**metrics, **_kept_metrics(prepared)}
-
-    def _cached_steps(self, model: PreTrainedModel, dataset: Dataset, args: BestOfNActorConfig) -> _CachedSteps:
-        """The preparation's steps for ``dataset``, cached in ``args.preparation_cache_dir`` (default:
-        :data:`PREPARATION_CACHE_DIR` in ``args.output_dir``), keyed by the states (the dataset's
-        fingerprint), the starting policy's weights and the settings of its decoding."""
-        identity = {
-            "dataset": dataset._fingerprint, "policy": weights_digest(model), "prompt": PROMPT_TEMPLATE_ID,
-            "max_completion_length": args.max_completion_length, "candidate_batch_size": args.candidate_batch_size,
-        }
-        folder = Path(args.preparation_cache_dir or Path(args.output_dir) / PREPARATION_CACHE_DIR)
-        return _CachedSteps(folder, identity, args.seed, args.device)
-
-    def _scoring_settings(self, args: BestOfNActorConfig) -> dict[str, Any]:
-        """What the Best-of-N step depends on besides the states and the starting policy."""
-        return {
-            "critic": weights_digest(self.critic), "extractor": _extractor_identity(self.feature_extractor),
-            "seed": args.seed, **{name: getattr(args, name) for name in _SCORING_FIELDS},
-        }
 
     def _training_rows(self, prepared: Dataset, processor: Any, args: BestOfNActorConfig, split: str) -> Dataset:
         """Drop the rows with nothing to learn (and rows longer than ``max_length``), keep the
@@ -608,17 +289,6 @@ def _load_critic(critic: str | DigiQCritic | None, args: BestOfNActorConfig) -> 
     return critic.eval().to(args.device)
 
 
-def _policy(model: PreTrainedModel, processor: Any, args: BestOfNActorConfig) -> Any:
-    """The starting policy: ``act`` is its greedy action (the anchor), ``sample`` draws the candidates
-    (at ``args.temperature``, passed by the caller)."""
-    from ..models.policy import VLMPolicy
-
-    return VLMPolicy(
-        model, processor, temperature=0.0, max_new_tokens=args.max_completion_length,
-        batch_size=args.candidate_batch_size * args.num_candidates,
-    )
-
-
 def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | None) -> PeftModel:
     """Wrap ``model`` with a fresh adapter (base frozen), or keep the adapter it already has."""
     if isinstance(model, PeftModel):
@@ -626,87 +296,6 @@ def _with_adapter(model: PreTrainedModel | PeftModel, peft_config: PeftConfig | 
             raise ValueError("model is already a PeftModel: pass peft_config=None or a plain model")
         return model
     return get_peft_model(model, peft_config if peft_config is not None else default_lora_config())
-
-
-def _shard_seed(seed: int, process_index: int) -> int:
-    """The sampling seed of one process's shard: fixed by the run's seed and the process."""
-    return int(hashlib.sha256(f"best-of-n-{seed}-{process_index}".encode()).hexdigest()[:15], 16)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Sample with torch's generator (CPU and ``device``) seeded with ``seed``, and give the global
-    generator back as it was: training then starts from the same RNG state whether the preparation
-    sampled or came from the cache."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def _digest(parts: dict[str, Any]) -> str:
-    """A short, stable digest of JSON-able ``parts`` (a cache key)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _extractor_identity(extractor: Any) -> Any:
-    """What makes an extractor's features: its provenance (weights digest, layer, pooling, prompt),
-    or its class for a stand-in without one."""
-    provenance = getattr(extractor, "provenance", None)
-    return provenance if provenance is not None else type(extractor).__qualname__
-
-
-@dataclass
-class _CachedSteps:
-    """Runs the preparation's steps on this process's shard of the states, each cached as an Arrow file.
-
-    A step's file is named by a digest of everything its result depends on (``identity``, the step's
-    own settings and the process index/count), so an unchanged rerun (e.g. after an error) reads it
-    instead of sampling again, and any change computes a new one. Sampling is seeded right before
-    each shard, so equal inputs give equal candidates.
-    """
-
-    folder: Path
-    identity: dict[str, Any]
-    seed: int
-    device: torch.device
-
-    def __call__(self, step: str, dataset: Dataset, function: Any, batch_size: int, desc: str,
-                 **depends_on: Any) -> dict[str, list[Any]]:
-        """New columns from ``function`` over ``dataset`` (batched), identical on every process.
-
-        Each process maps a contiguous shard of the states, then all of them gather the shards in
-        process order, so the expensive work (sampling, scoring) is split across processes and every
-        process ends with the same prepared data.
-        """
-        state = PartialState()
-        key = _digest({"step": step, **self.identity, **depends_on,
-                       "process": [state.process_index, state.num_processes]})
-        cache_file = self.folder / f"{step}-{key}.arrow"
-        if cache_file.exists():
-            logger.info("Best-of-N preparation: %s reused from %s", desc, cache_file)
-        shard = dataset.shard(state.num_processes, state.process_index, contiguous=True)
-        with _seeded(_shard_seed(self.seed, state.process_index), self.device):
-            mapped = shard.map(function, batched=True, batch_size=batch_size, remove_columns=shard.column_names,
-                               new_fingerprint=key, cache_file_name=str(cache_file), desc=desc)
-        shards = gather_object([mapped.to_dict()])
-        return {name: [value for part in shards for value in part[name]] for name in mapped.column_names}
-
-
-def _with_columns(dataset: Dataset, columns: dict[str, list[Any]]) -> Dataset:
-    """``dataset`` with ``columns`` added (replacing same-named columns of an earlier preparation)."""
-    stale = [name for name in columns if name in dataset.column_names]
-    return concatenate_datasets([dataset.remove_columns(stale), Dataset.from_dict(columns)], axis=1)
-
-
-def _kept_metrics(prepared: Dataset) -> dict[str, float]:
-    """``frac_imitated``: states trained on their own target (a choice above the threshold, a successful
-    logged action); ``frac_anchored``: states trained on their anchor; ``num_states``."""
-    own = np.asarray(prepared["weight"], dtype=np.float64) != 0
-    trained = np.asarray(prepared["target_weight"], dtype=np.float64) != 0
-    count = max(1, own.size)
-    return {"frac_imitated": float(own.sum() / count), "frac_anchored": float((trained & ~own).sum() / count),
-            "num_states": float(own.size)}
 
 
 def _fits(processor: Any, batch: dict[str, list[Any]], max_length: int) -> list[bool]:
