@@ -9,7 +9,11 @@ configuration it was made with (:meth:`DigiQPipelineConfig.stage_fingerprint`, w
 stage before it) and the sha256 of its files (weights, datasets, feature caches, adapters; not the
 :data:`RUN_RECORDS`, whose timings differ from run to run). Before a stage is skipped, its manifest is checked: a
 different fingerprint means the output is stale and the stage runs again (and so does every later
-one); a file whose digest differs is a :class:`DamagedArtifactError` naming the stage and the file.
+one); a file whose digest differs is a :class:`DamagedArtifactError` naming the stage, the file and
+the command that removes the damaged output. The run records are listed too (by digest, apart from
+the files, since their timings differ between runs), so a deleted ``eval_metrics.json`` is caught.
+A manifest also keeps the content digests of the stage's inputs (:func:`content_digest`), so a run
+can say that a dataset replaced at the same path is why a stage is recomputed.
 
 Example:
     >>> from digiq_trl.artifacts import RunArtifacts
@@ -24,18 +28,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .pipeline_config import METHODS, DigiQPipelineConfig
+from .staging import sha256_file
+from .trainers.preparation_cache import PREPARATION_CACHE_DIR
 
 
 MANIFEST = "manifest.json"
+PREPARATION = "preparation"
+"""Folder of an actor adapter holding its saved Best-of-N preparation."""
 RUN_RECORDS = frozenset({"README.md", "training_args.bin", "metrics.json", "eval_metrics.json", "log_history.json",
                          "preparation_metrics.json"})
 """Files that record how a stage ran (wall-clock timings, paths, model cards) rather than what it
-made: left out of manifests, so the same configuration gives the same manifest."""
+made: listed apart from the files in a manifest (``records``), so the same configuration gives the
+same ``files`` while a deleted or changed record is still caught."""
 
 
 class DamagedArtifactError(RuntimeError):
@@ -44,15 +54,6 @@ class DamagedArtifactError(RuntimeError):
 
 class MissingArtifactError(FileNotFoundError):
     """A stage output a later stage needs is not there (the stage was skipped or never ran)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RunArtifacts:
@@ -72,6 +73,15 @@ class RunArtifacts:
     def actor_path(self, method: str, seed: int) -> Path:
         """Where the adapter of ``method`` trained with ``seed`` goes."""
         return self.root / "actor" / method / f"seed{seed}"
+
+    def preparation_path(self, method: str, seed: int) -> Path:
+        """The saved Best-of-N preparation (candidates, advantages, targets; no images) of an adapter."""
+        return self.actor_path(method, seed) / PREPARATION
+
+    @property
+    def preparation_cache(self) -> Path:
+        """The actor stage's cache of Best-of-N preparation steps, shared by its methods and seeds."""
+        return self.path("actor") / PREPARATION_CACHE_DIR
 
     def adapters(self) -> Iterator[tuple[str, int, Path]]:
         """``(method, seed, folder)`` of every trained adapter of the configured methods and seeds."""
@@ -176,42 +186,89 @@ class RunArtifacts:
             )
 
     # ------------------------------------------------------------------ manifests
-    def write_manifest(self, folder: Path, fingerprint: str, files: Iterable[Path] | None = None) -> None:
-        """Record ``fingerprint`` and the sha256 of ``files`` (default: every file under ``folder`` but
-        the manifest and the :data:`RUN_RECORDS`) in ``folder/manifest.json``, written atomically (a
-        crash leaves the old manifest or none)."""
+    def write_manifest(self, folder: Path, fingerprint: str, files: Iterable[Path] | None = None,
+                       inputs: dict[str, str] | None = None, upstream: str = "") -> None:
+        """Record ``fingerprint``, the sha256 of ``files`` (default: every file under ``folder`` but the
+        manifest and the :data:`RUN_RECORDS`) and of the run records in ``folder``, the content
+        digests of the stage's ``inputs`` and the ``upstream`` stage's fingerprint (so that a rerun can
+        say why it recomputes) in ``folder/manifest.json``, written atomically (a crash leaves the old
+        manifest or none)."""
         listed = sorted(files) if files is not None else sorted(
             p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.name not in RUN_RECORDS
         )
-        entries = {os.path.relpath(p, self.root): sha256_file(p) for p in listed}
+        records = sorted(p for p in folder.rglob("*") if p.is_file() and p.name in RUN_RECORDS)
+        manifest = {"fingerprint": fingerprint, "files": self._digests(listed), "records": self._digests(records),
+                    "inputs": inputs or {}, "upstream": upstream}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "files": entries}, indent=1) + "\n")
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
         tmp.replace(folder / MANIFEST)
 
+    def _digests(self, paths: Iterable[Path]) -> dict[str, str]:
+        return {os.path.relpath(p, self.root): sha256_file(p) for p in paths}
+
     def is_current(self, stage: str, folder: Path, fingerprint: str) -> bool:
-        """Whether ``folder`` holds a finished output made with ``fingerprint`` (files verified).
+        """Whether ``folder`` holds a finished output made with ``fingerprint`` (its files and run
+        records verified).
 
         Raises:
-            DamagedArtifactError: the manifest matches but a file is missing or changed.
+            DamagedArtifactError: the manifest matches but a file is missing or changed; the message
+                names the file and the command that removes the stage's output, after which a rerun
+                recomputes it.
         """
-        manifest = folder / MANIFEST
-        if not manifest.exists():
-            return False
-        recorded = json.loads(manifest.read_text())
+        recorded = self.manifest(folder)
         if recorded.get("fingerprint") != fingerprint:
             return False
-        for name, digest in recorded["files"].items():
+        listed = {**recorded["files"], **recorded.get("records", {})}
+        for name, digest in listed.items():
             path = self.root / name
             if not path.is_file() or sha256_file(path) != digest:
                 state = "is missing" if not path.is_file() else "does not match its manifest (sha256 differs)"
+                outside = sorted({str(self.root / n) for n in listed if not (self.root / n).is_relative_to(folder)})
+                command = shlex.join(["rm", "-rf", str(folder), *outside])
                 raise DamagedArtifactError(
-                    f"stage {stage}: {path} {state}; the output is damaged. Delete {folder} to recompute "
-                    f"the {stage} stage and everything after it."
+                    f"stage {stage}: {path} {state}; the output is damaged. Remove it with `{command}` and rerun: "
+                    f"the {stage} stage is recomputed."
                 )
         return True
 
+    def manifest(self, folder: Path) -> dict[str, Any]:
+        """``folder``'s manifest ({} when there is none)."""
+        manifest = folder / MANIFEST
+        return json.loads(manifest.read_text()) if manifest.exists() else {}
+
     def fingerprint(self, folder: Path) -> str:
         """The fingerprint recorded in ``folder``'s manifest ("" when there is none)."""
-        manifest = folder / MANIFEST
-        return json.loads(manifest.read_text()).get("fingerprint", "") if manifest.exists() else ""
+        return self.manifest(folder).get("fingerprint", "")
+
+
+def content_digest(reference: str) -> str:
+    """What a ``dataset`` or ``base_actor`` holds, as a digest: for a local folder the sizes and
+    sha256 of its files (not ``datasets`` cache files), for a Hub id its resolved revision (the
+    cached snapshot's offline), else the id itself. A stage fingerprint that includes it changes
+    when new content is put at the same path."""
+    from .models.pretrained import resolve_pretrained
+
+    path = Path(resolve_pretrained(reference)).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(("cache-", ".")))
+        listing = [(p.relative_to(path).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return _hub_revision(reference)
+
+
+def _hub_revision(repo_id: str) -> str:
+    """``repo_id@<commit>`` of a Hub repository (model or dataset), or ``repo_id`` when it cannot be
+    resolved."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    for repo_type in ("model", "dataset"):
+        try:
+            if constants.HF_HUB_OFFLINE:
+                return f"{repo_id}@{Path(snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)).name}"
+            return f"{repo_id}@{HfApi().repo_info(repo_id, repo_type=repo_type).sha}"
+        except Exception:  # noqa: BLE001 (not this type, not cached, no network: try the next, else the id)
+            continue
+    return repo_id

@@ -22,6 +22,7 @@ other stages run on the main process while the others wait, then every process r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -36,12 +37,17 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
-from .artifacts import RunArtifacts
-from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGES, DigiQPipelineConfig
+from .artifacts import PREPARATION, RunArtifacts, content_digest
+from .pipeline_checks import check_hub_sources
+from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGE_FIELDS, STAGES, DigiQPipelineConfig
+from .run_lock import RunLock
 from .staging import staged_output
 
 
 logger = logging.getLogger(__name__)
+
+INPUT_FIELDS = ("dataset", "base_actor")
+"""Options naming a dataset or model whose content, not only its path or id, enters the fingerprints."""
 
 __all__ = ["DigiQPipeline", "DigiQPipelineConfig", "STAGES", "threads_per_process"]
 
@@ -59,16 +65,35 @@ class DigiQPipeline:
         self.artifacts = RunArtifacts(config)
         self.state = PartialState(timeout=timedelta(seconds=config.ddp_timeout))
         self.timings: dict[str, float] = {}
+        self.inputs: dict[str, str] = {}  # content digests of dataset / base_actor, set when the run starts
+        self._upstream = ""  # the fingerprint of the stage before the running one
         self.results: dict[str, Any] = {"suite": config.suite, **config.phone_settings, "config": asdict(config)}
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.num_threads or threads_per_process())
 
     def run(self) -> dict[str, Any]:
-        """Run every stage not skipped; returns the results written to ``results.json``."""
+        """Run every stage not skipped; returns the results written to ``results.json``.
+
+        Before any work, the Hub ids of ``dataset`` and ``base_actor`` are checked and the output
+        folder's lock is taken (:class:`~digiq_trl.run_lock.RunLock`: a second run on the same folder
+        ends at once, naming the first's PID).
+
+        Raises:
+            InvalidOptionError: a ``dataset`` or ``base_actor`` that cannot be read.
+            RunInProgressError: another run holds ``output_dir``.
+        """
+        check_hub_sources(self.config)
+        with RunLock(self.config.output_dir) if self.state.is_main_process else contextlib.nullcontext():
+            self.state.wait_for_everyone()
+            self._run_stages()
+        return self.results
+
+    def _run_stages(self) -> None:
         upstream = ""
+        self.inputs = {name: content_digest(getattr(self.config, name)) for name in INPUT_FIELDS
+                       if getattr(self.config, name) is not None}
         for stage in STAGES:
-            fingerprint = self.config.stage_fingerprint(stage, upstream) if stage != "evaluate" else ""
-            upstream = fingerprint
+            fingerprint = self.config.stage_fingerprint(stage, upstream, self.inputs) if stage != "evaluate" else ""
+            self._upstream, upstream = upstream, fingerprint
             if stage in self.config.skip_stages:
                 logger.info("stage %s: skipped", stage)
                 continue
@@ -76,7 +101,6 @@ class DigiQPipeline:
             getattr(self, f"stage_{stage}")(fingerprint)
             self.timings[stage] = round(time.perf_counter() - start, 1)
             logger.info("stage %s: done in %.1f s", stage, self.timings[stage])
-        return self.results
 
     def _once(self, stage: str, folder: Path, fingerprint: str, make: Callable[[], list[Path] | None],
               everywhere: bool = False) -> None:
@@ -87,17 +111,29 @@ class DigiQPipeline:
         ``everywhere`` (distributed trainers). Each run starts from the run's seed.
         """
         current = self.artifacts.is_current(stage, folder, fingerprint)
+        inputs = {name: digest for name, digest in self.inputs.items() if name in STAGE_FIELDS[stage]}
         if current:
             logger.info("stage %s: reusing %s (its manifest matches this configuration)", stage, folder)
         elif self.artifacts.fingerprint(folder):
-            logger.info("stage %s: the configuration changed since %s was made; recomputing it and every "
-                        "later stage", stage, folder)
+            logger.info("stage %s: %s since %s was made; recomputing it and every later stage", stage,
+                        self._what_changed(folder, inputs), folder)
         if not current and (everywhere or self.state.is_main_process):
             set_seed(self.config.seed)
             files = make()
             if self.state.is_main_process:
-                self.artifacts.write_manifest(folder, fingerprint, files)
+                self.artifacts.write_manifest(folder, fingerprint, files, inputs, self._upstream)
         self.state.wait_for_everyone()
+
+    def _what_changed(self, folder: Path, inputs: dict[str, str]) -> str:
+        """Why ``folder``'s output is stale: the content of an input at the same path, an earlier
+        stage, or this stage's options."""
+        recorded = self.artifacts.manifest(folder)
+        changed = [name for name, digest in inputs.items() if recorded.get("inputs", {}).get(name, digest) != digest]
+        if changed:
+            return " and ".join(f"the content of --{name} {getattr(self.config, name)} changed" for name in changed)
+        if recorded.get("upstream", self._upstream) != self._upstream:
+            return "an earlier stage changed"
+        return "the configuration changed"
 
     # ----------------------------------------------------------------- base actor
     def stage_base_actor(self, fingerprint: str) -> None:
@@ -235,8 +271,7 @@ class DigiQPipeline:
         self._once("critic", self.artifacts.path("critic"), fingerprint, self._train_critic, everywhere=True)
 
     def _train_critic(self) -> None:
-        from transformers.trainer_utils import get_last_checkpoint
-
+        from .trainers.checkpoints import last_complete_checkpoint
         from .trainers.critic_trainer import DigiQCriticTrainer
 
         cfg = self.config
@@ -246,7 +281,7 @@ class DigiQPipeline:
         trainer = DigiQCriticTrainer(critic, cfg.critic_args(partial), train_dataset=data["train"],
                                      eval_dataset=data["test"], feature_extractor=self.artifacts.extractor(),
                                      processing_class=tokenizer)
-        resume = get_last_checkpoint(str(partial)) if partial.is_dir() else None
+        resume = last_complete_checkpoint(partial)
         if resume:
             logger.info("stage critic: resuming from %s", resume)
         trainer.train(resume_from_checkpoint=resume)
@@ -308,17 +343,15 @@ class DigiQPipeline:
     def train_actor(self, weighting: str, states: Any, out: Path, seed: int, push: bool = False) -> None:
         """Train one LoRA adapter on the base actor with the actor stage's settings and save it in
         ``out`` atomically, with its preparation (candidates, advantages, targets; no images) and
-        statistics. Critic weightings use the run's critic and feature extractor."""
-        from .best_of_n import uses_critic
+        statistics. The trainer uses the run's critic and feature extractor where ``weighting`` needs them."""
         from .trainers.actor_trainer import BestOfNActorTrainer
 
-        with_critic = uses_critic(weighting)
         model, processor = self.artifacts.load_base_actor()
         staging = out.parent / f".{out.name}.partial"
         trainer = BestOfNActorTrainer(
-            model, critic=str(self.artifacts.path("critic")) if with_critic else None,
-            args=self.config.actor_args(weighting, staging, seed, push), train_dataset=states,
-            processing_class=processor, feature_extractor=self.artifacts.extractor() if with_critic else None,
+            model, critic=str(self.artifacts.path("critic")),
+            args=self.config.actor_args(weighting, staging, seed, self.artifacts.preparation_cache, push),
+            train_dataset=states, processing_class=processor, feature_extractor=self.artifacts.extractor(),
         )
         trainer.train()
         trainer.save_model(str(staging / "final"))
@@ -328,7 +361,7 @@ class DigiQPipeline:
                     shutil.move(str(item), final / item.name)
                 _write_json(final / "preparation_metrics.json", trainer.preparation_metrics)
                 images = [c for c in trainer.prepared_dataset.column_names if c in ("image", "next_image")]
-                trainer.prepared_dataset.remove_columns(images).save_to_disk(str(final / "preparation"))
+                trainer.prepared_dataset.remove_columns(images).save_to_disk(str(final / PREPARATION))
             shutil.rmtree(staging, ignore_errors=True)
         if push:
             trainer.push_to_hub()
@@ -348,7 +381,7 @@ class DigiQPipeline:
             self.results.update(evaluate_run(self.config, self.artifacts))
             self.results["timings_s"] = dict(self.timings)
             critic_values = self._critic_values() if (self.artifacts.path("critic") / "model.safetensors").exists() else None
-            preparations = {seed: self.artifacts.actor_path("digiq", seed) / "preparation"
+            preparations = {seed: self.artifacts.preparation_path("digiq", seed)
                             for seed in self.config.actor_seeds}
             write_run_report(self.results, self.artifacts.root, critic_values,
                              {seed: path for seed, path in preparations.items() if path.is_dir()})

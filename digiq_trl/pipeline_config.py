@@ -22,6 +22,7 @@ from typing import Any
 from .envs.phone import PHONES
 from .envs.tasks import SPLITS
 from .models.critic_text import TEXT_LAYOUTS, TEXT_POOLINGS
+from .pipeline_checks import check_options, fail
 from .prompts import FEATURE_INPUTS
 
 
@@ -30,6 +31,9 @@ METHODS = ("filtered_bc", "digiq")
 RUN_FORMAT = 2
 """Part of every stage fingerprint: raised when the library changes what a stage makes (e.g. a new
 LoRA default), so outputs of an earlier version are recomputed rather than reused."""
+ALT_ACTIONS_COLUMN = "alt_actions"
+"""Column of random alternative actions per state that a run adds to its data: the critic's ranking
+metric and the conservative penalty's negatives."""
 METHOD_WEIGHTINGS = {"filtered_bc": "filtered_bc", "digiq": "threshold"}
 """How each method's actor is trained (``BestOfNActorConfig.weighting``)."""
 
@@ -309,37 +313,29 @@ class DigiQPipelineConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.evaluation not in ("simulator", "offline"):
-            raise ValueError(f"evaluation must be 'simulator' or 'offline', got {self.evaluation!r}")
-        if self.layout not in ("fixed", "random"):
-            raise ValueError(f"layout must be 'fixed' or 'random', got {self.layout!r}")
-        if self.phone not in PHONES:
-            raise ValueError(f"phone must be one of {sorted(PHONES)}, got {self.phone!r}")
-        probability = self.interruption_probability
-        if probability is not None and not 0.0 <= probability <= 1.0:
-            raise ValueError(f"interruption_probability must be in [0, 1], got {probability}")
-        if self.feature_input not in FEATURE_INPUTS:
-            raise ValueError(f"feature_input must be one of {list(FEATURE_INPUTS)}, got {self.feature_input!r}")
-        if self.eval_goals not in ("random", "first"):
-            raise ValueError(f"eval_goals must be 'random' or 'first', got {self.eval_goals!r}")
-        if self.eval_temperature < 0:
-            raise ValueError(f"eval_temperature must be >= 0, got {self.eval_temperature}")
-        if self.critic_text_pooling not in TEXT_POOLINGS:
-            raise ValueError(f"critic_text_pooling must be one of {list(TEXT_POOLINGS)}, got {self.critic_text_pooling!r}")
-        if self.critic_text_layout not in TEXT_LAYOUTS:
-            raise ValueError(f"critic_text_layout must be one of {list(TEXT_LAYOUTS)}, got {self.critic_text_layout!r}")
-        unknown = set(self.skip_stages) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {sorted(unknown)} in skip_stages; stages are {list(STAGES)}")
+        """Refuse any invalid option before any work (:mod:`digiq_trl.pipeline_checks`: one line that
+        names the option, the value and what is allowed)."""
         if self.generalization_split in ("", "none", "None"):  # how a command line spells None
             self.generalization_split = None
-        for split in (self.eval_split, self.generalization_split):
-            if split is not None and split not in SPLITS:
-                raise ValueError(f"unknown goal split {split!r}; splits are {list(SPLITS)}")
+        check_options(self)
+        lookups = {"phone": (self.phone, list(PHONES)), "feature_input": (self.feature_input, list(FEATURE_INPUTS)),
+                   "critic_text_pooling": (self.critic_text_pooling, list(TEXT_POOLINGS)),
+                   "critic_text_layout": (self.critic_text_layout, list(TEXT_LAYOUTS)),
+                   "eval_split": (self.eval_split, list(SPLITS))}
+        for name, (value, allowed) in lookups.items():
+            if value not in allowed:
+                raise fail(name, value, f"one of {', '.join(allowed)}")
+        if self.generalization_split is not None and self.generalization_split not in SPLITS:
+            raise fail("generalization_split", self.generalization_split, f"one of {', '.join(SPLITS)}, or none")
+        unknown = sorted(set(self.skip_stages) - set(STAGES))
+        if unknown:
+            raise fail("skip_stages", unknown, f"stages among {', '.join(STAGES)}")
         if self.base_actor is None and self.bc_steps <= 0:
-            raise ValueError("bc_steps must be > 0 without a base_actor: the tiny default actor starts untrained")
+            raise fail("bc_steps", self.bc_steps, "an integer >= 1 without a base_actor (the tiny default actor "
+                       "starts untrained)")
         if self.push_to_hub and not self.hub_model_prefix:
-            raise ValueError("push_to_hub needs hub_model_prefix (e.g. 'my-user/digiq-general')")
+            raise fail("hub_model_prefix", self.hub_model_prefix, "a Hub prefix such as 'my-user/digiq-general' "
+                       "with push_to_hub")
 
     @property
     def env_id(self) -> str:
@@ -396,8 +392,10 @@ class DigiQPipelineConfig:
             push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("critic"),
         )
 
-    def actor_args(self, weighting: str, output_dir: str | Path, seed: int, push: bool = False) -> Any:
-        """:class:`~digiq_trl.trainers.actor_config.BestOfNActorConfig` of stage 4 for ``weighting``."""
+    def actor_args(self, weighting: str, output_dir: str | Path, seed: int, preparation_cache_dir: str | Path,
+                   push: bool = False) -> Any:
+        """:class:`~digiq_trl.trainers.actor_config.BestOfNActorConfig` of stage 4 for ``weighting``
+        (Best-of-N preparations cached in ``preparation_cache_dir``, shared by methods and seeds)."""
         from .trainers.actor_config import BestOfNActorConfig
 
         return BestOfNActorConfig(
@@ -411,7 +409,7 @@ class DigiQPipelineConfig:
             gradient_accumulation_steps=self.actor_gradient_accumulation_steps, max_grad_norm=self.actor_max_grad_norm,
             token_probability_clamp=self.actor_token_probability_clamp,
             activation_checkpointing=self.activation_checkpointing,
-            preparation_cache_dir=str(self.path("actor") / "_best_of_n_cache"),
+            preparation_cache_dir=str(preparation_cache_dir),
             logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
             bf16=self.bf16, push_to_hub=push, hub_model_id=self.hub_id("actor"),
         )
@@ -426,17 +424,16 @@ class DigiQPipelineConfig:
         return f"{self.hub_model_prefix}-{artifact}" if self.hub_model_prefix else None
 
     # ------------------------------------------------------------------ manifests
-    def stage_fingerprint(self, stage: str, upstream: str = "") -> str:
-        """A digest of the fields ``stage`` depends on and of the stage before it (``upstream``):
-        equal fingerprints mean an existing output can be reused."""
+    def stage_fingerprint(self, stage: str, upstream: str = "", inputs: dict[str, str] | None = None) -> str:
+        """A digest of the fields ``stage`` depends on, of the content of its ``inputs`` (the
+        :func:`~digiq_trl.artifacts.content_digest` of ``dataset`` / ``base_actor``, by field name)
+        and of the stage before it (``upstream``): equal fingerprints mean an existing output can be
+        reused."""
         values = {name: getattr(self, name) for name in STAGE_FIELDS[stage]}
-        text = json.dumps({"stage": stage, "format": RUN_FORMAT, "fields": values, "upstream": upstream},
-                          sort_keys=True, default=str)
+        content = {name: digest for name, digest in (inputs or {}).items() if name in STAGE_FIELDS[stage]}
+        text = json.dumps({"stage": stage, "format": RUN_FORMAT, "fields": values, "upstream": upstream,
+                           **({"inputs": content} if content else {})}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-ALT_ACTIONS_COLUMN = "alt_actions"
-"""Column of random alternative actions per state: the critic's ranking metric and conservative negatives."""
 
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
@@ -445,7 +442,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "data": ("seed", "suite", "layout", "phone", "drift", "interruption_probability", "dataset", "collect_episodes",
              "behavior_temperature", "rollout_batch_size", "test_size", "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
-                       "representation_gradient_accumulation_steps", "bf16"),
+                       "representation_gradient_accumulation_steps", "bf16",
+                       "push_to_hub", "hub_model_prefix"),  # the critic's config names the pushed backbone's id
     "features": ("feature_layer", "feature_pooling", "feature_input", "critic_conservative_weight"),
     "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match",
                "critic_text_pooling", "critic_steps", "critic_learning_rate", "critic_batch_size",
@@ -458,3 +456,18 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
 keys each adapter by its method and training seed."""
+
+UNFINGERPRINTED_FIELDS: dict[str, str] = {
+    "output_dir": "where the run writes, not what it makes",
+    "skip_stages": "which stages run, not what they make",
+    "num_threads": "CPU threads per process: the same outputs",
+    "activation_checkpointing": "recomputes activations in backward: the same outputs",
+    "critic_save_steps": "the checkpoint interval: a resumed critic has the same weights",
+    "ddp_timeout": "how long processes wait for each other",
+    "report_to": "where the trainers log",
+    "actor_seeds": "which adapters are trained; each adapter's fingerprint carries its own seed",
+}
+"""Fields that stages read but that do not change what a stage makes, so they are in no stage's
+fingerprint (a test checks that every other field a stage reads is in its own or an earlier
+stage's :data:`STAGE_FIELDS`)."""
+

@@ -76,7 +76,7 @@ def oracle_scores(pipe: DigiQPipeline, names: list[str]) -> dict[str, Any]:
 
     cfg = pipe.config
     seed = cfg.actor_seeds[0]
-    preparation = load_from_disk(str(pipe.artifacts.actor_path("digiq", seed) / "preparation"))
+    preparation = load_from_disk(str(pipe.artifacts.preparation_path("digiq", seed)))
     states = pipe.actor_states(seed)
     targets = oracle_targets(states, preparation["candidates"], replay_infos(states, **cfg.env_kwargs))
     scores: dict[str, Any] = {}

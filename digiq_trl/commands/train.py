@@ -15,14 +15,17 @@ filtered BC and Digi-Q on the published test goals. Results go to ``--output_dir
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from trl import TrlParser
 
 from ..pipeline_config import DigiQPipelineConfig
+from . import parse_options
 
 
 DESCRIPTION = ("Run the whole Digi-Q method: base actor, data, representation, features, critic, actor, evaluation. "
@@ -43,15 +46,27 @@ def summary(results: dict[str, Any], output_dir: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str, Any]:
     """Parse flags and ``--config`` YAML into a :class:`DigiQPipelineConfig`, run it, print the summary."""
-    (config,) = make_parser(prog).parse_args_and_config(argv)
+    (config,) = parse_options(make_parser(prog), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     from ..artifacts import DamagedArtifactError, MissingArtifactError
     from ..pipeline import DigiQPipeline
+    from ..pipeline_checks import InvalidOptionError
+    from ..run_lock import RunInProgressError
 
+    name = prog or "digiq-trl train"
     try:
         results = DigiQPipeline(config).run()
-    except (DamagedArtifactError, MissingArtifactError) as error:  # says which stage and file, and what to do
-        raise SystemExit(f"{prog or 'digiq-trl train'}: error: {error}") from None
+    except InvalidOptionError as error:  # a Hub id that cannot be read, found before any work
+        sys.stderr.write(f"{name}: error: {error}\n")
+        raise SystemExit(2) from None
+    except (DamagedArtifactError, MissingArtifactError, RunInProgressError) as error:  # names the file or PID, and what to do
+        raise SystemExit(f"{name}: error: {error}") from None
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise SystemExit(f"{name}: error: no space left on device while writing {error.filename or config.output_dir}; "
+                         "free space and rerun the same command: finished stages are reused and the critic resumes "
+                         "from its last complete checkpoint") from None
     if "methods" in results:
         print(json.dumps(summary(results, config.output_dir)))
     return results

@@ -25,6 +25,7 @@ from trl import TrlParser
 
 from ..actions import actions_match, parse_action, try_parse_action
 from ..envs import ExpertPolicy
+from . import parse_options
 
 
 if TYPE_CHECKING:
@@ -206,7 +207,7 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str, Any]:
     """Parse flags and ``--config`` YAML, train and measure the actor, print the results as one JSON line."""
-    (args,) = make_parser(prog).parse_args_and_config(argv)
+    (args,) = parse_options(make_parser(prog), argv)
     results = train_base_actor(args)
     print(json.dumps(results))
     return results

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from trl import TrlParser
 
 from ..trainers.representation_config import RepresentationConfig
+from . import parse_options
 
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str
     parser = make_parser(prog)
     if not argv:
         parser.set_defaults_with_config(**EMBEDDED_DEFAULT)
-    script_args, args = parser.parse_args_and_config(argv)
+    script_args, args = parse_options(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     transitions = load_data(script_args, args.seed)
     model, processor = load_model(script_args)

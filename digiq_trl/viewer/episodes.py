@@ -23,6 +23,7 @@ from datasets import Dataset
 
 from ..actions import ActionType, describe_action, try_parse_action
 from ..envs.tasks import SPLITS, SUITES, parse_goal
+from ..pipeline_config import ALT_ACTIONS_COLUMN
 from .thumbnails import screenshot_thumbnail
 
 
@@ -32,7 +33,6 @@ StepKey = tuple[str, int]
 SIMULATOR_EPISODE_ID = re.compile(rf"^({'|'.join(SUITES)})-({'|'.join(SPLITS)})-seed\d+-ep\d+$")
 """Episode ids written by :func:`digiq_trl.envs.collect_transitions`, e.g. ``general-train-seed0-ep000012``."""
 
-ALT_ACTIONS_COLUMN = "alt_actions"
 """The pipeline's random-alternatives column; features cached with it are reused (see :func:`featurize`)."""
 
 PREPARATION_COLUMNS = (
