@@ -169,7 +169,7 @@ def selection_stats(
     chosen_advantages: Sequence[float],
     logged_advantages: Sequence[float],
     chosen_is_logged: Sequence[bool],
-    num_candidates: Sequence[int],
+    num_proposals: Sequence[int],
     num_invalid: Sequence[int],
     advantage_threshold: float,
 ) -> dict[str, float]:
@@ -181,7 +181,7 @@ def selection_stats(
         duplicates included), ``frac_chosen_is_logged``.
     """
     chosen = np.asarray(chosen_advantages, dtype=np.float64)
-    total = int(np.sum(num_candidates))
+    total = int(np.sum(num_proposals))
     return {
         "chosen_advantage": float(chosen.mean()) if chosen.size else float("nan"),
         "logged_advantage": float(np.mean(logged_advantages)) if len(logged_advantages) else float("nan"),

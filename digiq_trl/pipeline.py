@@ -217,6 +217,7 @@ class DigiQPipeline:
             policy = VLMPolicy(model, processor, temperature=cfg.behavior_temperature,
                                batch_size=cfg.rollout_batch_size)
             transitions = collect_transitions(cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train",
+                                              gamma=cfg.gamma,
                                               batch_size=cfg.rollout_batch_size, **cfg.env_kwargs)
         splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
         for offset, name in enumerate(("train", "test")):

@@ -96,6 +96,7 @@ OPTION_RANGES: dict[str, Range] = {
     "bc_gradient_accumulation_steps": COUNT,
     "collect_episodes": COUNT,
     "behavior_temperature": NON_NEGATIVE,  # 0: greedy
+    "gamma": Range(0, 1, low_open=True),
     "test_size": Range(0, 1, low_open=True, high_open=True),
     "representation_steps": COUNT,
     "representation_learning_rate": POSITIVE,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .discount import DEFAULT_GAMMA
 from .envs.phone import PHONES
 from .envs.tasks import SPLITS
 from .models.critic_text import TEXT_LAYOUTS, TEXT_POOLINGS
@@ -129,6 +130,11 @@ class DigiQPipelineConfig:
     collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
         default=0.8, metadata={"help": "Sampling temperature of the base actor while collecting (the paper: 0.8)."}
+    )
+    gamma: float = field(
+        default=DEFAULT_GAMMA,
+        metadata={"help": "Discount of the collected data's mc_return and of the critic's TD targets (the paper: "
+                  "0.95; a given dataset keeps the mc_return it was converted with)."},
     )
     test_size: float = field(default=0.2, metadata={"help": "Fraction of episodes held out for critic evaluation."})
     # representation
@@ -388,7 +394,7 @@ class DigiQPipelineConfig:
             eval_steps=max(1, self.critic_steps // 5), save_strategy="steps", save_steps=self.critic_save_steps,
             save_total_limit=1, report_to=self.report_to, seed=self.seed,
             conservative_weight=self.critic_conservative_weight, alt_actions_column=ALT_ACTIONS_COLUMN,
-            v_target_combine=self.critic_v_target_combine,
+            v_target_combine=self.critic_v_target_combine, gamma=self.gamma,
             push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("critic"),
         )
 
@@ -439,7 +445,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
                    "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
                    "bc_gradient_accumulation_steps", "max_pixels", "min_pixels", "bf16"),
-    "data": ("seed", "suite", "layout", "phone", "drift", "interruption_probability", "dataset", "collect_episodes",
+    "data": ("seed", "suite", "layout", "phone", "drift", "interruption_probability", "dataset", "collect_episodes", "gamma",
              "behavior_temperature", "rollout_batch_size", "test_size", "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "representation_gradient_accumulation_steps", "bf16",
@@ -448,7 +454,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match",
                "critic_text_pooling", "critic_steps", "critic_learning_rate", "critic_batch_size",
                "critic_gradient_accumulation_steps", "critic_max_grad_norm", "critic_conservative_weight",
-               "critic_v_target_combine", "bf16"),
+               "critic_v_target_combine", "gamma", "bf16"),
     "actor": ("num_candidates", "candidate_temperature", "min_candidate_count", "candidate_resamples", "candidate_source", "advantage_threshold", "anchor",
               "anchor_weight",
               "actor_steps", "actor_learning_rate", "actor_batch_size", "actor_gradient_accumulation_steps", "actor_max_states",

@@ -96,7 +96,7 @@ def test_selection_stats():
         chosen_advantages=[0.3, 0.0],
         logged_advantages=[0.1, -0.1],
         chosen_is_logged=[False, True],
-        num_candidates=[4, 6],
+        num_proposals=[4, 6],
         num_invalid=[1, 4],
         advantage_threshold=0.1,
     )

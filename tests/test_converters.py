@@ -689,7 +689,7 @@ def test_repeated_episode_ids_across_reference_files_are_refused(
 @pytest.mark.parametrize("gamma", [math.nan, 2.0, 0.0])
 def test_gamma_outside_zero_one_is_refused(tmp_path: Path, images: Path, gamma: float) -> None:
     shard = _valid_shard(tmp_path)
-    message = rf"^gamma: {gamma} is not in \(0, 1\] \(the discount of mc_return\)$"
+    message = rf"^gamma: {gamma} is not in \(0, 1\] \(the discount of returns and TD targets\)$"
     with pytest.raises(ConversionError, match=message):
         convert_aitw_tfrecord([shard], gamma=gamma, cache_dir=tmp_path / "c")
     with pytest.raises(ConversionError, match=message):
@@ -750,7 +750,7 @@ BAD_INPUTS = {
     "gamma-nan": (
         "aitw-tfrecord",
         _valid_shard,
-        r"gamma: nan is not in \(0, 1\] \(the discount of mc_return\)",
+        r"gamma: nan is not in \(0, 1\] \(the discount of returns and TD targets\)",
     ),
 }
 

@@ -115,9 +115,9 @@ def test_goal_predictability_auroc_rejects_mismatched_lengths():
 class _ExpertWithBadSamples(ExpertPolicy):
     """Acts like the expert; its samples are all PRESS_HOME or unparsable."""
 
-    def sample(self, observations, num_samples, temperature):
+    def sample(self, observations, num_candidates, temperature):
         home = format_action(DeviceAction.press(ActionType.PRESS_HOME))
-        return [[home, "not an action"] * (num_samples // 2) for _ in observations]
+        return [[home, "not an action"] * (num_candidates // 2) for _ in observations]
 
 
 @pytest.mark.parametrize(("sign", "critic_hits"), [(1.0, 1.0), (-1.0, 0.0)])

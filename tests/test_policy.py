@@ -33,14 +33,14 @@ def test_act_returns_one_string_per_observation_batched_like_single(tiny) -> Non
     assert policy.act([], []) == []
 
 
-def test_sample_returns_num_samples_diverse_strings_per_observation(tiny) -> None:
+def test_sample_returns_num_candidates_diverse_strings_per_observation(tiny) -> None:
     policy = VLMPolicy(*tiny, max_new_tokens=12, batch_size=16)
-    samples = policy.sample(_observations(), num_samples=5, temperature=1.0)
+    samples = policy.sample(_observations(), num_candidates=5, temperature=1.0)
     assert [len(s) for s in samples] == [5, 5, 5]
     assert all(isinstance(a, str) for s in samples for a in s)
     assert len(set(samples[0])) > 1
     with pytest.raises(ValueError):
-        policy.sample(_observations(), num_samples=2, temperature=0.0)
+        policy.sample(_observations(), num_candidates=2, temperature=0.0)
 
 
 def test_generation_keeps_train_mode_and_works_for_peft(tiny) -> None:
@@ -52,14 +52,14 @@ def test_generation_keeps_train_mode_and_works_for_peft(tiny) -> None:
     try:
         policy = VLMPolicy(peft_model, processor, max_new_tokens=8)
         assert policy.act(_observations()) == greedy  # LoRA starts as the identity
-        assert [len(s) for s in policy.sample(_observations()[:2], num_samples=3)] == [3, 3]
+        assert [len(s) for s in policy.sample(_observations()[:2], num_candidates=3)] == [3, 3]
     finally:
         peft_model.unload()
 
 
 def test_act_works_for_llava() -> None:
     policy = VLMPolicy(*tiny_llava(), max_new_tokens=6)
-    samples = policy.sample(_observations(), num_samples=2)
+    samples = policy.sample(_observations(), num_candidates=2)
     assert len(policy.act(_observations())) == 3 and [len(s) for s in samples] == [2, 2, 2]
 
 

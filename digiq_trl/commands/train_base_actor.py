@@ -62,9 +62,9 @@ class BaseActorArguments:
         metadata={"help": "Goal splits of the greedy evaluation (train, test, heldout), each on the source phone."},
     )
     eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation episodes."})
-    best_of_n: int = field(default=16, metadata={"help": "Candidates per state in the diversity check (0 to skip)."})
-    best_of_n_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
-    best_of_n_episodes: int = field(default=50, metadata={"help": "Expert episodes whose states are sampled."})
+    num_candidates: int = field(default=16, metadata={"help": "Candidates per state in the diversity check (0 to skip)."})
+    candidate_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    candidate_episodes: int = field(default=50, metadata={"help": "Expert episodes whose states are sampled."})
     seed: int = field(default=0, metadata={"help": "Seed of collection, initialization and training."})
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads."})
 
@@ -90,11 +90,11 @@ def best_of_n_diversity(policy: VLMPolicy, args: BaseActorArguments) -> dict[str
     from ..envs.collect import run_episodes
 
     env_id = f"digiq_trl/Phone-{args.suite}-v0"
-    steps = list(run_episodes(env_id, ExpertPolicy(), args.best_of_n_episodes, seed=args.eval_seed + 1,
+    steps = list(run_episodes(env_id, ExpertPolicy(), args.candidate_episodes, seed=args.eval_seed + 1,
                               split=args.eval_splits[0], layout=args.layout))
     observations = [s.observation for s in steps]
     greedy = policy.act(observations)
-    samples = policy.sample(observations, args.best_of_n, args.best_of_n_temperature)
+    samples = policy.sample(observations, args.num_candidates, args.candidate_temperature)
     rescued = distinct = valid = 0
     for step, g, cands in zip(steps, greedy, samples):
         gold, boxes = parse_action(step.info["expert_action"]), step.info["ui_boxes"]
@@ -106,7 +106,7 @@ def best_of_n_diversity(policy: VLMPolicy, args: BaseActorArguments) -> dict[str
     return {
         "states": n,
         "mean_distinct_candidates": distinct / n,
-        "valid_candidate_fraction": valid / (n * args.best_of_n),
+        "valid_candidate_fraction": valid / (n * args.num_candidates),
         "greedy_wrong_some_candidate_right": rescued / n,
     }
 
@@ -157,7 +157,7 @@ def train_base_actor(args: BaseActorArguments) -> dict[str, Any]:
             scores.update(valid_action_fraction=counting.valid / max(1, counting.total),
                           eval_seconds=round(time.perf_counter() - start, 1))
             results["greedy"][split] = scores
-    if args.best_of_n:
+    if args.num_candidates:
         results["best_of_n"] = best_of_n_diversity(policy, args)
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

@@ -41,6 +41,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from ..actions import ActionType, DeviceAction
+from ..discount import DEFAULT_GAMMA
 from .conversion import (
     ConversionError,
     EpisodeStep,
@@ -480,7 +481,7 @@ def _generate_rows(paths: Sequence[str], gamma: float, max_pixels: int) -> Itera
 
 def convert_aitw_tfrecord(
     paths: Sequence[str | Path],
-    gamma: float = 0.95,
+    gamma: float = DEFAULT_GAMMA,
     cache_dir: str | Path | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Dataset:

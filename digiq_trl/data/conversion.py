@@ -22,7 +22,8 @@ from datasets import Dataset, Features
 from datasets.exceptions import DatasetGenerationError
 
 from ..actions import DeviceAction, format_action, format_history
-from .returns import check_gamma, discounted_returns
+from ..discount import check_gamma
+from .returns import discounted_returns
 from .validation import MAX_IMAGE_PIXELS, validate_transitions
 
 

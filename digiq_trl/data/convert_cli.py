@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
+from ..discount import DEFAULT_GAMMA
 from ..staging import check_replaceable_dataset, staged_output
 from .aitw_tfrecord import convert_aitw_tfrecord
 from .conversion import ConversionError, save_transitions
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", required=True, help="folder to write the dataset to (save_to_disk)"
     )
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount of mc_return")
+    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="discount of mc_return")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push to this Hub dataset repo")
 
 

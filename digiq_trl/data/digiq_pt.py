@@ -41,6 +41,7 @@ import torch
 from datasets import Dataset
 
 from ..actions import ActionParseError, DeviceAction, format_action, parse_action
+from ..discount import DEFAULT_GAMMA
 from .conversion import (
     ConversionError,
     EpisodeStep,
@@ -328,7 +329,7 @@ def _check_images_dir(images_dir: str | Path | None) -> str | None:
 def convert_digiq_pt(
     paths: Sequence[str | Path],
     images_dir: str | Path | None = None,
-    gamma: float = 0.95,
+    gamma: float = DEFAULT_GAMMA,
     cache_dir: str | Path | None = None,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     on_unparsable_action: str = "skip_episode",

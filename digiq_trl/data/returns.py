@@ -7,19 +7,7 @@ from collections.abc import Sequence
 
 from datasets import Dataset, DatasetDict, Value
 
-
-def check_gamma(gamma: float) -> float:
-    """Return ``gamma`` if it is a discount in ``(0, 1]``.
-
-    A NaN, zero, negative or >1 discount gives NaN, degenerate or growing returns that nothing
-    downstream would notice.
-
-    Raises:
-        ValueError: ``gamma`` is not in ``(0, 1]`` (NaN included).
-    """
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma: {gamma} is not in (0, 1] (the discount of mc_return)")
-    return gamma
+from ..discount import check_gamma
 
 
 def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:

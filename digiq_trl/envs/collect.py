@@ -20,6 +20,7 @@ from datasets import Dataset
 from ..actions import DeviceAction, format_action, try_parse_action
 from ..data import transition_features, validate_transitions
 from ..data.returns import episode_returns
+from ..discount import DEFAULT_GAMMA
 from .phone import PhoneEnv
 from .policies import Policy
 
@@ -132,7 +133,7 @@ def collect_transitions(
     policy: Policy,
     num_episodes: int,
     seed: int = 0,
-    gamma: float = 0.95,
+    gamma: float = DEFAULT_GAMMA,
     batch_size: int = 64,
     **env_kwargs: Any,
 ) -> Dataset:
@@ -166,7 +167,7 @@ def run_name(env: gym.Env, seed: int) -> str:
     return name if isinstance(env, PhoneEnv) else f"device-{name}"
 
 
-def transitions_from_steps(steps: Sequence[Step], name: str, gamma: float = 0.95) -> Dataset:
+def transitions_from_steps(steps: Sequence[Step], name: str, gamma: float = DEFAULT_GAMMA) -> Dataset:
     """The validated transitions dataset of finished episodes' steps, episode ids ``<name>-ep<index>``."""
     steps = sorted(steps, key=lambda s: (s.episode, s.step))
     columns = _columns(steps, name)

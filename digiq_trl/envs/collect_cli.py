@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..discount import DEFAULT_GAMMA
 from ..staging import check_replaceable_dataset, staged_output
 from .collect import collect_transitions
 from .device_cli import add_actor_arguments, add_env_arguments, check_judge, device_envs, device_serials, load_actor
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser)
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes")
     parser.add_argument("--seed", type=int, default=0, help="seeds goals, layouts and the policy")
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount of mc_return")
+    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="discount of mc_return")
     parser.add_argument("--layout", choices=LAYOUTS, default="fixed", help="screen layout mode")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="simulated phones stepped in lockstep (on devices, one per serial)")

@@ -109,19 +109,19 @@ class VLMPolicy:
         return answers
 
     def sample(
-        self, observations: Sequence[Mapping[str, Any]], num_samples: int, temperature: float = 1.0
+        self, observations: Sequence[Mapping[str, Any]], num_candidates: int, temperature: float = 1.0
     ) -> list[list[str]]:
-        """``num_samples`` sampled action strings per observation (one decode per chunk of states).
-
-        Each chunk holds ``max(1, batch_size // num_samples)`` states; its prompts are encoded once.
+        """``num_candidates`` sampled action strings per observation (Best-of-N's N; one decode per
+        chunk of states). Each chunk holds ``max(1, batch_size // num_candidates)`` states; its
+        prompts are encoded once.
         """
-        if num_samples < 1 or temperature <= 0:
-            raise ValueError(f"need num_samples >= 1 and temperature > 0, got {num_samples}, {temperature}")
-        states_per_call = max(1, self.batch_size // num_samples)
+        if num_candidates < 1 or temperature <= 0:
+            raise ValueError(f"need num_candidates >= 1 and temperature > 0, got {num_candidates}, {temperature}")
+        states_per_call = max(1, self.batch_size // num_candidates)
         samples: list[list[str]] = []
         for start in range(0, len(observations), states_per_call):
             chunk = observations[start : start + states_per_call]
-            samples.extend(self._generate(chunk, num_samples, temperature))
+            samples.extend(self._generate(chunk, num_candidates, temperature))
         return samples
 
     def _encode(self, observations: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -134,40 +134,40 @@ class VLMPolicy:
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     def _generate(
-        self, observations: Sequence[Mapping[str, Any]], num_samples: int, temperature: float
+        self, observations: Sequence[Mapping[str, Any]], num_candidates: int, temperature: float
     ) -> list[list[str]]:
-        """``num_samples`` decoded answers per observation, from one batched decode."""
+        """``num_candidates`` decoded answers per observation, from one batched decode."""
         if not observations:
             return []
         inputs = self._encode(observations)
         with _eval_mode(self.model):
             if self.prefix_sharing:
-                rows = self._decode_shared(inputs, num_samples, temperature)
+                rows = self._decode_shared(inputs, num_candidates, temperature)
             else:
-                rows = self._decode_with_generate(inputs, num_samples, temperature)
+                rows = self._decode_with_generate(inputs, num_candidates, temperature)
         texts = [t.strip() for t in self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)]
-        return [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+        return [texts[i : i + num_candidates] for i in range(0, len(texts), num_candidates)]
 
     def _decode_with_generate(
-        self, inputs: dict[str, torch.Tensor], num_samples: int, temperature: float
+        self, inputs: dict[str, torch.Tensor], num_candidates: int, temperature: float
     ) -> list[list[int]]:
         """New token ids per sequence from ``generate`` (any family; each prompt repeated N times)."""
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:  # plain temperature sampling, whatever top-k/top-p the checkpoint ships
             sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         output = self.model.generate(
-            **inputs, num_return_sequences=num_samples, max_new_tokens=self.max_new_tokens,
+            **inputs, num_return_sequences=num_candidates, max_new_tokens=self.max_new_tokens,
             pad_token_id=self.processor.tokenizer.pad_token_id, **sampling,
         )
         return output[:, inputs["input_ids"].shape[1] :].tolist()
 
     def _decode_shared(
-        self, inputs: dict[str, torch.Tensor], num_samples: int, temperature: float
+        self, inputs: dict[str, torch.Tensor], num_candidates: int, temperature: float
     ) -> list[list[int]]:
         """New token ids per sequence, decoded with the prompts' KV cache shared by their samples.
 
         Each prompt (screenshot included) runs once; its cache and next-token logits are copied to
-        its ``num_samples`` rows; then one token per step is fed for every unfinished row, with the
+        its ``num_candidates`` rows; then one token per step is fed for every unfinished row, with the
         M-RoPE text positions continuing each prompt's own (``rope_deltas``). A row that emits a stop
         token is done; once done rows are a quarter of the batch they leave it (their cache rows are
         dropped), so short answers stop costing compute without copying the cache at every stop.
@@ -178,9 +178,9 @@ class VLMPolicy:
         mask = inputs["attention_mask"]
         next_position = base.model.rope_deltas.reshape(-1) + mask.sum(dim=1)
         base.model.rope_deltas = None  # the next prompt computes its own
-        if num_samples > 1:
-            cache.batch_repeat_interleave(num_samples)
-            logits, mask, next_position = (t.repeat_interleave(num_samples, dim=0) for t in (logits, mask, next_position))
+        if num_candidates > 1:
+            cache.batch_repeat_interleave(num_candidates)
+            logits, mask, next_position = (t.repeat_interleave(num_candidates, dim=0) for t in (logits, mask, next_position))
         stop = torch.tensor(sorted(_stop_token_ids(self.model, self.processor)), device=logits.device)
         rows = torch.arange(logits.shape[0], device=logits.device)  # the answer each batch row writes
         going = torch.ones_like(rows, dtype=torch.bool)

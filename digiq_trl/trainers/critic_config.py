@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import SchedulerType
 
+from ..discount import DEFAULT_GAMMA, check_gamma
 from .base_config import DigiQTrainingArguments
 
 
@@ -70,7 +71,7 @@ class DigiQCriticConfig(DigiQTrainingArguments):
         },
     )
     gamma: float = field(
-        default=0.95,
+        default=DEFAULT_GAMMA,
         metadata={"help": "Discount factor of the TD targets r + gamma * (1 - done) * Vbar(s'). Paper: 0.95."},
     )
     tau: float = field(
@@ -153,8 +154,7 @@ class DigiQCriticConfig(DigiQTrainingArguments):
             raise ValueError(
                 f"v_target_combine must be one of {V_TARGET_COMBINES}, got {self.v_target_combine!r}"
             )
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        check_gamma(self.gamma)
         if not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.target_update_interval < 1:
