@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,14 +23,6 @@ from pathlib import Path
 
 DATASET_MARKERS = ("state.json", "dataset_info.json", "dataset_dict.json")
 """Files ``save_to_disk`` writes: a folder holding one of them is a saved dataset."""
-
-UNTAGGED_STALE_SECONDS = 7 * 24 * 3600
-"""Age (of its newest file) after which a scratch folder without an owner tag is swept.
-
-Folders written before owners were tagged cannot be matched to a process; a week without a single
-write means nothing is writing them any more.
-"""
-
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """The hex sha256 of a file's bytes."""
@@ -77,25 +68,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _newest_mtime(folder: Path) -> float:
-    """The latest modification time of ``folder`` and everything in it."""
-    newest = folder.stat().st_mtime
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            try:
-                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
-            except OSError:
-                continue
-    return newest
-
-
 def _is_stale(folder: Path, prefix: str) -> bool:
-    """Whether the scratch folder ``folder`` is abandoned: its owner (this host, a PID) is gone, or,
-    without an owner tag, nothing in it changed for :data:`UNTAGGED_STALE_SECONDS`."""
+    """Whether the scratch folder ``folder`` is abandoned: its owner (this host, a PID) is gone. A
+    folder without an owner tag was not made by this library and is left alone."""
     owner = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+", folder.name[len(prefix) :])
-    if owner is not None:
-        return owner["host"] == _host() and not _pid_alive(int(owner["pid"]))
-    return time.time() - _newest_mtime(folder) > UNTAGGED_STALE_SECONDS
+    return owner is not None and owner["host"] == _host() and not _pid_alive(int(owner["pid"]))
 
 
 def sweep_stale_staging(output: str | Path) -> list[Path]:

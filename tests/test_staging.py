@@ -5,13 +5,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from digiq_trl import staging
-from digiq_trl.staging import UNTAGGED_STALE_SECONDS, staged_output, sweep_stale_staging
+from digiq_trl.staging import staged_output, sweep_stale_staging
 
 
 def _dead_pid() -> int:
@@ -29,27 +28,17 @@ def _scratch(output: Path, tag: str) -> Path:
     return folder
 
 
-def _age(folder: Path, seconds: float) -> None:
-    """Make ``folder`` and everything in it look last modified ``seconds`` ago."""
-    stamp = time.time() - seconds
-    for path in [folder, *folder.rglob("*")]:
-        os.utime(path, (stamp, stamp))
-
-
 def test_only_abandoned_scratch_folders_are_swept(tmp_path: Path) -> None:
     output = tmp_path / "ds"
     host = staging._host()
     dead = _scratch(output, f"{host}-{_dead_pid()}-deadbeef")
     live = _scratch(output, f"{host}-{os.getpid()}-livelive")
     elsewhere = _scratch(output, f"another-host-{_dead_pid()}-remote00")
-    old_untagged = _scratch(output, "oldstyle")
-    recent_untagged = _scratch(output, "newstyle")
-    _age(old_untagged, UNTAGGED_STALE_SECONDS + 60)
-    _age(recent_untagged, UNTAGGED_STALE_SECONDS - 600)
+    untagged = _scratch(output, "notours")  # not made by this library: never removed
     other_output = _scratch(tmp_path / "other", f"{host}-{_dead_pid()}-otherout")
-    assert sorted(sweep_stale_staging(output)) == sorted([dead, old_untagged])
+    assert sorted(sweep_stale_staging(output)) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for p in (live, elsewhere, recent_untagged, other_output)
+        p.name for p in (live, elsewhere, untagged, other_output)
     )
 
 
