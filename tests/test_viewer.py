@@ -259,6 +259,7 @@ def test_write_viewer_shows_critic_values_and_candidates(run_dir, page, expected
     data, screenshots = page_data(page)
     assert page == run_dir / "viewer.html" and data["critic"] == str(run_dir / "critic")
     assert data["best_of_n"] == str(default_preparation(run_dir))
+    assert data["advantage_formula"] == "min(Q1, Q2) - max(V1, V2)"  # the run's critic combines with min
     for name, values in expected_values.items():
         steps = [step for ep in data["episodes"] if ep["split"] == name for step in ep["steps"]]
         assert len(steps) == len(values)

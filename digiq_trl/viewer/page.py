@@ -41,6 +41,7 @@ def render_page(
     source: str = "",
     critic: str | None = None,
     best_of_n: str | None = None,
+    advantage_formula: str | None = None,
 ) -> str:
     """The viewer page of :func:`~digiq_trl.viewer.episodes.build_episodes`' output.
 
@@ -51,10 +52,13 @@ def render_page(
         source: where the data comes from (shown in the header).
         critic: where the values come from (shown), None without a critic.
         best_of_n: where the Best-of-N candidates come from (shown), None without them.
+        advantage_formula: how the critic's advantage combines its heads
+            (:func:`~digiq_trl.targets.advantage_formula`), shown beside each advantage.
     """
     if len(screenshots) != len(episodes):
         raise ValueError(f"{len(episodes)} episodes but screenshots for {len(screenshots)}")
-    data = {"source": source, "critic": critic, "best_of_n": best_of_n, "episodes": episodes}
+    data = {"source": source, "critic": critic, "best_of_n": best_of_n, "advantage_formula": advantage_formula,
+            "episodes": episodes}
     scripts = [script_json(data, "viewer-data")]
     scripts += [script_json(uris, f"screenshots-{index}") for index, uris in enumerate(screenshots)]
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")

@@ -94,10 +94,11 @@ def write_dataset_viewer(
         PosixPath('noisy.html')
     """
     from ..models.critic import DigiQCritic
+    from ..targets import advantage_formula
 
     source = str(dataset) if isinstance(dataset, (str, Path)) else "dataset"
     splits = {name: first_episodes(split, max_episodes) for name, split in _splits(dataset).items()}
-    values = None
+    values, formula = None, None
     if critic is not None:
         from ..models.scoring import CriticScorer
 
@@ -105,11 +106,13 @@ def write_dataset_viewer(
         extractor = extractor if extractor is not None else critic_feature_extractor(model, backbone)
         scorer = CriticScorer(model, extractor)
         values = {name: critic_values(featurize(split, extractor), scorer) for name, split in splits.items()}
+        formula = advantage_formula(model.config.v_target_combine)
     best_of_n = best_of_n_steps(load_from_disk(str(preparation))) if preparation is not None else None
     episodes, screenshots = build_episodes(splits, values, best_of_n, notes)
     page = render_page(
         episodes, screenshots, title=title or f"Digi-Q trajectories: {Path(source).name}", source=source,
         critic=_describe(critic), best_of_n=None if preparation is None else str(preparation),
+        advantage_formula=formula,
     )
     return _write_atomically(Path(output), page)
 
