@@ -129,7 +129,7 @@ class DigiQPipelineConfig:
     )
     collect_episodes: int = field(default=400, metadata={"help": "Episodes the base actor plays to make the data."})
     behavior_temperature: float = field(
-        default=0.8, metadata={"help": "Sampling temperature of the base actor while collecting (the paper: 0.8)."}
+        default=0.8, metadata={"help": "Sampling temperature of the base actor while collecting (the paper: 0.8; 0: greedy)."}
     )
     gamma: float = field(
         default=DEFAULT_GAMMA,
@@ -185,7 +185,7 @@ class DigiQPipelineConfig:
     critic_gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Critic gradient accumulation (the paper: batch 32 x 4)."}
     )
-    critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping."})
+    critic_max_grad_norm: float = field(default=1.0, metadata={"help": "Critic gradient clipping (0: none)."})
     critic_v_target_combine: str = field(
         default="min",
         metadata={"help": "V targets from the target Q heads: min (both V heads regress to min(Qbar1, Qbar2), and "
@@ -234,7 +234,7 @@ class DigiQPipelineConfig:
     actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size per device."})
     actor_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Actor gradient accumulation."})
-    actor_max_grad_norm: float = field(default=1.0, metadata={"help": "Actor gradient clipping (the paper: 0.01)."})
+    actor_max_grad_norm: float = field(default=1.0, metadata={"help": "Actor gradient clipping (the paper: 0.01; 0: none)."})
     actor_token_probability_clamp: list[float] | None = field(
         default=None,
         metadata={"help": "low high: the actor loss clamps each target token's probability to [low, high] "
@@ -276,7 +276,7 @@ class DigiQPipelineConfig:
     )
     eval_temperature: float = field(
         default=0.0,
-        metadata={"help": "Sampling temperature of the evaluated actors: 0 decodes greedily; the paper samples at 0.8."},
+        metadata={"help": "Sampling temperature of the evaluated actors (0: greedy decoding; the paper samples at 0.8)."},
     )
     rollout_batch_size: int = field(
         default=200,

@@ -18,7 +18,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 from toy_run import TOY, save_noisy_expert_data
 
-from digiq_trl.artifacts import DamagedArtifactError
+from digiq_trl.artifacts import DamagedArtifactError, content_digest
 from digiq_trl.commands.train import main
 from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
 from digiq_trl.run_lock import RunInProgressError, RunLock
@@ -208,6 +208,19 @@ def test_a_damaged_stage_output_names_the_file_and_its_advice_fixes_it(tmp_path,
 
 
 # ---------------------------------------------------------------------------------------- replaced inputs
+def test_inputs_are_digested_by_content_and_hub_ids_by_revision(tmp_path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    first = content_digest(str(model))
+    (model / "cache-1234.arrow").write_bytes(b"a datasets cache beside it")
+    assert content_digest(str(model)) == first
+    (model / "model.safetensors").write_bytes(b"other weights")  # new content, same path and size
+    assert content_digest(str(model)) != first
+    assert content_digest("someone/not-cached") == "someone/not-cached"  # offline and not cached: the id
+
+
 @pytest.mark.slow
 def test_a_dataset_replaced_at_the_same_path_is_trained_on_with_one_line_saying_so(tmp_path, caplog) -> None:
     dataset = tmp_path / "transitions"

@@ -1,5 +1,6 @@
 """Every option of a run is checked before any work: one line naming the option, nothing written."""
 
+import re
 import subprocess
 import sys
 import time
@@ -83,6 +84,13 @@ def test_zero_or_null_where_it_means_something(name, value) -> None:
     """The values whose meaning --help states (0 steps keeps the given base actor, 0 threads: automatic,
     0 clipping: none, temperature 0: greedy, null layer: the middle one) are accepted."""
     assert getattr(DigiQPipelineConfig(**{name: value}), name) == value
+
+
+@pytest.mark.parametrize("name", ["bc_steps", "num_threads", "critic_max_grad_norm", "actor_max_grad_norm",
+                                  "eval_temperature", "behavior_temperature", "feature_layer"])
+def test_help_says_what_zero_or_null_means(name) -> None:
+    help_text = next(f.metadata["help"] for f in fields(DigiQPipelineConfig) if f.name == name)
+    assert re.search(r"\b(0( keeps|:)|null:)", help_text), help_text
 
 
 def test_the_console_script_prints_one_line_and_no_traceback(tmp_path) -> None:
