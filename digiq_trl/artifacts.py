@@ -233,9 +233,22 @@ class RunArtifacts:
         return True
 
     def manifest(self, folder: Path) -> dict[str, Any]:
-        """``folder``'s manifest ({} when there is none)."""
+        """``folder``'s manifest ({} when there is none).
+
+        Raises:
+            DamagedArtifactError: the manifest is not a readable JSON object.
+        """
         manifest = folder / MANIFEST
-        return json.loads(manifest.read_text()) if manifest.exists() else {}
+        if not manifest.exists():
+            return {}
+        try:
+            recorded = json.loads(manifest.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            recorded = error
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("files", {}), dict):
+            raise DamagedArtifactError(f"{manifest} is unreadable ({recorded}); the output is damaged. Remove it "
+                                       f"with `{shlex.join(['rm', '-rf', str(folder)])}` and rerun.")
+        return recorded
 
     def fingerprint(self, folder: Path) -> str:
         """The fingerprint recorded in ``folder``'s manifest ("" when there is none)."""

@@ -207,6 +207,16 @@ def test_a_damaged_stage_output_names_the_file_and_its_advice_fixes_it(tmp_path,
     assert _contents(out) == before
 
 
+def test_an_unreadable_manifest_is_a_damaged_output_with_its_fix(tmp_path) -> None:
+    from digiq_trl.artifacts import RunArtifacts
+
+    artifacts = RunArtifacts(DigiQPipelineConfig(output_dir=str(tmp_path)))
+    (tmp_path / "critic").mkdir()
+    (tmp_path / "critic" / "manifest.json").write_text('{"fingerprint": "ab", "fil')
+    with pytest.raises(DamagedArtifactError, match=r"critic/manifest.json is unreadable .* `rm -rf .*critic`"):
+        artifacts.is_current("critic", tmp_path / "critic", "ab")
+
+
 # ---------------------------------------------------------------------------------------- replaced inputs
 def test_inputs_are_digested_by_content_and_hub_ids_by_revision(tmp_path) -> None:
     model = tmp_path / "model"
