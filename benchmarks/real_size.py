@@ -72,6 +72,7 @@ from digiq_trl.actions import ActionType, DeviceAction, format_action, format_hi
 from digiq_trl.models.features import VLMFeatureExtractor
 from digiq_trl.models.policy import VLMPolicy
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor
+from digiq_trl.models.published import PUBLISHED_ARCHITECTURES
 from digiq_trl.models.tiny import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN, VISION_END, VISION_START, tiny_tokenizer
 from digiq_trl.prompts import render_prompt
 from digiq_trl.representation import actionability_example
@@ -90,69 +91,20 @@ QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The published architecture of one checkpoint: enough to build it with random weights."""
+    """One checkpoint: its Hub id (whose published architecture builds it) and its classes."""
 
     hub_id: str
     model_class: type[PreTrainedModel]
     config_class: type
-    text: dict[str, Any]
-    vision: dict[str, Any]
-    tie_word_embeddings: bool
 
 
-_QWEN2_5_VISION = dict(
-    depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, hidden_act="silu", patch_size=14,
-    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
-    tokens_per_second=2,
-)
-_MROPE = {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}
-
-# The numbers are those of each checkpoint's config.json on the Hub (huggingface.co/<hub_id>), read
-# from public copies: Qwen2-VL-2B-Instruct in UbiquitousLearning/mllm
-# (mllm/models/qwen2vl/configuration_qwen2vl.hpp), Qwen2.5-VL-3B-Instruct in
-# zhanggaojian/Qwen2.5-VL-3B-LLMQ_Samples (models/Qwen2.5-VL-3B-Instruct/config.json) and
-# Qwen2.5-VL-7B-Instruct in Harrison-HXLiu/vlm_api_test (models/Qwen2.5-VL-7B-Instruct/config.json).
 MODELS: dict[str, ModelSpec] = {
-    "qwen2-vl-2b": ModelSpec(
-        hub_id="Qwen/Qwen2-VL-2B-Instruct",
-        model_class=Qwen2VLForConditionalGeneration,
-        config_class=Qwen2VLConfig,
-        text=dict(
-            vocab_size=151_936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-            num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32_768, rms_norm_eps=1e-6,
-            rope_parameters=_MROPE,
-        ),
-        vision=dict(
-            depth=32, embed_dim=1280, hidden_size=1536, mlp_ratio=4, num_heads=16, hidden_act="quick_gelu",
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        ),
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-vl-3b": ModelSpec(
-        hub_id="Qwen/Qwen2.5-VL-3B-Instruct",
-        model_class=Qwen2_5_VLForConditionalGeneration,
-        config_class=Qwen2_5_VLConfig,
-        text=dict(
-            vocab_size=151_936, hidden_size=2048, intermediate_size=11_008, num_hidden_layers=36,
-            num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128_000, rms_norm_eps=1e-6,
-            rope_parameters=_MROPE,
-        ),
-        vision=dict(_QWEN2_5_VISION, out_hidden_size=2048),
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-vl-7b": ModelSpec(
-        hub_id="Qwen/Qwen2.5-VL-7B-Instruct",
-        model_class=Qwen2_5_VLForConditionalGeneration,
-        config_class=Qwen2_5_VLConfig,
-        text=dict(
-            vocab_size=152_064, hidden_size=3584, intermediate_size=18_944, num_hidden_layers=28,
-            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128_000, rms_norm_eps=1e-6,
-            rope_parameters=_MROPE,
-        ),
-        vision=dict(_QWEN2_5_VISION, out_hidden_size=3584),
-        tie_word_embeddings=False,
-    ),
+    "qwen2-vl-2b": ModelSpec("Qwen/Qwen2-VL-2B-Instruct", Qwen2VLForConditionalGeneration, Qwen2VLConfig),
+    "qwen2.5-vl-3b": ModelSpec("Qwen/Qwen2.5-VL-3B-Instruct", Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig),
+    "qwen2.5-vl-7b": ModelSpec("Qwen/Qwen2.5-VL-7B-Instruct", Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig),
 }
+"""The checkpoints, by short name; their architectures are :data:`~digiq_trl.models.published.PUBLISHED_ARCHITECTURES`."""
+
 
 GOALS = (
     "Search for a good Italian restaurant nearby",
@@ -168,15 +120,17 @@ def build(name: str, args: argparse.Namespace) -> tuple[PreTrainedModel, Qwen2VL
     With ``args.layers`` only that many text decoder layers and vision blocks are kept (smoke runs).
     """
     spec = MODELS[name]
+    published = PUBLISHED_ARCHITECTURES[spec.hub_id]
     tokenizer = tiny_tokenizer()
-    text = dict(spec.text, bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    vision = dict(spec.vision)
+    text = dict(published.text, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(published.vision)
     if args.layers:
         text["num_hidden_layers"] = vision["depth"] = args.layers
         if "fullatt_block_indexes" in vision:
             vision["fullatt_block_indexes"] = [args.layers - 1]
     config = spec.config_class(
-        text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_word_embeddings,
+        text_config=text, vision_config=vision, tie_word_embeddings=published.tie_word_embeddings,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         vision_start_token_id=tokenizer.convert_tokens_to_ids(VISION_START),

@@ -66,11 +66,11 @@ def evaluate_run(config: DigiQPipelineConfig, artifacts: RunArtifacts) -> dict[s
         score["probe"] = {"changed_vs_base": changed_share(actions, base_actions),
                           "recall": action_kind_recall(actions, reference)}
         runs.setdefault(name, []).append(score)
-    metric = "action_matching_accuracy" if offline else "success_rate"
+    metric = OFFLINE_METRIC if offline else "success_rate"
     critic_dir = artifacts.path("critic")
     return {
         "metric": metric, "actor_seeds": list(config.actor_seeds),
-        "eval_split": "test (offline action matching)" if offline else config.eval_split,
+        "eval_split": "test, successful episodes only (offline action matching)" if offline else config.eval_split,
         "num_eval_episodes": config.eval_episodes, "seeds": [] if offline else list(config.eval_seeds),
         "generalization_split": None if offline else config.generalization_split,
         "probe_states": len(probe),
@@ -80,16 +80,19 @@ def evaluate_run(config: DigiQPipelineConfig, artifacts: RunArtifacts) -> dict[s
                    **({} if offline or not (critic_dir / "model.safetensors").exists()
                       else _critic_expert_ranking(config, artifacts))},
         "representation": _read_json(artifacts.path("representation") / "metrics.json"),
+        **({"offline_evaluation": offline_evaluation_set(artifacts.load_data()["test"])[1]} if offline else {}),
     }
 
 
 def score_policy(config: DigiQPipelineConfig, artifacts: RunArtifacts, policy: Policy) -> dict[str, Any]:
     """How a run scores one policy: simulator success on ``eval_split`` goals over every evaluation
     seed (overall, per task kind, and on the ``generalization_split``), or, with
-    ``evaluation: offline``, AitW action matching on the data's test split."""
+    ``evaluation: offline``, AitW action matching on the successful episodes of the data's test
+    split (:func:`offline_evaluation_set`)."""
     if config.evaluation == "offline":
-        run = action_matching_accuracy(policy, artifacts.load_data()["test"], batch_size=config.rollout_batch_size)
-        return {"action_matching_accuracy": run["accuracy"], "stderr": run["stderr"],
+        steps, _ = offline_evaluation_set(artifacts.load_data()["test"])
+        run = action_matching_accuracy(policy, steps, batch_size=config.rollout_batch_size)
+        return {OFFLINE_METRIC: run["accuracy"], "stderr": run["stderr"],
                 "valid_rate": run["valid_rate"], "accuracy_by_type": run["accuracy_by_type"]}
     run = evaluate_policy_seeds(policy, config.suite, seeds=config.eval_seeds, split=config.eval_split,
                                 num_episodes=config.eval_episodes, batch_size=config.rollout_batch_size,
@@ -104,6 +107,32 @@ def score_policy(config: DigiQPipelineConfig, artifacts: RunArtifacts, policy: P
                                 batch_size=config.rollout_batch_size, **config.env_kwargs)
         score["generalization"] = {key: other[key] for key in ("success_rate", "stderr", "by_kind")}
     return score
+
+
+OFFLINE_METRIC = "successful_episode_action_match"
+"""The offline metric: how often a policy's action matches the logged one on the steps of the test
+split's *successful* episodes. Matching the steps of failed episodes would reward copying a policy
+that failed (the paper's offline data are AutoUI rollouts, most of them failures); on human
+demonstrations every episode counts."""
+
+
+def offline_evaluation_set(test: Dataset) -> tuple[Dataset, dict[str, Any]]:
+    """The steps of ``test``'s successful episodes (``trajectory_reward > 0``), and what they are:
+    episodes and steps used of all, and the behavior policy's own success rate on these episodes
+    (the share of test episodes it completed: the data's success rate).
+
+    Raises:
+        ValueError: no test episode succeeded (nothing to match against).
+    """
+    rewards = test["trajectory_reward"]
+    keep = [i for i, reward in enumerate(rewards) if reward > 0]
+    episodes = {e: r > 0 for e, r in zip(test["episode_id"], rewards)}
+    if not keep:
+        raise ValueError(f"offline evaluation: none of the {len(episodes)} test episodes succeeded "
+                         "(trajectory_reward > 0); action matching needs successful episodes or demonstrations")
+    used = sum(episodes.values())
+    return test.select(keep), {"episodes": used, "of_episodes": len(episodes), "steps": len(keep),
+                               "of_steps": len(test), "behavior_success_rate": used / len(episodes)}
 
 
 def probe_states(config: DigiQPipelineConfig, artifacts: RunArtifacts) -> tuple[Dataset, list[str]]:

@@ -78,9 +78,13 @@ def test_all_stages_write_outputs_and_resume(tmp_path, noisy_expert_data, monkey
         skip_stages=[s for s in STAGES if s != "evaluate"], **TOY,
     )
     offline = DigiQPipeline(offline_config).run()
-    assert offline["metric"] == "action_matching_accuracy"
-    assert all(0.0 <= row["action_matching_accuracy"] <= 1.0 for row in offline["methods"].values())
-    assert (out / "action_matching_accuracy.png").exists()
+    assert offline["metric"] == "successful_episode_action_match"
+    assert all(0.0 <= row["successful_episode_action_match"] <= 1.0 for row in offline["methods"].values())
+    used = offline["offline_evaluation"]
+    assert 0 < used["episodes"] < used["of_episodes"] and used["steps"] < used["of_steps"]  # failures left out
+    assert used["behavior_success_rate"] == pytest.approx(used["episodes"] / used["of_episodes"])
+    assert (out / "successful_episode_action_match.png").exists()
+    assert "successful test episodes" in (out / "report.md").read_text()
 
     _diagnose(config.output_dir, noisy_expert_data)
 
@@ -263,15 +267,20 @@ def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source, config) -> No
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["metric"] == "action_matching_accuracy"
+    metric = "successful_episode_action_match"  # the metric is named for what it measures
+    assert results["metric"] == metric
     assert set(results["methods"]) == {"base", "filtered_bc", "digiq"}
-    assert all(0.0 <= row["action_matching_accuracy"] <= 1.0 for row in results["methods"].values())
-    assert (out / "report.md").exists() and (out / "action_matching_accuracy.png").exists()
+    assert all(0.0 <= row[metric] <= 1.0 for row in results["methods"].values())
+    assert (out / "report.md").exists() and (out / f"{metric}.png").exists()
     assert (out / "base_actor" / "manifest.json").exists()  # the tiny actor was cloned on the data
-    assert '"action_matching_accuracy"' in done.stdout  # the printed table uses the run's metric
-    if source == "digiq-pt":
+    assert f'"{metric}"' in done.stdout  # the printed table uses the run's metric
+    filtered = json.loads((out / "actor" / "filtered_bc" / "seed0" / "preparation_metrics.json").read_text())
+    if source == "digiq-pt":  # rollouts with failures: filtered BC imitates the successful ones only, unlike SFT
+        assert 0 < filtered["frac_imitated"] < 1 and results["offline_evaluation"]["behavior_success_rate"] < 1
         preparation = json.loads((out / "actor" / "digiq" / "seed0" / "preparation_metrics.json").read_text())
         assert preparation["num_states"] > 0
+    else:  # human demonstrations: every episode succeeded, filtered BC is SFT
+        assert filtered["frac_imitated"] == 1 and results["offline_evaluation"]["behavior_success_rate"] == 1
 
 
 def test_every_stage_gets_valid_trainer_arguments(tmp_path) -> None:

@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from trl import TrlParser
@@ -32,22 +33,35 @@ DESCRIPTION = ("Run the whole Digi-Q method: base actor, data, representation, f
                "With no arguments: the embedded default (simulated phone, tiny VLM, offline, CPU).")
 
 
+@dataclass
+class TrainArguments:
+    """Options of the command itself (not of the run)."""
+
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Load nothing heavy and train nothing: check the options, the data and the Hub prefix, and "
+                  "print each stage's steps, batch and estimated peak GPU memory (docs/real-data-gpu.md)."},
+    )
+
+
 def make_parser(prog: str | None = None) -> TrlParser:
-    """The command's parser: every :class:`DigiQPipelineConfig` field, plus ``--config``."""
-    return TrlParser(DigiQPipelineConfig, prog=prog, description=DESCRIPTION)
+    """The command's parser: every :class:`DigiQPipelineConfig` field, ``--dry_run`` and ``--config``."""
+    return TrlParser((DigiQPipelineConfig, TrainArguments), prog=prog, description=DESCRIPTION)
 
 
 def summary(results: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """The one-line result of a run: each method's score in the run's metric (``results["metric"]``:
-    ``success_rate`` in the simulator, ``action_matching_accuracy`` offline), keyed by that metric."""
+    ``success_rate`` in the simulator, ``successful_episode_action_match`` offline), keyed by that metric."""
     metric = results["metric"]
     return {"output_dir": output_dir, metric: {name: round(row[metric], 3) for name, row in results["methods"].items()}}
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str, Any]:
     """Parse flags and ``--config`` YAML into a :class:`DigiQPipelineConfig`, run it, print the summary."""
-    (config,) = parse_options(make_parser(prog), argv)
+    config, command = parse_options(make_parser(prog), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if command.dry_run:
+        return _dry_run(config, prog)
     from ..artifacts import DamagedArtifactError, MissingArtifactError
     from ..pipeline import DigiQPipeline
     from ..pipeline_checks import InvalidOptionError
@@ -70,3 +84,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str
     if "methods" in results:
         print(json.dumps(summary(results, config.output_dir)))
     return results
+
+
+def _dry_run(config: DigiQPipelineConfig, prog: str | None) -> dict[str, Any]:
+    """``--dry_run``: the checks and estimates of :func:`digiq_trl.dry_run.dry_run`; exit status 2
+    when a check failed."""
+    from ..dry_run import dry_run
+
+    result = dry_run(config)
+    if result["problems"]:
+        raise SystemExit(2)
+    return result

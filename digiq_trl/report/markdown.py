@@ -85,11 +85,12 @@ def render_report(
     lines = [
         f"# Digi-Q run: {results.get('suite', '?')} suite",
         "",
-        f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per evaluation seed on "
-        f"`{results.get('eval_split', '?')}` goals, evaluation seeds {_join(results.get('seeds', []))}, "
-        f"actor training seeds {_join(results.get('actor_seeds', []))}. The standard error is across evaluation "
-        "seeds (binomial with one seed; across training seeds when there are several); the pooled one is "
-        "binomial over all episodes.",
+        *(_offline_lines(results) if "offline_evaluation" in results else [
+            f"Evaluation: {results.get('num_eval_episodes', '?')} episodes per evaluation seed on "
+            f"`{results.get('eval_split', '?')}` goals, evaluation seeds {_join(results.get('seeds', []))}, "
+            f"actor training seeds {_join(results.get('actor_seeds', []))}. The standard error is across evaluation "
+            "seeds (binomial with one seed; across training seeds when there are several); the pooled one is "
+            "binomial over all episodes."]),
         *_phone_lines(results),
         "",
         *_methods_table(methods, metric, results.get("generalization_split")),
@@ -119,6 +120,18 @@ def _join(values: Sequence[Any]) -> str:
 def _images(plots: Mapping[str, str | Path], *roles: tuple[str, str]) -> list[str]:
     return [line for role, caption in roles if role in plots
             for line in ("", f"![{caption}]({Path(plots[role]).name})")]
+
+
+def _offline_lines(results: Mapping[str, Any]) -> list[str]:
+    """What the offline metric measures, on which steps, and the behavior policy's own score."""
+    used = results["offline_evaluation"]
+    return [
+        f"Evaluation (offline, no device): how often each actor's action matches the logged one on the "
+        f"{used['steps']} steps of the {used['episodes']} successful test episodes (of {used['of_episodes']}; "
+        f"steps of failed episodes are left out: matching them would reward copying a failing policy). The "
+        f"behavior policy that logged the data completed {100 * used['behavior_success_rate']:.1f} % of the test "
+        f"episodes. Actor training seeds {_join(results.get('actor_seeds', []))}; the standard error is binomial "
+        "over steps (across training seeds when there are several)."]
 
 
 def _methods_table(methods: Mapping[str, Any], metric: str, generalization: str | None) -> list[str]:

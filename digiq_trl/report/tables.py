@@ -26,7 +26,8 @@ METHOD_LABELS = {
 }
 """The name each method goes by in plots and tables."""
 
-METRIC_LABELS = {"success_rate": "success rate", "action_matching_accuracy": "action-matching accuracy"}
+METRIC_LABELS = {"success_rate": "success rate",
+                 "successful_episode_action_match": "action match on successful test episodes"}
 """The name of each headline metric (``results["metric"]``)."""
 
 Bar = tuple[str, float, float, int | None]
