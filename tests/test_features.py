@@ -15,12 +15,13 @@ import pytest
 import torch
 from datasets import Dataset, List, Value, load_from_disk
 from PIL import Image
+from transformers import DynamicCache
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action
 from digiq_trl.data import TransitionValidationError, transition_features
 from digiq_trl.models.feature_cache import cache_features
 from digiq_trl.models.features import VLMFeatureExtractor
-from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl
+from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl, tiny_qwen_vl
 from digiq_trl.prompts import build_messages, render_prompt
 
 
@@ -346,41 +347,41 @@ def test_cache_features_rejects_unsorted_rows_and_bad_columns(qwen):
         cache_features(_transitions(), extractor, alt_actions_column="goal")
 
 
-def _tiny_qwen2_5_vl(processor):
-    """A tiny random Qwen2.5-VL from a config, sharing the tiny Qwen2-VL's tokenizer/processor."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    tokenizer = processor.tokenizer
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-            num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]},
-        ),
-        vision_config=dict(
-            depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
-        ),
-        image_token_id=processor.image_token_id,
-        video_token_id=processor.video_token_id,
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-    )
-    return Qwen2_5_VLForConditionalGeneration(config).eval()
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def other_qwen(request):
+    """A 4-layer tiny Qwen2.5-VL or Qwen3-VL (interleaved M-RoPE, DeepStack, 16-pixel patches)."""
+    return tiny_qwen_vl(request.param, num_hidden_layers=4)
 
 
-def test_qwen2_5_vl_prefix_sharing_equals_full_conversation_forward(qwen):
-    _, processor = qwen
-    model = _tiny_qwen2_5_vl(processor)
+def test_other_qwen_families_share_prefixes_equal_to_the_full_conversation_forward(other_qwen):
+    model, processor = other_qwen
     extractor = VLMFeatureExtractor(model, processor, layer=3, candidate_batch_size=2)
+    naive = VLMFeatureExtractor(model, processor, layer=3, prefix_sharing=False)
     assert extractor.prefix_sharing
     images = _screens(2)
     states, actions = extractor.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    naive_states, naive_actions = naive.state_action_features(images, GOALS, HISTORIES, ACTIONS)
+    torch.testing.assert_close(states, naive_states, **CLOSE)
     for i, state_actions in enumerate(ACTIONS):
+        torch.testing.assert_close(actions[i], naive_actions[i], **CLOSE)
         for j, action in enumerate(state_actions):
             ref_state, ref_action = _reference(model, processor, images[i], GOALS[i], HISTORIES[i], action, 3, "mean")
             torch.testing.assert_close(states[i], ref_state, **CLOSE)
             torch.testing.assert_close(actions[i][j], ref_action, **CLOSE)
+
+
+def test_missing_transformers_internals_turn_prefix_sharing_off_with_equal_features(qwen, monkeypatch, caplog):
+    model, processor = qwen
+    images = _screens(1)
+    shared = VLMFeatureExtractor(model, processor, layer=2).action_features(images, GOALS[:1], [""], ACTIONS[:1])
+    monkeypatch.setattr(DynamicCache, "crop", None)  # as in a transformers without it
+    with caplog.at_level("WARNING", logger="digiq_trl.models.vlm"):
+        extractor = VLMFeatureExtractor(model, processor, layer=2)
+    assert not extractor.prefix_sharing and "DynamicCache.crop" in caplog.text
+    with pytest.raises(ValueError, match="DynamicCache.crop"):
+        VLMFeatureExtractor(model, processor, prefix_sharing=True)
+    generic = extractor.action_features(images, GOALS[:1], [""], ACTIONS[:1])
+    torch.testing.assert_close(generic[0], shared[0], **CLOSE)
 
 
 def test_weights_digest_follows_training(qwen):

@@ -1,13 +1,17 @@
-"""VLMPolicy: one action string per observation, N samples per observation, peft models too."""
+"""VLMPolicy: one action string per observation, N samples per observation, peft models too; the
+prefix-shared decoding loop gives ``generate``'s answers for every Qwen-VL family, and ``generate``
+takes over where transformers lacks what the loop reads."""
 
 import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from PIL import Image
+from transformers import DynamicCache
 
 from digiq_trl.models.policy import VLMPolicy
-from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl
+from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl, tiny_qwen_vl
+from digiq_trl.models.vlm import PREFIX_SHARING_MODEL_TYPES
 
 
 def _observations() -> list[dict]:
@@ -24,6 +28,12 @@ def tiny():
     return tiny_qwen2_vl()
 
 
+@pytest.fixture(scope="module", params=PREFIX_SHARING_MODEL_TYPES)
+def family(request):
+    """A tiny model of each family the decoding loop serves (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)."""
+    return tiny_qwen_vl(request.param)
+
+
 def test_act_returns_one_string_per_observation_batched_like_single(tiny) -> None:
     policy = VLMPolicy(*tiny, max_new_tokens=12, batch_size=2)
     observations = _observations()
@@ -33,8 +43,9 @@ def test_act_returns_one_string_per_observation_batched_like_single(tiny) -> Non
     assert policy.act([], []) == []
 
 
-def test_sample_returns_num_candidates_diverse_strings_per_observation(tiny) -> None:
-    policy = VLMPolicy(*tiny, max_new_tokens=12, batch_size=16)
+def test_sample_returns_num_candidates_diverse_strings_per_observation(family) -> None:
+    policy = VLMPolicy(*family, max_new_tokens=12, batch_size=16)
+    assert policy.prefix_sharing
     samples = policy.sample(_observations(), num_candidates=5, temperature=1.0)
     assert [len(s) for s in samples] == [5, 5, 5]
     assert all(isinstance(a, str) for s in samples for a in s)
@@ -68,10 +79,10 @@ def _greedy_copies(policy: VLMPolicy, observations: list[dict], n: int) -> list[
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_prefix_shared_samples_continue_the_prompt_exactly(tiny, lora) -> None:
+def test_prefix_shared_samples_continue_the_prompt_exactly(family, lora) -> None:
     # greedy decoding from the shared, expanded prompt cache must give every copy the answer that
     # plain generation gives (different history lengths make the batch left-padded)
-    model, processor = tiny
+    model, processor = family
     if lora:  # a non-identity adapter: the prefill has to go through the LoRA layers too
         model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     try:
@@ -93,10 +104,10 @@ def test_prefix_sharing_is_refused_where_it_is_not_wired() -> None:
         VLMPolicy(model, processor, prefix_sharing=True)
 
 
-def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny) -> None:
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(family) -> None:
     # make a token that greedy decoding emits mid-answer in some rows the stop token, so rows finish
     # at different steps and the shared decoder drops them from its batch and cache
-    model, processor = tiny
+    model, processor = family
     plain = VLMPolicy(model, processor, max_new_tokens=12, prefix_sharing=False)
     observations = _observations() * 3
     observations[4] = {**observations[4], "history": "tap [0.5, 0.5]; back; home"}
@@ -118,3 +129,35 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(tiny) 
         assert len(lengths) > 1  # some rows really stopped early
     finally:
         model.generation_config.eos_token_id = original
+
+
+def test_missing_transformers_internals_fall_back_to_generate(tiny, monkeypatch, caplog) -> None:
+    model, processor = tiny
+    expected = VLMPolicy(model, processor, max_new_tokens=8, prefix_sharing=False).act(_observations())
+    monkeypatch.setattr(DynamicCache, "batch_select_indices", None)  # as in a transformers without it
+    with caplog.at_level("WARNING", logger="digiq_trl.models.vlm"):
+        policy = VLMPolicy(model, processor, max_new_tokens=8)
+    assert not policy.prefix_sharing and "DynamicCache.batch_select_indices" in caplog.text
+    assert policy.act(_observations()) == expected
+    with pytest.raises(ValueError, match="DynamicCache.batch_select_indices"):
+        VLMPolicy(model, processor, prefix_sharing=True)
+
+
+def test_a_prompt_forward_without_rope_deltas_falls_back_to_generate(tiny, monkeypatch, caplog) -> None:
+    # a transformers that stops caching rope_deltas on the backbone: the loop cannot continue the
+    # prompts' positions, so it hands the batch to generate (which then decodes every batch)
+    model, processor = tiny
+    forward = model.model.forward
+
+    def forgetting_forward(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        model.model.rope_deltas = None
+        return output
+
+    monkeypatch.setattr(model.model, "forward", forgetting_forward)
+    expected = VLMPolicy(model, processor, max_new_tokens=8, prefix_sharing=False).act(_observations())
+    policy = VLMPolicy(model, processor, max_new_tokens=8)
+    assert policy.prefix_sharing
+    with caplog.at_level("WARNING", logger="digiq_trl.models.policy"):
+        assert policy.act(_observations()) == expected
+    assert not policy.prefix_sharing and "rope_deltas" in caplog.text

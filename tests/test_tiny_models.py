@@ -9,7 +9,17 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from digiq_trl.actions import ActionType, DeviceAction, format_action, parse_action
 from digiq_trl.models.processing import Qwen2VLImageTextProcessor, load_processor
-from digiq_trl.models.tiny import IMAGE_TOKEN, SPECIAL_TOKENS, tiny_llava, tiny_qwen2_vl, tiny_tokenizer
+from digiq_trl.models.tiny import (
+    IMAGE_TOKEN,
+    QWEN_VL_MODEL_TYPES,
+    SPECIAL_TOKENS,
+    tiny_llava,
+    tiny_qwen2_5_vl,
+    tiny_qwen2_vl,
+    tiny_qwen3_vl,
+    tiny_qwen_vl,
+    tiny_tokenizer,
+)
 from digiq_trl.prompts import build_messages, render_prompt
 
 
@@ -53,8 +63,10 @@ def test_tap_is_short() -> None:
     assert len(tokenizer(format_action(DeviceAction.press(ActionType.PRESS_HOME)))["input_ids"]) <= 5
 
 
-def test_qwen2_vl_processor_image_token_count_matches_grid() -> None:
-    model, processor = tiny_qwen2_vl()
+@pytest.mark.parametrize("model_type", QWEN_VL_MODEL_TYPES)
+def test_qwen_vl_processor_image_token_count_matches_grid(model_type) -> None:
+    model, processor = tiny_qwen_vl(model_type)
+    assert model.config.model_type == model_type
     prompt = render_prompt(processor, "Open Settings", "")
     inputs = processor(images=[_screen()], text=[prompt], return_tensors="pt")
     n_image_tokens = (inputs["input_ids"] == processor.image_token_id).sum().item()
@@ -72,7 +84,7 @@ def test_chat_template_renders_prompt_and_answer() -> None:
     assert full == prompt + action + "<|im_end|>\n"
 
 
-@pytest.mark.parametrize("factory", [tiny_qwen2_vl, tiny_llava])
+@pytest.mark.parametrize("factory", [tiny_qwen2_vl, tiny_qwen2_5_vl, tiny_qwen3_vl, tiny_llava])
 def test_save_reload_gives_equal_outputs_and_generates(factory, tmp_path) -> None:
     model, processor = factory()
     model.eval()
@@ -105,14 +117,31 @@ def test_models_are_tiny_and_sizes_overridable() -> None:
         tiny_qwen2_vl(mrope_section=(8, 8, 8))
 
 
-def test_load_processor_stands_in_for_qwen2_vl_processor(tmp_path) -> None:
-    """A checkpoint saved by the stock Qwen2VLProcessor (which needs torchvision here) still loads."""
-    _, processor = tiny_qwen2_vl()
+def test_tiny_qwen3_vl_has_what_sets_qwen3_vl_apart() -> None:
+    model, _ = tiny_qwen3_vl()
+    text, vision = model.config.text_config, model.config.vision_config
+    assert model.num_parameters() < 1_000_000
+    assert text.rope_parameters["mrope_interleaved"] and text.rope_parameters["mrope_section"] == [12, 10, 10]
+    assert text.head_dim == 64 and vision.patch_size == 16 and list(vision.deepstack_visual_indexes) == [0]
+    with pytest.raises(ValueError, match="head_dim / 6"):
+        tiny_qwen3_vl(mrope_section=(8, 12, 12))  # Qwen2-VL's split does not interleave into 32 pairs
+    with pytest.raises(ValueError, match="model_type"):
+        tiny_qwen_vl("qwen2_vl_moe")
+
+
+@pytest.mark.parametrize(
+    "model_type, processor_class",
+    [("qwen2_vl", "Qwen2VLProcessor"), ("qwen2_5_vl", "Qwen2_5_VLProcessor"), ("qwen3_vl", "Qwen3VLProcessor")],
+)
+def test_load_processor_stands_in_for_qwen_vl_processors(tmp_path, model_type, processor_class) -> None:
+    """A checkpoint saved by a stock Qwen-VL processor (which needs torchvision here) still loads."""
+    _, processor = tiny_qwen_vl(model_type)
     processor.save_pretrained(tmp_path)
     config_path = tmp_path / "processor_config.json"
     config = json.loads(config_path.read_text())
-    config["processor_class"] = "Qwen2VLProcessor"
+    config["processor_class"] = processor_class
     config_path.write_text(json.dumps(config))
     loaded = load_processor(str(tmp_path))
     assert isinstance(loaded, Qwen2VLImageTextProcessor)
     assert loaded.image_token_id == processor.image_token_id
+    assert loaded.image_processor.patch_size == processor.image_processor.patch_size

@@ -26,8 +26,8 @@ Layers are numbered like ``output_hidden_states``: layer ``k`` (1-based) is the 
 decoder layer, before any final norm; the default is the middle layer, as in the paper. Only the
 first ``k`` decoder layers run.
 
-The N candidate actions of one state share the screenshot and the prompt. For Qwen2-VL and Qwen2.5-VL
-the prompt runs once with a KV cache, the cache is repeated for the candidates, and only the short
+The N candidate actions of one state share the screenshot and the prompt. For Qwen2-VL, Qwen2.5-VL
+and Qwen3-VL the prompt runs once with a KV cache, the cache is repeated for the candidates, and only the short
 answers run, batched ("prefix sharing"); other families run one full forward per candidate (batched)
 and give the same numbers more slowly.
 
@@ -51,7 +51,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, DynamicCache
 
 from ..prompts import FEATURE_INPUTS, PROMPT_TEMPLATE_ID, answer_token_ids, render_prompt
-from .vlm import PREFIX_SHARING_MODEL_TYPES, decoder_layers, unwrap_peft, weights_digest
+from .vlm import choose_prefix_sharing, decoder_layers, unwrap_peft, weights_digest
 
 
 if TYPE_CHECKING:
@@ -78,8 +78,10 @@ class VLMFeatureExtractor:
         pooling: how the answer tokens' hidden states become one vector: ``"mean"`` over all of
             them or the ``"last"`` one (the end-of-turn token).
         prefix_sharing: reuse the prompt's KV cache for the candidate actions of a state. ``None``
-            picks it for the families in :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES`; ``False`` forces one
-            full forward per candidate.
+            picks it for the families in :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES`
+            where the installed transformers has what it reads
+            (:func:`~digiq_trl.models.vlm.prefix_sharing_unavailable`); ``False`` forces one full
+            forward per candidate.
         candidate_batch_size: most candidate answers run in one forward (bounds memory for
             large N).
         model_id: the model's Hub id or path, for :attr:`provenance` (default: the config's
@@ -121,14 +123,7 @@ class VLMFeatureExtractor:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        model_type = self._base.config.model_type
-        supported = model_type in PREFIX_SHARING_MODEL_TYPES
-        if prefix_sharing and not supported:
-            raise ValueError(
-                f"prefix sharing is wired for {PREFIX_SHARING_MODEL_TYPES}, not {model_type!r}; "
-                "pass prefix_sharing=None or False"
-            )
-        self.prefix_sharing = supported if prefix_sharing is None else prefix_sharing
+        self.prefix_sharing = choose_prefix_sharing(model, prefix_sharing, "full forwards")
         if candidate_batch_size < 1:
             raise ValueError(f"candidate_batch_size must be >= 1, got {candidate_batch_size}")
         self.candidate_batch_size = candidate_batch_size
@@ -408,7 +403,7 @@ class VLMFeatureExtractor:
     def _shared_prefix(
         self, inputs: dict[str, torch.Tensor], answers: list[list[int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Qwen2-VL: run the prompt once into a KV cache, then the answers in batches on copies of it.
+        """Qwen-VL families: run the prompt once into a KV cache, then the answers in batches on copies of it.
 
         Answers are right-padded, so causal attention keeps padding out of real tokens without a
         mask. Their 3-D M-RoPE positions continue the prompt's text positions (``rope_deltas``).

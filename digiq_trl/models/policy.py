@@ -3,10 +3,13 @@
 :class:`VLMPolicy` renders each observation with the shared prompt (:mod:`digiq_trl.prompts`),
 generates in left-padded batches and returns the decoded answers. ``act`` is the simulator's
 policy interface (greedy by default, for evaluation and data collection); ``sample`` draws ``N``
-candidates per state in one batched decode, for Best-of-N policy extraction. For Qwen2-VL family
-models both run the library's own decoding loop: each prompt (screenshot included) runs once and
-its ``N`` samples share its KV cache, new tokens are written into room reserved in the cache, and
-finished answers leave the batch. Other families use ``generate``.
+candidates per state in one batched decode, for Best-of-N policy extraction. For the Qwen-VL
+families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) both run the library's own decoding loop: each prompt
+(screenshot included) runs once and its ``N`` samples share its KV cache, new tokens are written
+into room reserved in the cache, and finished answers leave the batch. Other families use
+``generate``, and so does a Qwen-VL model where the installed transformers lacks an internal the
+loop reads (``cache_utils.DynamicLayer``, the backbone's ``rope_deltas``, ...): the loop is checked
+against ``generate`` (same greedy answers) for every family it serves.
 
 Answers are returned as generated (stripped): they may not parse as actions. The device treats an
 unparsable action as a wasted step and the Best-of-N trainer gives it advantage 0, so the policy
@@ -24,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,11 +35,18 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache, PreTrainedModel, ProcessorMixin
-from transformers.cache_utils import DynamicLayer
+from transformers import DynamicCache, PreTrainedModel, ProcessorMixin, cache_utils
 
 from ..prompts import render_prompt
-from .vlm import PREFIX_SHARING_MODEL_TYPES, unwrap_peft
+from .vlm import choose_prefix_sharing, unwrap_peft
+
+
+logger = logging.getLogger(__name__)
+
+_DynamicLayer = getattr(cache_utils, "DynamicLayer", object)
+"""The cache layer :class:`_RoomyLayer` extends; ``object`` in a transformers without it, where
+prefix sharing is off (:func:`~digiq_trl.models.vlm.prefix_sharing_unavailable`) and this module
+still imports."""
 
 
 def _as_rgb(image: Any) -> Image.Image:
@@ -71,7 +82,8 @@ class VLMPolicy:
             ``sample``); bounds memory.
         prefix_sharing: decode with the library's loop, each prompt run once and its KV cache shared
             by its samples. ``None`` (default) turns it on for
-            :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES`; ``False`` uses
+            :data:`~digiq_trl.models.vlm.PREFIX_SHARING_MODEL_TYPES` where the installed transformers
+            has the internals the loop reads (else ``generate``, with a warning); ``False`` uses
             ``generate(num_return_sequences=N)``, which repeats each prompt.
     """
 
@@ -93,10 +105,7 @@ class VLMPolicy:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        model_type = unwrap_peft(model).config.model_type
-        if prefix_sharing and model_type not in PREFIX_SHARING_MODEL_TYPES:
-            raise ValueError(f"prefix sharing is wired for {PREFIX_SHARING_MODEL_TYPES}, not {model_type!r}")
-        self.prefix_sharing = model_type in PREFIX_SHARING_MODEL_TYPES if prefix_sharing is None else prefix_sharing
+        self.prefix_sharing = choose_prefix_sharing(model, prefix_sharing, "generate")
 
     def act(
         self, observations: Sequence[Mapping[str, Any]], infos: Sequence[Mapping[str, Any]] | None = None
@@ -171,12 +180,22 @@ class VLMPolicy:
         M-RoPE text positions continuing each prompt's own (``rope_deltas``). A row that emits a stop
         token is done; once done rows are a quarter of the batch they leave it (their cache rows are
         dropped), so short answers stop costing compute without copying the cache at every stop.
+
+        Where the prompt forward leaves no ``rope_deltas`` (one per prompt) to continue from, a
+        transformers changed what the loop reads: the policy warns, turns prefix sharing off and
+        decodes with ``generate``.
         """
         base = unwrap_peft(self.model)
         cache = _RoomyCache(base.config.get_text_config(), room=self.max_new_tokens)
         logits = self.model(**inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        rope_deltas = getattr(base.model, "rope_deltas", None)
+        if not isinstance(rope_deltas, torch.Tensor) or rope_deltas.numel() != logits.shape[0]:
+            logger.warning("the prompt forward of %s left no rope_deltas per prompt (transformers internals "
+                           "changed?): decoding with generate from now on", type(base).__name__)
+            self.prefix_sharing = False
+            return self._decode_with_generate(inputs, num_candidates, temperature)
         mask = inputs["attention_mask"]
-        next_position = base.model.rope_deltas.reshape(-1) + mask.sum(dim=1)
+        next_position = rope_deltas.reshape(-1) + mask.sum(dim=1)
         base.model.rope_deltas = None  # the next prompt computes its own
         if num_candidates > 1:
             cache.batch_repeat_interleave(num_candidates)
@@ -217,7 +236,7 @@ def _next_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return (logits.float() / temperature + noise).argmax(dim=-1)
 
 
-class _RoomyLayer(DynamicLayer):
+class _RoomyLayer(_DynamicLayer):
     """A cache layer that writes new tokens into room reserved after the prompt.
 
     ``DynamicLayer`` concatenates every decoded token onto the cache, which copies the whole cache
@@ -274,7 +293,7 @@ class _RoomyCache(DynamicCache):
 
     def __init__(self, config: Any, room: int) -> None:
         super().__init__(config=config)
-        self.layers = [_RoomyLayer(room) if type(layer) is DynamicLayer else layer for layer in self.layers]
+        self.layers = [_RoomyLayer(room) if type(layer) is _DynamicLayer else layer for layer in self.layers]
 
 
 def _stop_token_ids(model: torch.nn.Module, processor: Any) -> set[int]:

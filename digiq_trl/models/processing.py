@@ -1,11 +1,14 @@
 """Processors that work without torchvision, and a loader that picks them when needed.
 
-``Qwen2VLProcessor`` (and ``Qwen2_5_VLProcessor``) in transformers 5.x always builds a video
-processor, and video processors need torchvision; on a machine without it, constructing or loading
-the processor fails even though agents never see video. :class:`Qwen2VLImageTextProcessor` is the
-same processor without the video half: same image tokens, same ``image_grid_thw`` and
-``mm_token_type_ids`` outputs, so it serves real Qwen2-VL and Qwen2.5-VL checkpoints (through
-:func:`load_processor`) as well as the tiny offline models of :mod:`digiq_trl.models.tiny`.
+``Qwen2VLProcessor`` (and ``Qwen2_5_VLProcessor``, ``Qwen3VLProcessor``) in transformers 5.x always
+builds a video processor, and video processors need torchvision; on a machine without it,
+constructing or loading the processor fails even though agents never see video.
+:class:`Qwen2VLImageTextProcessor` is the same processor without the video half: same image tokens,
+same ``image_grid_thw`` and ``mm_token_type_ids`` outputs, so it serves real Qwen2-VL, Qwen2.5-VL and
+Qwen3-VL checkpoints (through :func:`load_processor`) as well as the tiny offline models of
+:mod:`digiq_trl.models.tiny`. (Qwen3-VL's processor differs from Qwen2-VL's only for video, where it
+writes frame timestamps; its image processor is Qwen2-VL's with 16-pixel patches, read from the
+checkpoint.)
 
 Example:
     >>> from digiq_trl.models.processing import load_processor
@@ -23,12 +26,12 @@ from transformers.models.qwen2_vl import Qwen2VLProcessor
 from transformers.utils import cached_file
 
 
-QWEN2_VL_PROCESSOR_CLASSES = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor")
+QWEN2_VL_PROCESSOR_CLASSES = ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor")
 """Processor classes whose checkpoints :class:`Qwen2VLImageTextProcessor` can stand in for."""
 
 
 class Qwen2VLImageTextProcessor(Qwen2VLProcessor):
-    """A Qwen2-VL / Qwen2.5-VL processor for images and text only (no video processor).
+    """A Qwen2-VL / Qwen2.5-VL / Qwen3-VL processor for images and text only (no video processor).
 
     Args:
         image_processor: a Qwen2-VL image processor (``Qwen2VLImageProcessorPil`` works without
@@ -77,8 +80,9 @@ def _saved_processor_class(name_or_path: str, **kwargs: Any) -> str | None:
 def load_processor(name_or_path: str, **kwargs: Any) -> ProcessorMixin:
     """Load a checkpoint's processor, without torchvision where the checkpoint allows.
 
-    Uses ``AutoProcessor``; for Qwen2-VL-family checkpoints whose processor cannot be built here
-    (no torchvision for the video processor) it loads :class:`Qwen2VLImageTextProcessor` instead.
+    Uses ``AutoProcessor``; for Qwen-VL checkpoints (:data:`QWEN2_VL_PROCESSOR_CLASSES`) whose
+    processor cannot be built here (no torchvision for the video processor) it loads
+    :class:`Qwen2VLImageTextProcessor` instead.
 
     Args:
         name_or_path: a Hub id, a local directory, or a shipped model's name

@@ -3,10 +3,14 @@
 Real runs use real checkpoints (Hub ids). Offline, on a CPU, the library builds small random-init
 VLMs from configs instead (the pipeline's default base actor is one), with a BPE tokenizer trained
 in memory on the text these models ever see: the prompt of :mod:`digiq_trl.prompts`, AutoUI action
-strings and the AitW goals shipped in ``digiq_trl/envs/assets``. Two families, both loadable by ``AutoModelForImageTextToText``:
+strings and the AitW goals shipped in ``digiq_trl/envs/assets``. Four families, all loadable by
+``AutoModelForImageTextToText``:
 
 * :func:`tiny_qwen2_vl`: Qwen2-VL (the family the library targets first), with the
   :class:`~digiq_trl.models.processing.Qwen2VLImageTextProcessor` (no torchvision needed).
+* :func:`tiny_qwen2_5_vl` and :func:`tiny_qwen3_vl` (both :func:`tiny_qwen_vl`): Qwen2.5-VL and
+  Qwen3-VL with the same tokenizer and processor, so every path that takes Qwen2-VL is tested on
+  them too.
 * :func:`tiny_llava`: LLaVA with a tiny CLIP vision tower and a tiny Llama.
 
 The tokenizer keeps words whole-or-split the same way wherever they occur (words are pre-split from
@@ -36,9 +40,15 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -226,67 +236,175 @@ def _text_settings(
     )
 
 
-def tiny_qwen2_vl(
+def _checked_mrope_section(
+    mrope_section: tuple[int, int, int] | None, head_dim: int, interleaved: bool = False
+) -> tuple[int, int, int]:
+    """``mrope_section``, or the default split of ``head_dim``, checked against it.
+
+    The three parts (temporal, height, width) must cover the ``head_dim / 2`` rotary pairs. Qwen3-VL
+    interleaves them (pair ``i`` is height when ``i % 3 == 1``, width when ``i % 3 == 2``, within the
+    first ``3 * section`` pairs), so there the height and width parts must also fit three times.
+    Defaults: Qwen2-VL's contiguous split (:func:`_default_mrope_section`), and Qwen3-VL's
+    ``(24, 20, 20)`` of 64 pairs scaled to ``head_dim`` (height and width 5/16 of the pairs each).
+    """
+    half = head_dim // 2
+    if mrope_section is None:
+        spatial = half * 5 // 16
+        mrope_section = (half - 2 * spatial, spatial, spatial) if interleaved else _default_mrope_section(head_dim)
+    if sum(mrope_section) != half:
+        raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {half}")
+    if interleaved and 3 * max(mrope_section[1:]) > half:
+        raise ValueError(f"interleaved mrope_section {mrope_section}: height and width must be <= head_dim / 6")
+    return tuple(mrope_section)
+
+
+def _vision_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The ids of the image, video and vision start/end tokens, as the Qwen-VL configs name them."""
+    return dict(
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids(VISION_START),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids(VISION_END),
+    )
+
+
+QWEN3_VL_SCREEN_SIZE = (256, 128)
+"""Default screenshot size of the tiny Qwen3-VL: its 16-pixel patches give 32 image tokens, as
+:data:`SCREEN_SIZE` does with the 14-pixel patches of Qwen2-VL and Qwen2.5-VL."""
+
+_QWEN_VL_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
+    "qwen2_vl": (Qwen2VLConfig, Qwen2VLForConditionalGeneration),
+    "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration),
+}
+
+QWEN_VL_MODEL_TYPES: tuple[str, ...] = tuple(_QWEN_VL_CLASSES)
+"""The Qwen-VL families :func:`tiny_qwen_vl` builds, by ``model_type``."""
+
+
+def _qwen_text_config(
+    model_type: str,
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    mrope_section: tuple[int, int, int] | None,
+) -> dict[str, Any]:
+    """A Qwen-VL text decoder config: :func:`_text_settings` with multimodal RoPE; Qwen3-VL's
+    interleaved, with its head dim set (its config defaults it to 128 instead of deriving it)."""
+    head_dim = hidden_size // num_attention_heads
+    interleaved = model_type == "qwen3_vl"
+    section = _checked_mrope_section(mrope_section, head_dim, interleaved=interleaved)
+    settings = _text_settings(tokenizer, hidden_size, num_hidden_layers, num_attention_heads)
+    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(section)}
+    if interleaved:
+        settings["head_dim"] = head_dim
+        rope["mrope_interleaved"] = True
+    return dict(**settings, rope_parameters=rope)
+
+
+def _qwen_vision_config(
+    model_type: str, depth: int, width: int, num_heads: int, out_hidden_size: int
+) -> dict[str, Any]:
+    """A Qwen-VL vision tower config (2x2 patch merge, 2-frame temporal patches) of each family:
+    Qwen2-VL's plain ViT (patch 14), Qwen2.5-VL's with window attention of 56 pixels and full
+    attention in the last block, Qwen3-VL's with 16-pixel patches, a learned 8x8 position grid
+    resampled to each image, and DeepStack (every block but the last feeds the image positions of the
+    first decoder layers)."""
+    shared = dict(depth=depth, num_heads=num_heads, spatial_merge_size=2, temporal_patch_size=2)
+    if model_type == "qwen2_vl":
+        return dict(shared, embed_dim=width, hidden_size=out_hidden_size, mlp_ratio=2, patch_size=14)
+    shared.update(hidden_size=width, intermediate_size=2 * width, out_hidden_size=out_hidden_size)
+    if model_type == "qwen2_5_vl":
+        return dict(shared, patch_size=14, window_size=56, fullatt_block_indexes=[depth - 1])
+    return dict(shared, patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=list(range(depth - 1)))
+
+
+def tiny_qwen_vl(
+    model_type: str = "qwen2_vl",
     vocab_size: int = 600,
     hidden_size: int = 128,
     num_hidden_layers: int = 2,
     num_attention_heads: int = 2,
     mrope_section: tuple[int, int, int] | None = None,
     vision_depth: int = 2,
-    vision_embed_dim: int = 64,
+    vision_hidden_size: int = 64,
     vision_num_heads: int = 2,
-    screen_size: tuple[int, int] = SCREEN_SIZE,
+    screen_size: tuple[int, int] | None = None,
     seed: int = 0,
-) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageTextProcessor]:
-    """A random-init Qwen2-VL (~0.8M parameters by default) and its processor, built offline.
+) -> tuple[PreTrainedModel, Qwen2VLImageTextProcessor]:
+    """A random-init Qwen2-VL, Qwen2.5-VL or Qwen3-VL (under 1M parameters by default) and its
+    processor, built offline from the family's own config classes.
+
+    The three families share the tokenizer, the chat template and the processor
+    (:class:`~digiq_trl.models.processing.Qwen2VLImageTextProcessor`: Qwen3-VL's processor gives the
+    same image inputs as Qwen2-VL's), so every path that takes one is tested on all three. Qwen3-VL
+    brings what sets it apart: interleaved M-RoPE, 16-pixel patches and DeepStack.
 
     Args:
+        model_type: ``"qwen2_vl"``, ``"qwen2_5_vl"`` or ``"qwen3_vl"`` (:data:`QWEN_VL_MODEL_TYPES`).
         vocab_size: tokenizer and embedding size.
         hidden_size: text hidden size; the head dim is ``hidden_size // num_attention_heads``.
         num_hidden_layers: text decoder layers.
         num_attention_heads: text attention heads (no grouped-query sharing).
         mrope_section: multimodal RoPE split (temporal, height, width) of half a head; sums to
-            head_dim / 2. Default: a quarter temporal, the rest split evenly ((8, 12, 12) for head_dim 64).
-        vision_depth: vision transformer blocks (patch 14, 2x2 merge).
-        vision_embed_dim: vision transformer width.
+            head_dim / 2. Default: a quarter temporal, the rest split evenly ((8, 12, 12) for head_dim 64);
+            for Qwen3-VL, whose split interleaves (height and width at most head_dim / 6), its
+            ``(24, 20, 20)`` of 64 pairs scaled ((12, 10, 10) for head_dim 64).
+        vision_depth: vision transformer blocks.
+        vision_hidden_size: vision transformer width.
         vision_num_heads: vision attention heads.
-        screen_size: ``(height, width)`` every image is resized to; 224x112 gives 32 image tokens.
+        screen_size: ``(height, width)`` whose pixel count every image is resized to; default
+            :data:`SCREEN_SIZE` (patch 14) or :data:`QWEN3_VL_SCREEN_SIZE` (patch 16), 32 image tokens.
         seed: seed of the weight initialization.
     """
+    if model_type not in _QWEN_VL_CLASSES:
+        raise ValueError(f"model_type must be one of {QWEN_VL_MODEL_TYPES}, got {model_type!r}")
+    config_class, model_class = _QWEN_VL_CLASSES[model_type]
     tokenizer = tiny_tokenizer(vocab_size)
-    head_dim = hidden_size // num_attention_heads
-    mrope_section = mrope_section or _default_mrope_section(head_dim)
-    if sum(mrope_section) != head_dim // 2:
-        raise ValueError(f"mrope_section {mrope_section} must sum to head_dim / 2 = {head_dim // 2}")
-    config = Qwen2VLConfig(
-        text_config=dict(
-            **_text_settings(tokenizer, hidden_size, num_hidden_layers, num_attention_heads),
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(mrope_section)},
+    vision = _qwen_vision_config(model_type, vision_depth, vision_hidden_size, vision_num_heads, hidden_size)
+    config = config_class(
+        text_config=_qwen_text_config(
+            model_type, tokenizer, hidden_size, num_hidden_layers, num_attention_heads, mrope_section
         ),
-        vision_config=dict(
-            depth=vision_depth,
-            embed_dim=vision_embed_dim,
-            hidden_size=hidden_size,
-            num_heads=vision_num_heads,
-            mlp_ratio=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids(VISION_START),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids(VISION_END),
+        vision_config=vision,
+        **_vision_token_ids(tokenizer),
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
+    model = model_class(config)
     _set_generation_defaults(model, tokenizer)
-    pixels = screen_size[0] * screen_size[1]
+    height, width = screen_size or (SCREEN_SIZE if vision["patch_size"] == 14 else QWEN3_VL_SCREEN_SIZE)
     image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=14, merge_size=2, temporal_patch_size=2
+        size={"shortest_edge": height * width, "longest_edge": height * width}, patch_size=vision["patch_size"],
+        merge_size=2, temporal_patch_size=2,
     )
     processor = Qwen2VLImageTextProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
     return model, processor
+
+
+def tiny_qwen2_vl(
+    *, vision_embed_dim: int = 64, **sizes: Any
+) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageTextProcessor]:
+    """A random-init Qwen2-VL (~0.8M parameters by default) and its processor, built offline:
+    :func:`tiny_qwen_vl` for ``"qwen2_vl"``, whose arguments ``sizes`` are (224x112 screens give 32
+    image tokens).
+
+    Args:
+        vision_embed_dim: vision transformer width (Qwen2-VL's config calls it ``embed_dim``).
+        **sizes: the other arguments of :func:`tiny_qwen_vl` (``hidden_size``, ``num_hidden_layers``,
+            ``mrope_section``, ``seed``, ...).
+    """
+    return tiny_qwen_vl("qwen2_vl", vision_hidden_size=vision_embed_dim, **sizes)
+
+
+def tiny_qwen2_5_vl(**sizes: Any) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2VLImageTextProcessor]:
+    """A random-init Qwen2.5-VL and its processor: :func:`tiny_qwen_vl` for ``"qwen2_5_vl"``."""
+    return tiny_qwen_vl("qwen2_5_vl", **sizes)
+
+
+def tiny_qwen3_vl(**sizes: Any) -> tuple[Qwen3VLForConditionalGeneration, Qwen2VLImageTextProcessor]:
+    """A random-init Qwen3-VL and its processor: :func:`tiny_qwen_vl` for ``"qwen3_vl"``."""
+    return tiny_qwen_vl("qwen3_vl", **sizes)
 
 
 def tiny_llava(
