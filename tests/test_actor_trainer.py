@@ -464,3 +464,37 @@ def test_clamped_token_probabilities_as_the_reference() -> None:
 
     with pytest.raises(ValueError, match="token_probability_clamp"):
         BestOfNActorConfig(output_dir="unused", token_probability_clamp=[0.99, 0.001])
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "qwen3_vl"])
+def test_one_actor_step_on_the_other_qwen_families(tmp_path, model_type):
+    """As for Qwen2-VL: policy candidates continue each state's prompt from one shared prefill (a
+    repeated prompt would run 3 rows per state), the greedy anchor decodes, and one LoRA step
+    changes the adapter only."""
+    from digiq_trl.models.tiny import tiny_qwen_vl
+
+    model, processor = tiny_qwen_vl(model_type)
+    prompt_rows = []
+    forward = model.forward
+
+    def counting_forward(*args, **kwargs):
+        if kwargs.get("pixel_values") is not None:
+            prompt_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    model.forward = counting_forward
+    dataset = transitions([tap(0.2), tap(0.4), tap(0.6)], [[], [], []])
+    trainer = BestOfNActorTrainer(
+        model, critic=linear_critic(), feature_extractor=TouchYExtractor(), train_dataset=dataset,
+        processing_class=processor, args=config(tmp_path, candidate_source="policy", anchor="greedy", num_candidates=3,
+                                                candidate_batch_size=4, advantage_threshold=0.0, max_steps=1,
+                                                learning_rate=1e-2),
+    )
+    assert prompt_rows and max(prompt_rows) <= 3
+    assert trainer.prepared_dataset["num_proposals"] == [3 + 1] * 3  # the samples and the greedy anchor
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before if "lora_B" in n)
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
