@@ -15,6 +15,12 @@ the files, since their timings differ between runs), so a deleted ``eval_metrics
 A manifest also keeps the content digests of the stage's inputs (:func:`content_digest`), so a run
 can say that a dataset replaced at the same path is why a stage is recomputed.
 
+Every VLM a run loads (base actor, feature backbone, actors to evaluate, the model behavior cloning
+starts from) goes through :meth:`RunArtifacts.load_model`: :func:`load_vlm` with the run's
+``model_dtype``, ``attn_implementation`` and ``model_init_kwargs``, placed on this process's
+accelerator by :func:`on_process_device` (accelerate's ``PartialState().device``; nothing moves on
+a CPU machine). The ``evaluate`` command and the viewer place what they load with the same helper.
+
 Example:
     >>> from digiq_trl.artifacts import RunArtifacts
     >>> from digiq_trl.pipeline_config import DigiQPipelineConfig
@@ -114,16 +120,28 @@ class RunArtifacts:
             return str(self.config.hub_id("representation"))
         return f"../{backbone.name}"
 
+    @property
+    def dataset_hub_id(self) -> str | None:
+        """The ``dataset`` option when it is a Hub dataset id (what the pushed cards name as their
+        training data), else None: a local folder or the run's own collection has no Hub id."""
+        from .trainers.model_cards import hub_repo_id
+
+        return hub_repo_id(self.config.dataset)
+
     # ------------------------------------------------------------------ loaders
+    def load_model(self, name_or_path: str) -> Any:
+        """A VLM by Hub id, path or shipped name, loaded with the run's model options
+        (:attr:`DigiQPipelineConfig.model_load_kwargs <digiq_trl.pipeline_config.DigiQPipelineConfig.model_load_kwargs>`)
+        and on this process's accelerator: every stage loads its VLMs through here, so none is left
+        on the CPU of a GPU machine and all honour ``model_dtype`` / ``attn_implementation`` /
+        ``model_init_kwargs`` alike."""
+        return load_vlm(name_or_path, **self.config.model_load_kwargs)
+
     def load_base_actor(self) -> tuple[Any, Any]:
-        """A fresh copy of the base actor and its processor."""
-        from transformers import AutoModelForImageTextToText
-
-        from .models.pretrained import resolve_pretrained
-
+        """A fresh copy of the base actor (:meth:`load_model`) and its processor."""
         if self.config.bc_steps > 0:
             self.require("base_actor", "config.json")
-        return AutoModelForImageTextToText.from_pretrained(resolve_pretrained(self.base_actor_path)), self.base_processor()
+        return self.load_model(self.base_actor_path), self.base_processor()
 
     def base_processor(self) -> Any:
         """The base actor's processor, with the run's ``max_pixels`` / ``min_pixels``."""
@@ -139,15 +157,16 @@ class RunArtifacts:
         return load_from_disk(str(self.path("data")))
 
     def extractor(self) -> Any:
-        """The frozen feature extractor over the feature backbone, loaded once and shared by the
-        features, critic, actor and evaluation stages (it is never trained)."""
+        """The frozen feature extractor over the feature backbone (:meth:`load_model`), loaded once
+        and shared by the features, critic, actor and evaluation stages (it is never trained)."""
         from .models.features import VLMFeatureExtractor
         from .models.processing import load_processor
 
         if self._extractor is None:
-            self._extractor = VLMFeatureExtractor.from_pretrained(
-                self.feature_backbone_path, layer=self.config.feature_layer, pooling=self.config.feature_pooling,
-                processor=load_processor(self.feature_backbone_path, **self.config.processor_kwargs),
+            backbone = self.feature_backbone_path
+            self._extractor = VLMFeatureExtractor(
+                self.load_model(backbone), load_processor(backbone, **self.config.processor_kwargs),
+                layer=self.config.feature_layer, pooling=self.config.feature_pooling, model_id=backbone,
                 feature_input=self.config.feature_input,
             )
         return self._extractor
@@ -160,11 +179,11 @@ class RunArtifacts:
         return CriticScorer(self.load_critic(), self.extractor())
 
     def load_critic(self) -> Any:
-        """The trained critic, in eval mode."""
+        """The trained critic, in eval mode, on this process's accelerator (beside its features)."""
         from .models.critic import DigiQCritic
 
         self.require("critic", "model.safetensors")
-        return DigiQCritic.from_pretrained(str(self.path("critic"))).eval()
+        return on_process_device(DigiQCritic.from_pretrained(str(self.path("critic"))).eval())
 
     def load_actor(self, adapter: Path | None = None) -> tuple[Any, Any]:
         """The base actor, with ``adapter`` merged into its weights when given (LoRA-free decoding)."""
@@ -253,6 +272,35 @@ class RunArtifacts:
     def fingerprint(self, folder: Path) -> str:
         """The fingerprint recorded in ``folder``'s manifest ("" when there is none)."""
         return self.manifest(folder).get("fingerprint", "")
+
+
+def process_device() -> Any:
+    """This process's accelerator as accelerate assigns it (``PartialState().device``): its local
+    rank's GPU under ``accelerate launch``, else the GPU (or MPS) when there is one, else the CPU."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def on_process_device(model: Any) -> Any:
+    """``model``, moved to :func:`process_device` (a no-op on a CPU machine): a VLM left on the CPU of
+    a GPU machine would run there, since ``VLMPolicy`` and ``VLMFeatureExtractor`` move their inputs
+    to ``model.device``. A model ``from_pretrained`` already placed (a ``device_map`` in
+    ``model_init_kwargs``, or quantized weights, which cannot be moved) stays where it is."""
+    if getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False):
+        model.to(process_device())
+    return model
+
+
+def load_vlm(name_or_path: str, **kwargs: Any) -> Any:
+    """``AutoModelForImageTextToText.from_pretrained`` of a Hub id, path or shipped name
+    (:func:`~digiq_trl.models.pretrained.resolve_pretrained`) with ``kwargs`` (``dtype``,
+    ``attn_implementation``, ``quantization_config``, ...), on this process's accelerator."""
+    from transformers import AutoModelForImageTextToText
+
+    from .models.pretrained import resolve_pretrained
+
+    return on_process_device(AutoModelForImageTextToText.from_pretrained(resolve_pretrained(name_or_path), **kwargs))
 
 
 def content_digest(reference: str) -> str:

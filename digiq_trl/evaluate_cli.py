@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     import torch
 
+    from .artifacts import on_process_device
     from .envs.collect import run_episodes, run_name, transitions_from_steps
     from .evaluation import episode_records, summarize_episodes
     from .models.policy import VLMPolicy
 
     envs = _envs(args, settings)
-    policy = VLMPolicy(*load_actor(args.actor, args.base), temperature=settings["temperature"],
+    model, processor = load_actor(args.actor, args.base)
+    policy = VLMPolicy(on_process_device(model), processor, temperature=settings["temperature"],
                        batch_size=max(len(envs), args.batch_size))
     torch.manual_seed(args.seed)
     steps: list[Any] = []

@@ -37,11 +37,13 @@ def default_preparation(run_dir: str | Path) -> Path | None:
 
 def critic_feature_extractor(critic: Any, backbone: str | Path | None = None) -> Any:
     """The frozen VLM whose features ``critic`` reads (:meth:`VLMFeatureExtractor.for_critic`: its
-    recorded model, layer and pooling, checked against its recorded weights digest), on the GPU
-    when there is one; ``backbone`` loads a moved copy (e.g. a run's ``representation/``)."""
+    recorded model, layer and pooling, checked against its recorded weights digest), on this
+    process's accelerator (:func:`~digiq_trl.artifacts.process_device`); ``backbone`` loads a moved
+    copy (e.g. a run's ``representation/``)."""
+    from ..artifacts import process_device
     from ..models.features import VLMFeatureExtractor
 
-    return VLMFeatureExtractor.for_critic(critic.config, backbone=backbone)
+    return VLMFeatureExtractor.for_critic(critic.config, backbone=backbone, device=process_device())
 
 
 def _splits(dataset: str | Path | Dataset | DatasetDict) -> dict[str, Dataset]:
@@ -100,9 +102,10 @@ def write_dataset_viewer(
     splits = {name: first_episodes(split, max_episodes) for name, split in _splits(dataset).items()}
     values, formula = None, None
     if critic is not None:
+        from ..artifacts import on_process_device
         from ..models.scoring import CriticScorer
 
-        model = critic if isinstance(critic, DigiQCritic) else DigiQCritic.from_pretrained(str(critic))
+        model = critic if isinstance(critic, DigiQCritic) else on_process_device(DigiQCritic.from_pretrained(str(critic)))
         extractor = extractor if extractor is not None else critic_feature_extractor(model, backbone)
         scorer = CriticScorer(model, extractor)
         values = {name: critic_values(featurize(split, extractor), scorer) for name, split in splits.items()}
