@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .model_cards import NO_METRICS_NOTE, latest_eval_metrics, render_model_card, write_model_card
+from .model_cards import NO_METRICS_NOTE, hub_repo_id, latest_eval_metrics, render_model_card, write_model_card
 
 
 class DigiQTrainerMixin:
@@ -108,7 +108,8 @@ class DigiQTrainerMixin:
 
         Args:
             model_name: the card's title (default: the Hub repo's name, else the output folder's).
-            dataset_name: Hub id of the training data (default: the training dataset's own name).
+            dataset_name: Hub id of the training data (default: the training dataset's own name when it
+                is a Hub id; none otherwise, e.g. ``push_to_hub()`` of local or converted data).
             tags: Hub tags added to the trainer's.
             license: a Hub license id.
             **kwargs: the other fields of ``Trainer.create_model_card`` (``language``,
@@ -125,8 +126,11 @@ class DigiQTrainerMixin:
         tags: str | Sequence[str] | None = None,
         license: str | None = None,
     ) -> Path:
-        """Render this trainer's card and write it to ``folder/README.md``."""
-        dataset = dataset_name or self._card_dataset()
+        """Render this trainer's card and write it to ``folder/README.md``. The card's ``datasets``
+        metadata is ``dataset_name``, else the training dataset's name when it is a Hub id (what
+        ``datasets`` records there may be a builder's, ``generator`` or ``parquet``, or a repository's
+        name without its owner), else left out."""
+        dataset = dataset_name or hub_repo_id(self._card_dataset())
         text = render_model_card(
             title=model_name or self._card_model_name(),
             summary=self._card_summary(),

@@ -58,6 +58,7 @@ def behavior_clone(
     use_cpu: bool = True,
     peft_config: Any = None,
     merge_adapter: bool = False,
+    report_to: str | list[str] | None = None,
     **sft_kwargs: Any,
 ) -> PreTrainedModel:
     """Train ``model`` to imitate the actions of ``dataset``; saves the actor to ``output_dir``.
@@ -80,6 +81,8 @@ def behavior_clone(
         peft_config: an optional ``peft`` config (e.g. ``LoraConfig``) to train adapters only.
         merge_adapter: with ``peft_config``, merge the trained adapter and save (and return) a plain
             model, loadable without peft; otherwise the adapter alone is saved.
+        report_to: where the trainer logs besides the console, as in ``TrainingArguments``
+            (``"tensorboard"``, ``["wandb"]``, ...); None logs nowhere else.
         **sft_kwargs: further ``trl.SFTConfig`` fields (override the defaults above).
 
     Returns:
@@ -99,7 +102,7 @@ def behavior_clone(
         "activation_checkpointing": False,
         "bf16": False,
         "use_cpu": use_cpu,
-        "report_to": [],
+        "report_to": report_to if report_to is not None else [],
         "save_strategy": "no",
         "logging_steps": max(1, max_steps // 20),
         "dataloader_num_workers": 0,

@@ -30,6 +30,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalLoopOutput
 
 from ..models.critic import PROVENANCE_FIELDS, DigiQCritic, DigiQCriticOutput, is_sibling_reference
+from ..models.pretrained import SHIPPED_MODELS
 from ..targets import (
     advantage_formula,
     auroc,
@@ -42,7 +43,7 @@ from ..targets import (
 from .base import DigiQTrainerMixin
 from .critic_collator import TEXT_COLUMNS, DigiQCriticCollator, Pair, critic_texts
 from .critic_config import DigiQCriticConfig
-from .model_cards import ModelSource, model_source, repo_literal
+from .model_cards import ModelSource, hub_repo_id, model_source, repo_literal
 
 
 logger = logging.getLogger(__name__)
@@ -336,6 +337,12 @@ class DigiQCriticTrainer(DigiQTrainerMixin, Trainer):
     def _card_sections(self, repo: str) -> list[tuple[str, str]]:
         return [("Rebuilding the features", _features_section(self.model.config, repo)),
                 ("Usage", _usage_section(repo)), ("Training", _training_section(self.args))]
+
+    def _card_base_model(self) -> str | None:
+        """The feature backbone when the critic's config names it by Hub id (not a local folder, a
+        ``../representation`` beside the critic, or a model shipped inside digiq-trl)."""
+        backbone = self.model.config.backbone_model_id
+        return None if backbone in SHIPPED_MODELS else hub_repo_id(backbone)
 
 UNDEFINED_METRIC_REASONS = {
     "v0_auroc": "the evaluation episodes are all successes or all failures",
