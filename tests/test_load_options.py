@@ -110,6 +110,17 @@ def test_a_changed_load_option_recomputes_every_stage(name: str) -> None:
             != DigiQPipelineConfig(**{name: OPTIONS[name]}).stage_fingerprint("base_actor"))
 
 
+def test_unset_load_options_keep_the_fingerprints_of_earlier_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Null is how every model was loaded before these options existed: outputs made then stay current."""
+    import digiq_trl.pipeline_config as pipeline_config
+
+    config = DigiQPipelineConfig()
+    now = config.stage_fingerprint("base_actor")
+    earlier = tuple(name for name in STAGE_FIELDS["base_actor"] if name not in OPTIONS)
+    monkeypatch.setitem(pipeline_config.STAGE_FIELDS, "base_actor", earlier)
+    assert config.stage_fingerprint("base_actor") == now
+
+
 # ---------------------------------------------------------------- report_to in behavior cloning
 class _Stop(Exception):
     """Raised by the stand-in trainer once it has its arguments."""
