@@ -2,16 +2,19 @@
 prefix-shared decoding loop gives ``generate``'s answers for every Qwen-VL family, and ``generate``
 takes over where transformers lacks what the loop reads."""
 
+import functools
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from PIL import Image
-from transformers import DynamicCache
+from transformers import DynamicCache, cache_utils
 
 from digiq_trl.models.policy import VLMPolicy
 from digiq_trl.models.tiny import tiny_llava, tiny_qwen2_vl, tiny_qwen_vl
-from digiq_trl.models.vlm import PREFIX_SHARING_MODEL_TYPES
+from digiq_trl.models.vlm import PREFIX_SHARING_MODEL_TYPES, prefix_sharing_unavailable
 
 
 def _observations() -> list[dict]:
@@ -143,12 +146,28 @@ def test_missing_transformers_internals_fall_back_to_generate(tiny, monkeypatch,
         VLMPolicy(model, processor, prefix_sharing=True)
 
 
+@pytest.mark.parametrize("internal", ["DynamicLayer", "rope_deltas", "forward(cache=...)", "get_rope_index"])
+def test_every_internal_the_loop_reads_is_checked(tiny, monkeypatch, internal) -> None:
+    model, processor = tiny
+    if internal == "DynamicLayer":
+        monkeypatch.delattr(cache_utils, "DynamicLayer")
+    elif internal == "rope_deltas":
+        monkeypatch.delattr(model.model, "rope_deltas")
+    elif internal == "forward(cache=...)":  # a transformers whose KV cache argument has another name
+        monkeypatch.setattr(model, "forward", lambda input_ids=None, past_key_values=None, **kwargs: None)
+    else:
+        monkeypatch.setattr(model.model, "get_rope_index", None)
+    assert internal in prefix_sharing_unavailable(model)
+    assert not VLMPolicy(model, processor).prefix_sharing
+
+
 def test_a_prompt_forward_without_rope_deltas_falls_back_to_generate(tiny, monkeypatch, caplog) -> None:
     # a transformers that stops caching rope_deltas on the backbone: the loop cannot continue the
     # prompts' positions, so it hands the batch to generate (which then decodes every batch)
     model, processor = tiny
     forward = model.model.forward
 
+    @functools.wraps(forward)  # the same signature: the static check passes
     def forgetting_forward(*args, **kwargs):
         output = forward(*args, **kwargs)
         model.model.rope_deltas = None
@@ -161,3 +180,15 @@ def test_a_prompt_forward_without_rope_deltas_falls_back_to_generate(tiny, monke
     with caplog.at_level("WARNING", logger="digiq_trl.models.policy"):
         assert policy.act(_observations()) == expected
     assert not policy.prefix_sharing and "rope_deltas" in caplog.text
+
+
+def test_transformers_is_bounded_below_the_next_major_and_the_installed_one_fits() -> None:
+    # the loop reads internals (see prefix_sharing_unavailable): a major release may move them all
+    tomllib = pytest.importorskip("tomllib")
+    import transformers
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    requirements = [Requirement(line) for line in pyproject["project"]["dependencies"]]
+    specifier = next(r.specifier for r in requirements if r.name == "transformers")
+    assert "6.0" not in specifier and "5.999" in specifier and transformers.__version__ in specifier

@@ -11,6 +11,7 @@ which backbone a critic was trained on.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 
 import torch
@@ -36,8 +37,10 @@ def prefix_sharing_unavailable(model: torch.nn.Module) -> str | None:
 
     Reuse needs a family of :data:`PREFIX_SHARING_MODEL_TYPES` and transformers internals that are
     not public API and may change in any release: the backbone's ``get_rope_index`` and
-    ``rope_deltas``, ``DynamicCache``'s per-row methods and ``cache_utils.DynamicLayer``. Where one is
-    missing the callers take their generic path (full forwards, ``generate``), which needs none.
+    ``rope_deltas``, a ``cache`` argument of the model's and the backbone's ``forward`` (the name
+    transformers 5.24 gives the KV cache; a model that ignored it would decode without the prompt),
+    ``DynamicCache``'s per-row methods and ``cache_utils.DynamicLayer``. Where one is missing the
+    callers take their generic path (full forwards, ``generate``), which needs none.
     """
     base = unwrap_peft(model)
     model_type = base.config.model_type
@@ -47,6 +50,8 @@ def prefix_sharing_unavailable(model: torch.nn.Module) -> str | None:
     needed = {
         f"{type(backbone).__name__}.get_rope_index": callable(getattr(backbone, "get_rope_index", None)),
         f"{type(backbone).__name__}.rope_deltas": hasattr(backbone, "rope_deltas"),
+        **{f"{type(module).__name__}.forward(cache=...)": "cache" in inspect.signature(module.forward).parameters
+           for module in (base, backbone)},
         "cache_utils.DynamicLayer": hasattr(cache_utils, "DynamicLayer"),
         **{f"DynamicCache.{name}": callable(getattr(DynamicCache, name, None)) for name in _CACHE_METHODS},
     }
