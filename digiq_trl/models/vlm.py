@@ -50,8 +50,8 @@ def prefix_sharing_unavailable(model: torch.nn.Module) -> str | None:
     needed = {
         f"{type(backbone).__name__}.get_rope_index": callable(getattr(backbone, "get_rope_index", None)),
         f"{type(backbone).__name__}.rope_deltas": hasattr(backbone, "rope_deltas"),
-        **{f"{type(module).__name__}.forward(cache=...)": "cache" in inspect.signature(module.forward).parameters
-           for module in (base, backbone)},
+        **{f"{cls.__name__}.forward(cache=...)": "cache" in inspect.signature(cls.forward).parameters
+           for cls in (type(base), type(backbone))},
         "cache_utils.DynamicLayer": hasattr(cache_utils, "DynamicLayer"),
         **{f"DynamicCache.{name}": callable(getattr(DynamicCache, name, None)) for name in _CACHE_METHODS},
     }
