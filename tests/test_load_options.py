@@ -55,7 +55,7 @@ def _every_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any)
     artifacts = RunArtifacts(config)
     models = [artifacts.load_base_actor()[0], artifacts.load_actor(adapter)[0], artifacts.extractor().model]
     models.append(DigiQPipeline(DigiQPipelineConfig(**{**vars(config), "bc_steps": 1}))._untrained_actor()[0])
-    monkeypatch.setattr(representation, "train_representation", lambda model, *args: models.append(model) or {})
+    monkeypatch.setattr(representation, "train_representation", lambda model, *args, **kwargs: models.append(model) or {})
     DatasetDict(train=Dataset.from_dict({"step_id": [0]})).save_to_disk(str(artifacts.path("data")))
     DigiQPipeline(config)._fine_tune_representation()
     return models

@@ -96,7 +96,7 @@ def test_behavior_cloning_and_representation_start_from_placed_models(tmp_path: 
     import digiq_trl.trainers.representation_trainer as representation
 
     given = []
-    monkeypatch.setattr(representation, "train_representation", lambda model, *args: given.append(model) or {})
+    monkeypatch.setattr(representation, "train_representation", lambda model, *args, **kwargs: given.append(model) or {})
     DatasetDict(train=Dataset.from_dict({"step_id": [0]})).save_to_disk(str(pipe.artifacts.path("data")))
     pipe._fine_tune_representation()
     assert len(given) == 1 and moves.placed(given[0])
