@@ -38,7 +38,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from .artifacts import PREPARATION, RunArtifacts, content_digest
-from .pipeline_checks import check_hub_sources
+from .pipeline_checks import check_hub_access
 from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGE_FIELDS, STAGES, DigiQPipelineConfig
 from .run_lock import RunLock
 from .staging import staged_output
@@ -67,6 +67,7 @@ class DigiQPipeline:
         self.timings: dict[str, float] = {}
         self.inputs: dict[str, str] = {}  # content digests of dataset / base_actor, set when the run starts
         self._upstream = ""  # the fingerprint of the stage before the running one
+        self._dataset: Any = None  # the given dataset, once loaded
         self.results: dict[str, Any] = {"suite": config.suite, **config.phone_settings, "config": asdict(config)}
         torch.set_num_threads(config.num_threads or threads_per_process())
 
@@ -81,7 +82,7 @@ class DigiQPipeline:
             InvalidOptionError: a ``dataset`` or ``base_actor`` that cannot be read.
             RunInProgressError: another run holds ``output_dir``.
         """
-        check_hub_sources(self.config)
+        check_hub_access(self.config)
         with RunLock(self.config.output_dir) if self.state.is_main_process else contextlib.nullcontext():
             self.state.wait_for_everyone()
             self._run_stages()
@@ -153,7 +154,7 @@ class DigiQPipeline:
                            learning_rate=cfg.bc_learning_rate, batch_size=cfg.bc_batch_size, seed=cfg.seed,
                            use_cpu=self.state.device.type == "cpu", peft_config=peft_config, bf16=cfg.bf16,
                            gradient_accumulation_steps=cfg.bc_gradient_accumulation_steps,
-                           activation_checkpointing=cfg.activation_checkpointing,
+                           activation_checkpointing=cfg.activation_checkpointing, report_to=cfg.report_to,
                            merge_adapter=True)  # a plain model: later stages add their own adapters
             processor.save_pretrained(out)
 
@@ -165,13 +166,10 @@ class DigiQPipeline:
 
             return (*tiny_qwen2_vl(num_hidden_layers=cfg.bc_layers, num_attention_heads=cfg.bc_heads, seed=cfg.seed),
                     None)
-        from transformers import AutoModelForImageTextToText
-
-        from .models.pretrained import resolve_pretrained
         from .models.processing import load_processor
         from .trainers.lora import default_lora_config
 
-        model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(cfg.base_actor))
+        model = self.artifacts.load_model(cfg.base_actor)
         return model, load_processor(cfg.base_actor, **cfg.processor_kwargs), default_lora_config()
 
     def _demonstrations(self) -> Any:
@@ -189,13 +187,16 @@ class DigiQPipeline:
                                      pseudo_entities=cfg.bc_pseudo_entities)
 
     def _load_dataset(self) -> Any:
-        """The given offline dataset (its ``train`` split when it has splits)."""
+        """The given offline dataset (its ``train`` split when it has splits), loaded and validated
+        (every screenshot decoded) once per run, however many stages read it."""
         from datasets import DatasetDict
 
         from .data.hub import load_transitions
 
-        loaded = load_transitions(self.config.dataset)
-        return loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+        if self._dataset is None:
+            loaded = load_transitions(self.config.dataset)
+            self._dataset = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+        return self._dataset
 
     # ----------------------------------------------------------------- offline data
     def stage_data(self, fingerprint: str) -> None:
@@ -235,13 +236,23 @@ class DigiQPipeline:
                    self._fine_tune_representation)
 
     def _fine_tune_representation(self) -> None:
+        """Fine-tune with checkpoints in ``.partial/representation`` (an interrupted run resumes from
+        the last complete one), then save the model into ``representation/`` atomically."""
+        from .trainers.checkpoints import last_complete_checkpoint
         from .trainers.representation_trainer import train_representation
 
+        partial = self.artifacts.root / ".partial" / "representation"  # its name is the model card's
+        resume = last_complete_checkpoint(partial)
+        if resume:
+            logger.info("stage representation: resuming from %s", resume)
         with staged_output(self.artifacts.path("representation")) as out:
-            metrics = train_representation(self.artifacts.base_actor_path, self.artifacts.base_processor(),
+            metrics = train_representation(self.artifacts.load_model(self.artifacts.base_actor_path),
+                                           self.artifacts.base_processor(),
                                            self.artifacts.load_data()["train"],
-                                           self.config.representation_args(out))
+                                           self.config.representation_args(partial), resume_from_checkpoint=resume,
+                                           save_to=out)
             _write_json(out / "metrics.json", metrics)
+        shutil.rmtree(partial.parent, ignore_errors=True)
 
     # ----------------------------------------------------------------- stage 2: features
     def stage_features(self, fingerprint: str) -> None:
@@ -297,7 +308,7 @@ class DigiQPipeline:
                 _write_json(out / "log_history.json", trainer.state.log_history)
             shutil.rmtree(partial, ignore_errors=True)
         if cfg.push_to_hub:
-            trainer.push_to_hub()
+            trainer.push_to_hub(dataset_name=self.artifacts.dataset_hub_id)
 
     def _untrained_critic(self) -> tuple[Any, Any]:
         """The critic to train (heads sized for the features, the configured text encoder) and its
@@ -346,6 +357,7 @@ class DigiQPipeline:
         ``out`` atomically, with its preparation (candidates, advantages, targets; no images) and
         statistics. The trainer uses the run's critic and feature extractor where ``weighting`` needs them."""
         from .trainers.actor_trainer import BestOfNActorTrainer
+        from .trainers.checkpoints import last_complete_checkpoint
 
         model, processor = self.artifacts.load_base_actor()
         staging = out.parent / f".{out.name}.partial"
@@ -354,7 +366,10 @@ class DigiQPipeline:
             args=self.config.actor_args(weighting, staging, seed, self.artifacts.preparation_cache, push),
             train_dataset=states, processing_class=processor, feature_extractor=self.artifacts.extractor(),
         )
-        trainer.train()
+        resume = last_complete_checkpoint(staging)
+        if resume:
+            logger.info("stage actor: resuming %s from %s", out, resume)
+        trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(staging / "final"))
         if self.state.is_main_process:
             with staged_output(out) as final:
@@ -365,7 +380,7 @@ class DigiQPipeline:
                 trainer.prepared_dataset.remove_columns(images).save_to_disk(str(final / PREPARATION))
             shutil.rmtree(staging, ignore_errors=True)
         if push:
-            trainer.push_to_hub()
+            trainer.push_to_hub(dataset_name=self.artifacts.dataset_hub_id)
 
     # ----------------------------------------------------------------- evaluation
     def stage_evaluate(self, fingerprint: str) -> None:

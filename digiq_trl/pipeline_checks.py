@@ -110,6 +110,8 @@ OPTION_RANGES: dict[str, Range] = {
     "critic_gradient_accumulation_steps": COUNT,
     "critic_max_grad_norm": NON_NEGATIVE,  # 0: no clipping
     "critic_save_steps": COUNT,
+    "representation_save_steps": COUNT,
+    "actor_save_steps": COUNT,
     "ranking_alternatives": COUNT,
     "critic_conservative_weight": NON_NEGATIVE,
     "num_candidates": COUNT,
@@ -141,9 +143,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "critic_v_target_combine": ("min", "independent"),
     "candidate_source": ("policy", "dataset", "both"),
     "anchor": ("greedy", "logged", "none"),
+    "model_dtype": ("auto", "bfloat16", "float16", "float32"),
+    "attn_implementation": ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
 }
 """Options that take one of a few words (others, such as ``phone``, are checked against the tables
 they index)."""
+NULLABLE_CHOICES = frozenset({"model_dtype", "attn_implementation"})
+"""Options of :data:`CHOICES` that also take null (transformers' default)."""
+RESERVED_INIT_KWARGS = ("dtype", "torch_dtype", "attn_implementation")
+"""``from_pretrained`` arguments with options of their own, refused in ``model_init_kwargs`` (one way to set each)."""
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 """A Hub repository id: ``name`` or ``owner/name``."""
@@ -162,8 +170,9 @@ def check_options(config: DigiQPipelineConfig) -> None:
         if not allowed.allows(value) or (name in integers and value is not None and not isinstance(value, int)):
             raise fail(name, value, allowed.describe(name in integers))
     for name, words in CHOICES.items():
-        if getattr(config, name) not in words:
-            raise fail(name, getattr(config, name), f"one of {', '.join(words)}")
+        value, nullable = getattr(config, name), name in NULLABLE_CHOICES
+        if value not in words and not (nullable and value is None):
+            raise fail(name, value, f"one of {', '.join(words)}{', or null' if nullable else ''}")
     _check_relations(config)
     for name in ("actor_seeds", "eval_seeds"):
         _check_seeds(name, getattr(config, name))
@@ -181,6 +190,10 @@ def _check_relations(config: DigiQPipelineConfig) -> None:
                    f"an integer from 1 to num_candidates ({config.num_candidates})")
     if None not in (config.min_pixels, config.max_pixels) and config.min_pixels > config.max_pixels:
         raise fail("min_pixels", config.min_pixels, f"at most max_pixels ({config.max_pixels})")
+    reserved = sorted(set(config.model_init_kwargs or {}) & set(RESERVED_INIT_KWARGS))
+    if reserved:
+        raise fail("model_init_kwargs", config.model_init_kwargs, f"from_pretrained arguments other than {reserved} "
+                   "(set them with model_dtype / attn_implementation)")
 
 
 def _check_seeds(name: str, seeds: Any) -> None:
@@ -212,10 +225,12 @@ def _check_source(name: str, reference: str, markers: tuple[str, ...], allowed: 
         raise fail(name, reference, f"{allowed}; {path} does not exist")
 
 
-def check_hub_sources(config: DigiQPipelineConfig) -> None:
-    """Refuse a ``dataset`` or ``base_actor`` Hub id that cannot be read: offline, one missing from
-    the local Hub cache; online, one the Hub does not have. Run when a run starts, not when a config
-    is built, so configs that name Hub ids can be written and checked offline."""
+def check_hub_access(config: DigiQPipelineConfig) -> None:
+    """Refuse, before any work, what would fail on the Hub later: a ``dataset`` or ``base_actor`` Hub
+    id that cannot be read (offline, one missing from the local Hub cache; online, one the Hub does
+    not have) and a ``push_to_hub`` that cannot push (a placeholder ``hub_model_prefix``, the Hub
+    offline, no login). Run when a run starts, not when a config is built, so that configs naming
+    Hub ids can be written and checked offline."""
     for name, repo_type in (("dataset", "dataset"), ("base_actor", "model")):
         reference = getattr(config, name)
         if reference is not None and not Path(reference).expanduser().exists():
@@ -223,6 +238,28 @@ def check_hub_sources(config: DigiQPipelineConfig) -> None:
             if missing:
                 raise fail(name, reference, f"a local folder or a readable Hub id; no folder {reference} exists and "
                            f"{missing}")
+    if config.push_to_hub:
+        _check_push(config.hub_model_prefix)
+
+
+PLACEHOLDER_OWNERS = ("your-user", "you", "<you>", "user")
+"""Hub namespaces that example configs use as placeholders."""
+
+
+def _check_push(prefix: str | None) -> None:
+    """A prefix in the user's own namespace, and a Hub that can be written."""
+    from huggingface_hub import HfApi, constants
+
+    owner = (prefix or "").split("/")[0]
+    if owner in PLACEHOLDER_OWNERS or "/" not in (prefix or ""):
+        raise fail("hub_model_prefix", prefix, "<your Hub user or organization>/<name> with push_to_hub (e.g. "
+                   "'my-user/digiq-general'), or set push_to_hub false")
+    if constants.HF_HUB_OFFLINE:
+        raise fail("push_to_hub", True, "false while the Hub is offline (HF_HUB_OFFLINE=1)")
+    try:
+        HfApi().whoami()
+    except Exception as error:  # noqa: BLE001 (not logged in, no network: the push would fail at the end)
+        raise fail("push_to_hub", True, f"false, or a Hub login first (`hf auth login` or HF_TOKEN): {error}") from None
 
 
 def _hub_repo_missing(repo_id: str, repo_type: str) -> str:

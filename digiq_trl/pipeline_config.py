@@ -71,6 +71,24 @@ class DigiQPipelineConfig:
     min_pixels: int | None = field(
         default=None, metadata={"help": "Smallest screenshot, in pixels, after resizing (see max_pixels)."}
     )
+    model_dtype: str | None = field(
+        default=None,
+        metadata={"help": "dtype every VLM of the run is loaded in (base actor, feature backbone, evaluated actors): "
+                  "auto (the checkpoint's own), bfloat16, float16 or float32. None: transformers' default."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel of every VLM the run loads: sdpa, flash_attention_2 (needs flash-attn and "
+                  "bfloat16/float16), flash_attention_3, flex_attention or eager. None: transformers' default."},
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Further keyword arguments of from_pretrained for every VLM the run loads, a YAML mapping "
+                  "or a JSON object on the command line, e.g. 4-bit loading: {\"quantization_config\": "
+                  "{\"quant_method\": \"bitsandbytes\", \"load_in_4bit\": true}} (needs bitsandbytes and a GPU), "
+                  "or {\"device_map\": \"auto\"} to shard a model over the GPUs (such a model stays where it "
+                  "is placed). dtype and attn_implementation go in their own options."},
+    )
     layout: str = field(
         default="fixed",
         metadata={"help": "Simulator layout: fixed (strong cues, for tiny models) or random (for pretrained VLMs)."},
@@ -143,6 +161,10 @@ class DigiQPipelineConfig:
     representation_batch_size: int = field(default=16, metadata={"help": "Actionability batch size per device."})
     representation_gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Actionability gradient accumulation."}
+    )
+    representation_save_steps: int = field(
+        default=500,
+        metadata={"help": "Representation checkpoint interval in steps (an interrupted run resumes from the last)."},
     )
     # features and critic
     feature_layer: int | None = field(
@@ -234,6 +256,11 @@ class DigiQPipelineConfig:
     actor_learning_rate: float = field(default=1e-3, metadata={"help": "Actor (LoRA) learning rate."})
     actor_batch_size: int = field(default=32, metadata={"help": "Actor batch size per device."})
     actor_gradient_accumulation_steps: int = field(default=1, metadata={"help": "Actor gradient accumulation."})
+    actor_save_steps: int = field(
+        default=500,
+        metadata={"help": "Actor checkpoint interval in steps (an interrupted run resumes the adapter from the last; "
+                  "the Best-of-N preparation is cached)."},
+    )
     actor_max_grad_norm: float = field(default=1.0, metadata={"help": "Actor gradient clipping (the paper: 0.01; 0: none)."})
     actor_token_probability_clamp: list[float] | None = field(
         default=None,
@@ -261,7 +288,8 @@ class DigiQPipelineConfig:
     evaluation: str = field(
         default="simulator",
         metadata={"help": "simulator: success rate in the simulated phone; offline: AitW action matching on the "
-                  "held-out split of the data (real data, no device)."},
+                  "successful episodes of the data's held-out split (real data, no device; matching the steps of "
+                  "failed episodes would reward copying a failing policy)."},
     )
     eval_split: str = field(
         default="test",
@@ -323,6 +351,7 @@ class DigiQPipelineConfig:
         names the option, the value and what is allowed)."""
         if self.generalization_split in ("", "none", "None"):  # how a command line spells None
             self.generalization_split = None
+        self.model_init_kwargs = _mapping_option("model_init_kwargs", self.model_init_kwargs)
         check_options(self)
         lookups = {"phone": (self.phone, list(PHONES)), "feature_input": (self.feature_input, list(FEATURE_INPUTS)),
                    "critic_text_pooling": (self.critic_text_pooling, list(TEXT_POOLINGS)),
@@ -376,7 +405,8 @@ class DigiQPipelineConfig:
             learning_rate=self.representation_learning_rate, per_device_train_batch_size=self.representation_batch_size,
             merge_adapter=True, eval_fraction=0.2, balance=True, seed=self.seed,
             gradient_accumulation_steps=self.representation_gradient_accumulation_steps,
-            logging_steps=max(1, self.representation_steps // 10), save_strategy="no", report_to=self.report_to,
+            logging_steps=max(1, self.representation_steps // 10), save_strategy="steps",
+            save_steps=self.representation_save_steps, save_total_limit=1, report_to=self.report_to,
             bf16=self.bf16, activation_checkpointing=self.activation_checkpointing,
             push_to_hub=self.push_to_hub, hub_model_id=self.hub_id("representation"),
         )
@@ -416,7 +446,8 @@ class DigiQPipelineConfig:
             token_probability_clamp=self.actor_token_probability_clamp,
             activation_checkpointing=self.activation_checkpointing,
             preparation_cache_dir=str(preparation_cache_dir),
-            logging_steps=max(1, self.actor_steps // 10), save_strategy="no", report_to=self.report_to, seed=seed,
+            logging_steps=max(1, self.actor_steps // 10), save_strategy="steps", save_steps=self.actor_save_steps,
+            save_total_limit=1, report_to=self.report_to, seed=seed,
             bf16=self.bf16, push_to_hub=push, hub_model_id=self.hub_id("actor"),
         )
 
@@ -424,6 +455,15 @@ class DigiQPipelineConfig:
     def processor_kwargs(self) -> dict[str, int]:
         """``max_pixels`` / ``min_pixels`` where set, for every processor the run loads."""
         return {name: getattr(self, name) for name in ("max_pixels", "min_pixels") if getattr(self, name) is not None}
+
+    @property
+    def model_load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``from_pretrained`` for every VLM the run loads
+        (:meth:`RunArtifacts.load_model <digiq_trl.artifacts.RunArtifacts.load_model>`):
+        ``model_init_kwargs``, ``model_dtype`` as ``dtype`` and ``attn_implementation``, each where
+        set (none set: transformers' defaults, the loads of earlier versions)."""
+        named = {"dtype": self.model_dtype, "attn_implementation": self.attn_implementation}
+        return {**(self.model_init_kwargs or {}), **{key: value for key, value in named.items() if value is not None}}
 
     def hub_id(self, artifact: str) -> str | None:
         """``<hub_model_prefix>-<artifact>``, where artifacts are pushed."""
@@ -435,7 +475,8 @@ class DigiQPipelineConfig:
         :func:`~digiq_trl.artifacts.content_digest` of ``dataset`` / ``base_actor``, by field name)
         and of the stage before it (``upstream``): equal fingerprints mean an existing output can be
         reused."""
-        values = {name: getattr(self, name) for name in STAGE_FIELDS[stage]}
+        values = {name: getattr(self, name) for name in STAGE_FIELDS[stage]
+                  if name not in FINGERPRINTED_WHEN_SET or getattr(self, name) is not None}
         content = {name: digest for name, digest in (inputs or {}).items() if name in STAGE_FIELDS[stage]}
         text = json.dumps({"stage": stage, "format": RUN_FORMAT, "fields": values, "upstream": upstream,
                            **({"inputs": content} if content else {})}, sort_keys=True, default=str)
@@ -444,7 +485,11 @@ class DigiQPipelineConfig:
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "base_actor": ("seed", "suite", "layout", "base_actor", "dataset", "test_size", "bc_layers", "bc_heads",
                    "bc_episodes", "bc_noise", "bc_pseudo_entities", "bc_steps", "bc_learning_rate", "bc_batch_size",
-                   "bc_gradient_accumulation_steps", "max_pixels", "min_pixels", "bf16"),
+                   "bc_gradient_accumulation_steps", "max_pixels", "min_pixels", "bf16",
+                   # how every VLM of the run is loaded, so this stage's and every later one's: attn_implementation
+                   # too, as kernels that sum in other orders change features, candidates and weights in their
+                   # last bits, and a reused output would differ from a fresh run's
+                   "model_dtype", "attn_implementation", "model_init_kwargs"),
     "data": ("seed", "suite", "layout", "phone", "drift", "interruption_probability", "dataset", "collect_episodes", "gamma",
              "behavior_temperature", "rollout_batch_size", "test_size", "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
@@ -463,12 +508,18 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 """The fields whose values each stage's output depends on (``evaluate`` always runs). ``actor`` also
 keys each adapter by its method and training seed."""
 
+FINGERPRINTED_WHEN_SET = frozenset({"model_dtype", "attn_implementation", "model_init_kwargs"})
+"""Fields of :data:`STAGE_FIELDS` that enter a fingerprint only when set: null is how every model was
+loaded before they existed, so the outputs of earlier runs keep their fingerprints and are reused."""
+
 UNFINGERPRINTED_FIELDS: dict[str, str] = {
     "output_dir": "where the run writes, not what it makes",
     "skip_stages": "which stages run, not what they make",
     "num_threads": "CPU threads per process: the same outputs",
     "activation_checkpointing": "recomputes activations in backward: the same outputs",
     "critic_save_steps": "the checkpoint interval: a resumed critic has the same weights",
+    "representation_save_steps": "the checkpoint interval: a resumed representation has the same weights",
+    "actor_save_steps": "the checkpoint interval: a resumed adapter has the same weights",
     "ddp_timeout": "how long processes wait for each other",
     "report_to": "where the trainers log",
     "actor_seeds": "which adapters are trained; each adapter's fingerprint carries its own seed",
@@ -477,3 +528,18 @@ UNFINGERPRINTED_FIELDS: dict[str, str] = {
 fingerprint (a test checks that every other field a stage reads is in its own or an earlier
 stage's :data:`STAGE_FIELDS`)."""
 
+
+def _mapping_option(name: str, value: Any) -> dict[str, Any] | None:
+    """A mapping option as a dict: given as one (Python, YAML) or as a JSON object (command line);
+    null or an empty string is None."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "none", "None", "null")):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    if not isinstance(value, dict):
+        raise fail(name, value, 'a mapping (a JSON object on the command line, e.g. \'{"device_map": "auto"}\'), '
+                   "or null")
+    return value

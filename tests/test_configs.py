@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 from trl import TrlParser
 
+from digiq_trl.models.published import PUBLISHED_ARCHITECTURES
 from digiq_trl.pipeline import DigiQPipelineConfig
 
 
@@ -46,10 +47,13 @@ def test_default_yaml_is_the_no_argument_default() -> None:
 )
 def test_real_vlm_configs_load_their_model_config(path: Path, tmp_path: Path) -> None:
     config = parse(path)
-    snapshot = tmp_path / "model"
-    snapshot.mkdir()
-    shutil.copy(MODEL_CONFIGS[config.base_actor], snapshot / "config.json")
-    model_config = AutoConfig.from_pretrained(snapshot)
+    if config.base_actor in MODEL_CONFIGS:
+        snapshot = tmp_path / "model"
+        snapshot.mkdir()
+        shutil.copy(MODEL_CONFIGS[config.base_actor], snapshot / "config.json")
+        model_config = AutoConfig.from_pretrained(snapshot)
+    else:  # its published architecture (digiq_trl.models.published)
+        model_config = PUBLISHED_ARCHITECTURES[config.base_actor].config()
     assert 1 <= config.feature_layer <= model_config.text_config.num_hidden_layers
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(model_config)

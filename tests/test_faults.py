@@ -142,6 +142,38 @@ def test_a_killed_or_disk_full_critic_resumes_to_the_uninterrupted_weights(tmp_p
     assert _manifests(Path(full.output_dir))["critic"][WEIGHTS] == expected
 
 
+@pytest.mark.slow
+def test_killed_representation_and_actor_stages_resume_to_the_uninterrupted_outputs(tmp_path, finished_run,
+                                                                                    monkeypatch, caplog) -> None:
+    """Checkpoints every step or two; a kill in the representation stage, then one in the actor stage:
+    each rerun resumes from the last checkpoint and the finished run equals one never interrupted."""
+    from digiq_trl.trainers.actor_trainer import BestOfNActorTrainer
+    from digiq_trl.trainers.representation_trainer import RepresentationTrainer
+
+    config = DigiQPipelineConfig(**{**finished_run.__dict__, "output_dir": str(tmp_path / "run"),
+                                    "representation_save_steps": 2, "actor_save_steps": 1})
+    out = Path(config.output_dir)
+    caplog.set_level("INFO", logger="digiq_trl.pipeline")
+    for trainer, done_steps, manifest in ((RepresentationTrainer, 2, "representation"),
+                                          (BestOfNActorTrainer, 1, "actor/filtered_bc/seed0")):
+        step = trainer.training_step
+
+        def killed(self, *args, _step=step, _done=done_steps, **kwargs):
+            if self.state.global_step == _done:  # after the checkpoint of step `_done`
+                raise KeyboardInterrupt("killed")
+            return _step(self, *args, **kwargs)
+
+        monkeypatch.setattr(trainer, "training_step", killed)
+        with pytest.raises(KeyboardInterrupt):
+            DigiQPipeline(config).run()
+        monkeypatch.setattr(trainer, "training_step", step)
+        assert not (out / manifest / "manifest.json").exists()
+    DigiQPipeline(config).run()
+    assert re.search(r"stage representation: resuming from \S*checkpoint-2", caplog.text)
+    assert re.search(r"stage actor: resuming \S* from \S*checkpoint-1", caplog.text)
+    assert _contents(out) == _contents(Path(finished_run.output_dir))
+
+
 def test_a_full_disk_ends_the_command_in_one_line_with_what_to_do(tmp_path, capsys, monkeypatch) -> None:
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device", "run/critic.partial/checkpoint-8/optimizer.pt")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -298,6 +299,8 @@ def train_representation(
     transitions: Dataset,
     args: RepresentationConfig,
     peft_config: Any = None,
+    resume_from_checkpoint: str | None = None,
+    save_to: str | Path | None = None,
 ) -> dict[str, float]:
     """Run stage 1 end to end: label, split by episode, fine-tune, evaluate, save (and push).
 
@@ -308,6 +311,8 @@ def train_representation(
         args: the configuration; the result goes to ``args.output_dir`` (merged model or adapter,
             processor, model card) and to the Hub when ``args.push_to_hub`` is set.
         peft_config: overrides the LoRA fields of ``args``.
+        resume_from_checkpoint: a checkpoint of ``args.output_dir`` to resume training from.
+        save_to: where the fine-tuned model goes, when not ``args.output_dir`` (where checkpoints go).
 
     Returns:
         The final metrics: training loss, label statistics of the whole dataset (``labels_*``) and,
@@ -327,10 +332,10 @@ def train_representation(
         peft_config=peft_config,
     )
     metrics = {f"labels_{k}": v for k, v in label_stats(dataset["screen_changed"]).items()}
-    metrics.update(trainer.train().metrics)
+    metrics.update(trainer.train(resume_from_checkpoint=resume_from_checkpoint).metrics)
     if held_out is not None:
         metrics.update(trainer.evaluate())
-    trainer.save_representation()
+    trainer.save_representation(str(save_to) if save_to is not None else None)
     if args.push_to_hub:
         trainer.push_to_hub()
     logger.info("representation fine-tuning: %s", metrics)
