@@ -16,9 +16,9 @@ A manifest also keeps the content digests of the stage's inputs (:func:`content_
 can say that a dataset replaced at the same path is why a stage is recomputed.
 
 Every VLM a run loads (base actor, feature backbone, actors to evaluate, the model behavior cloning
-starts from) goes through :meth:`RunArtifacts.load_model`: :func:`load_vlm` with the run's
+starts from) goes through :meth:`RunArtifacts.load_model`: :func:`~digiq_trl.models.loading.load_vlm` with the run's
 ``model_dtype``, ``attn_implementation`` and ``model_init_kwargs``, placed on this process's
-accelerator by :func:`on_process_device` (accelerate's ``PartialState().device``; nothing moves on
+accelerator by :func:`~digiq_trl.models.loading.on_process_device` (accelerate's ``PartialState().device``; nothing moves on
 a CPU machine). The ``evaluate`` command and the viewer place what they load with the same helper.
 
 Example:
@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .models.loading import load_vlm, on_process_device
 from .pipeline_config import METHODS, DigiQPipelineConfig
 from .staging import sha256_file
 from .trainers.preparation_cache import PREPARATION_CACHE_DIR
@@ -272,35 +273,6 @@ class RunArtifacts:
     def fingerprint(self, folder: Path) -> str:
         """The fingerprint recorded in ``folder``'s manifest ("" when there is none)."""
         return self.manifest(folder).get("fingerprint", "")
-
-
-def process_device() -> Any:
-    """This process's accelerator as accelerate assigns it (``PartialState().device``): its local
-    rank's GPU under ``accelerate launch``, else the GPU (or MPS) when there is one, else the CPU."""
-    from accelerate import PartialState
-
-    return PartialState().device
-
-
-def on_process_device(model: Any) -> Any:
-    """``model``, moved to :func:`process_device` (a no-op on a CPU machine): a VLM left on the CPU of
-    a GPU machine would run there, since ``VLMPolicy`` and ``VLMFeatureExtractor`` move their inputs
-    to ``model.device``. A model ``from_pretrained`` already placed (a ``device_map`` in
-    ``model_init_kwargs``, or quantized weights, which cannot be moved) stays where it is."""
-    if getattr(model, "hf_device_map", None) is None and not getattr(model, "is_quantized", False):
-        model.to(process_device())
-    return model
-
-
-def load_vlm(name_or_path: str, **kwargs: Any) -> Any:
-    """``AutoModelForImageTextToText.from_pretrained`` of a Hub id, path or shipped name
-    (:func:`~digiq_trl.models.pretrained.resolve_pretrained`) with ``kwargs`` (``dtype``,
-    ``attn_implementation``, ``quantization_config``, ...), on this process's accelerator."""
-    from transformers import AutoModelForImageTextToText
-
-    from .models.pretrained import resolve_pretrained
-
-    return on_process_device(AutoModelForImageTextToText.from_pretrained(resolve_pretrained(name_or_path), **kwargs))
 
 
 def content_digest(reference: str) -> str:

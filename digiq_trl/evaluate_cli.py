@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     import torch
 
-    from .artifacts import on_process_device
     from .envs.collect import run_episodes, run_name, transitions_from_steps
     from .evaluation import episode_records, summarize_episodes
+    from .models.loading import on_process_device
     from .models.policy import VLMPolicy
 
     envs = _envs(args, settings)

@@ -140,13 +140,11 @@ class LocalVLMJudge:
     """
 
     def __init__(self, model: str, max_new_tokens: int = 256) -> None:
-        from transformers import AutoModelForImageTextToText
-
-        from .models.pretrained import resolve_pretrained
+        from .models.loading import load_vlm
         from .models.processing import load_processor
 
         self.name = model
-        self.model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(model)).eval()
+        self.model = load_vlm(model).eval()
         self.processor = load_processor(model)
         self.max_new_tokens = max_new_tokens
 

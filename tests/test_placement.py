@@ -120,7 +120,8 @@ def test_digiq_trl_evaluate_plays_with_the_actor_on_the_process_device(tmp_path:
 
 
 @pytest.mark.parametrize("module", ["pipeline.py", "run_scoring.py", "commands/diagnose.py", "evaluate_cli.py",
-                                    "viewer/writer.py", "viewer/view_cli.py", "viewer/episodes.py"])
+                                    "viewer/writer.py", "viewer/view_cli.py", "viewer/episodes.py",
+                                    "envs/device_cli.py", "judges.py"])
 def test_stages_and_tools_load_vlms_through_the_one_helper(module: str) -> None:
     """A VLM loaded by ``from_pretrained`` elsewhere would skip the placement and the run's model
     options (:meth:`RunArtifacts.load_model`)."""

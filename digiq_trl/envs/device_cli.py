@@ -109,8 +109,8 @@ def load_actor(name: str, base: str | None = None) -> tuple[Any, Any]:
         SystemExit: ``name`` is neither (a missing folder, or a Hub id not in the cache offline).
     """
     from peft import PeftConfig, PeftModel
-    from transformers import AutoModelForImageTextToText
 
+    from ..models.loading import load_vlm
     from ..models.pretrained import resolve_pretrained
     from ..models.processing import load_processor
 
@@ -121,7 +121,7 @@ def load_actor(name: str, base: str | None = None) -> tuple[Any, Any]:
         adapter = None
     base_name = base or (adapter.base_model_name_or_path if adapter is not None else name)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(resolve_pretrained(base_name))
+        model = load_vlm(base_name)
     except OSError as error:
         raise SystemExit(f"cannot load the actor {base_name!r}: {error}") from None
     if adapter is not None:

@@ -38,10 +38,10 @@ def default_preparation(run_dir: str | Path) -> Path | None:
 def critic_feature_extractor(critic: Any, backbone: str | Path | None = None) -> Any:
     """The frozen VLM whose features ``critic`` reads (:meth:`VLMFeatureExtractor.for_critic`: its
     recorded model, layer and pooling, checked against its recorded weights digest), on this
-    process's accelerator (:func:`~digiq_trl.artifacts.process_device`); ``backbone`` loads a moved
+    process's accelerator (:func:`~digiq_trl.models.loading.process_device`); ``backbone`` loads a moved
     copy (e.g. a run's ``representation/``)."""
-    from ..artifacts import process_device
     from ..models.features import VLMFeatureExtractor
+    from ..models.loading import process_device
 
     return VLMFeatureExtractor.for_critic(critic.config, backbone=backbone, device=process_device())
 
@@ -102,7 +102,7 @@ def write_dataset_viewer(
     splits = {name: first_episodes(split, max_episodes) for name, split in _splits(dataset).items()}
     values, formula = None, None
     if critic is not None:
-        from ..artifacts import on_process_device
+        from ..models.loading import on_process_device
         from ..models.scoring import CriticScorer
 
         model = critic if isinstance(critic, DigiQCritic) else on_process_device(DigiQCritic.from_pretrained(str(critic)))
