@@ -106,9 +106,22 @@ class RunArtifacts:
 
     @property
     def feature_backbone_path(self) -> str:
-        """The fine-tuned representation model when stage 1 ran, else the base actor."""
+        """The given ``representation_model``, else the fine-tuned representation model when stage 1
+        ran, else the base actor."""
+        if self.config.representation_model:
+            return self.config.representation_model
         tuned = self.path("representation")
         return str(tuned) if (tuned / "config.json").exists() else self.base_actor_path
+
+    @property
+    def critic_source(self) -> str:
+        """The given ``critic_model`` (a Hub id or path), else the run's ``critic/`` folder."""
+        return self.config.critic_model or str(self.path("critic"))
+
+    @property
+    def has_critic(self) -> bool:
+        """Whether a critic is given or was trained."""
+        return bool(self.config.critic_model) or (self.path("critic") / "model.safetensors").exists()
 
     def backbone_reference(self) -> str:
         """How the critic's config names its feature backbone, so that whoever gets the critic finds
@@ -158,11 +171,16 @@ class RunArtifacts:
         return load_from_disk(str(self.path("data")))
 
     def extractor(self) -> Any:
-        """The frozen feature extractor over the feature backbone (:meth:`load_model`), loaded once
-        and shared by the features, critic, actor and evaluation stages (it is never trained)."""
+        """The frozen feature extractor over the feature backbone (:meth:`load_model`), or over a
+        given ``critic_model``'s own backbone, loaded once and shared by the features, critic, actor
+        and evaluation stages (it is never trained)."""
         from .models.features import VLMFeatureExtractor
         from .models.processing import load_processor
 
+        if self._extractor is None and self.config.critic_model:
+            from .models.loading import process_device
+
+            self._extractor = VLMFeatureExtractor.for_critic(self.load_critic().config, device=process_device())
         if self._extractor is None:
             backbone = self.feature_backbone_path
             self._extractor = VLMFeatureExtractor(
@@ -183,8 +201,9 @@ class RunArtifacts:
         """The trained critic, in eval mode, on this process's accelerator (beside its features)."""
         from .models.critic import DigiQCritic
 
-        self.require("critic", "model.safetensors")
-        return on_process_device(DigiQCritic.from_pretrained(str(self.path("critic"))).eval())
+        if not self.config.critic_model:
+            self.require("critic", "model.safetensors")
+        return on_process_device(DigiQCritic.from_pretrained(self.critic_source).eval())
 
     def load_actor(self, adapter: Path | None = None) -> tuple[Any, Any]:
         """The base actor, with ``adapter`` merged into its weights when given (LoRA-free decoding)."""

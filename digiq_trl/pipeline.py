@@ -46,7 +46,7 @@ from .staging import staged_output
 
 logger = logging.getLogger(__name__)
 
-INPUT_FIELDS = ("dataset", "base_actor")
+INPUT_FIELDS = ("dataset", "base_actor", "representation_model", "critic_model")
 """Options naming a dataset or model whose content, not only its path or id, enters the fingerprints."""
 
 __all__ = ["DigiQPipeline", "DigiQPipelineConfig", "STAGES", "threads_per_process"]
@@ -231,7 +231,12 @@ class DigiQPipeline:
 
     # ----------------------------------------------------------------- stage 1: representation
     def stage_representation(self, fingerprint: str) -> None:
-        """Actionability fine-tuning of the base VLM (LoRA, merged), the critic's feature backbone."""
+        """Actionability fine-tuning of the base VLM (LoRA, merged), the critic's feature backbone;
+        not run when ``representation_model`` or ``critic_model`` gives the backbone."""
+        given = self.config.critic_model or self.config.representation_model
+        if given:
+            logger.info("stage representation: not run, the features come from %s", given)
+            return
         self._once("representation", self.artifacts.path("representation"), fingerprint,
                    self._fine_tune_representation)
 
@@ -279,7 +284,11 @@ class DigiQPipeline:
     # ----------------------------------------------------------------- stage 3: critic
     def stage_critic(self, fingerprint: str) -> None:
         """Train the critic on cached features (distributed under ``accelerate launch``), resuming
-        from its last checkpoint; the finished critic replaces ``critic/`` atomically."""
+        from its last checkpoint; the finished critic replaces ``critic/`` atomically. Not run when
+        ``critic_model`` gives a trained critic."""
+        if self.config.critic_model:
+            logger.info("stage critic: not run, using the given critic %s", self.config.critic_model)
+            return
         self._once("critic", self.artifacts.path("critic"), fingerprint, self._train_critic, everywhere=True)
 
     def _train_critic(self) -> None:
@@ -306,9 +315,10 @@ class DigiQPipeline:
                     shutil.move(str(item), out / item.name)
                 _write_json(out / "eval_metrics.json", metrics)
                 _write_json(out / "log_history.json", trainer.state.log_history)
-            shutil.rmtree(partial, ignore_errors=True)
-        if cfg.push_to_hub:
+        if cfg.push_to_hub:  # it saves into the trainer's output_dir first: removed after it
             trainer.push_to_hub(dataset_name=self.artifacts.dataset_hub_id)
+        if self.state.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
 
     def _untrained_critic(self) -> tuple[Any, Any]:
         """The critic to train (heads sized for the features, the configured text encoder) and its
@@ -362,7 +372,7 @@ class DigiQPipeline:
         model, processor = self.artifacts.load_base_actor()
         staging = out.parent / f".{out.name}.partial"
         trainer = BestOfNActorTrainer(
-            model, critic=str(self.artifacts.path("critic")),
+            model, critic=self.artifacts.critic_source,
             args=self.config.actor_args(weighting, staging, seed, self.artifacts.preparation_cache, push),
             train_dataset=states, processing_class=processor, feature_extractor=self.artifacts.extractor(),
         )
@@ -378,9 +388,10 @@ class DigiQPipeline:
                 _write_json(final / "preparation_metrics.json", trainer.preparation_metrics)
                 images = [c for c in trainer.prepared_dataset.column_names if c in ("image", "next_image")]
                 trainer.prepared_dataset.remove_columns(images).save_to_disk(str(final / PREPARATION))
-            shutil.rmtree(staging, ignore_errors=True)
-        if push:
+        if push:  # it saves into the trainer's output_dir first: removed after it
             trainer.push_to_hub(dataset_name=self.artifacts.dataset_hub_id)
+        if self.state.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # ----------------------------------------------------------------- evaluation
     def stage_evaluate(self, fingerprint: str) -> None:
@@ -396,7 +407,7 @@ class DigiQPipeline:
 
             self.results.update(evaluate_run(self.config, self.artifacts))
             self.results["timings_s"] = dict(self.timings)
-            critic_values = self._critic_values() if (self.artifacts.path("critic") / "model.safetensors").exists() else None
+            critic_values = self._critic_values() if self.artifacts.has_critic else None
             preparations = {seed: self.artifacts.preparation_path("digiq", seed)
                             for seed in self.config.actor_seeds}
             write_run_report(self.results, self.artifacts.root, critic_values,

@@ -179,8 +179,9 @@ def check_options(config: DigiQPipelineConfig) -> None:
     _check_clamp(config.actor_token_probability_clamp)
     if config.dataset is not None:
         _check_source("dataset", config.dataset, DATASET_MARKERS, "a folder written by save_to_disk or a Hub dataset id")
-    if config.base_actor is not None:
-        _check_source("base_actor", config.base_actor, ("config.json",), "a model folder or a Hub model id")
+    for name in ("base_actor", "representation_model", "critic_model"):
+        if getattr(config, name) is not None:
+            _check_source(name, getattr(config, name), ("config.json",), "a model folder or a Hub model id")
 
 
 def _check_relations(config: DigiQPipelineConfig) -> None:
@@ -231,7 +232,8 @@ def check_hub_access(config: DigiQPipelineConfig) -> None:
     not have) and a ``push_to_hub`` that cannot push (a placeholder ``hub_model_prefix``, the Hub
     offline, no login). Run when a run starts, not when a config is built, so that configs naming
     Hub ids can be written and checked offline."""
-    for name, repo_type in (("dataset", "dataset"), ("base_actor", "model")):
+    for name, repo_type in (("dataset", "dataset"), ("base_actor", "model"), ("representation_model", "model"),
+                            ("critic_model", "model")):
         reference = getattr(config, name)
         if reference is not None and not Path(reference).expanduser().exists():
             missing = _hub_repo_missing(reference, repo_type)

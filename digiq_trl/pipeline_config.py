@@ -162,6 +162,12 @@ class DigiQPipelineConfig:
     representation_gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Actionability gradient accumulation."}
     )
+    representation_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of a finished representation model (stage 1's output, e.g. a pushed "
+                  "<prefix>-representation) to use instead of training one: the representation stage is skipped "
+                  "and the features come from it."},
+    )
     representation_save_steps: int = field(
         default=500,
         metadata={"help": "Representation checkpoint interval in steps (an interrupted run resumes from the last)."},
@@ -200,6 +206,12 @@ class DigiQPipelineConfig:
         default="mean",
         metadata={"help": "How a text's token states become one vector: mean (over its tokens) or pooler (the "
                   "encoder's pooled first token, as the reference reads RoBERTa's pooler_output)."},
+    )
+    critic_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of a trained Digi-Q critic to use instead of training one: the "
+                  "representation and critic stages are skipped and the features come from the critic's own "
+                  "backbone (its config's backbone_model_id, checked against the weights digest it records)."},
     )
     critic_steps: int = field(default=500, metadata={"help": "Critic optimizer steps."})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "Critic learning rate."})
@@ -494,7 +506,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
              "behavior_temperature", "rollout_batch_size", "test_size", "ranking_alternatives"),
     "representation": ("seed", "representation_steps", "representation_learning_rate", "representation_batch_size",
                        "representation_gradient_accumulation_steps", "bf16",
-                       "push_to_hub", "hub_model_prefix"),  # the critic's config names the pushed backbone's id
+                       "push_to_hub", "hub_model_prefix",  # the critic's config names the pushed backbone's id
+                       "representation_model", "critic_model"),
     "features": ("feature_layer", "feature_pooling", "feature_input", "critic_conservative_weight"),
     "critic": ("seed", "critic_hidden_size", "critic_text_encoder", "critic_text_layout", "critic_text_match",
                "critic_text_pooling", "critic_steps", "critic_learning_rate", "critic_batch_size",

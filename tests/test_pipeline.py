@@ -310,3 +310,20 @@ def test_every_field_a_stage_reads_is_in_its_fingerprint(finished_run) -> None:
         covered |= set(STAGE_FIELDS[stage])
         assert READS.get(stage, set()) <= covered, (stage, sorted(READS[stage] - covered))
 
+
+
+@pytest.mark.slow
+def test_a_given_critic_replaces_the_representation_and_critic_stages(tmp_path, finished_run, caplog) -> None:
+    """critic_model: a trained critic (here a finished run's, as it would come from the Hub) skips stages
+    1 and 3; features come from its own recorded backbone, so Digi-Q's adapter is the one the finished
+    run trained with that critic."""
+    finished = Path(finished_run.output_dir)
+    config = DigiQPipelineConfig(**{**finished_run.__dict__, "output_dir": str(tmp_path / "run"),
+                                    "critic_model": str(finished / "critic")})
+    caplog.set_level("INFO", logger="digiq_trl.pipeline")
+    DigiQPipeline(config).run()
+    out = Path(config.output_dir)
+    assert not (out / "representation").exists() and not (out / "critic").exists()
+    assert "stage critic: not run, using the given critic" in caplog.text
+    adapter = "actor/digiq/seed0/adapter_model.safetensors"
+    assert _manifests(out)["actor/digiq/seed0"][adapter] == _manifests(finished)["actor/digiq/seed0"][adapter]
