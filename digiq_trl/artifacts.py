@@ -5,7 +5,7 @@
 diagnosis script and the viewer all load through it.
 
 Each finished stage output carries a manifest (``manifest.json``): the fingerprint of the
-configuration it was made with (:meth:`DigiQPipelineConfig.stage_fingerprint`, which also covers the
+configuration it was made with (:func:`~digiq_trl.fingerprints.stage_fingerprint`, which also covers the
 stage before it) and the sha256 of its files (weights, datasets, feature caches, adapters; not the
 :data:`RUN_RECORDS`, whose timings differ from run to run). Before a stage is skipped, its manifest is checked: a
 different fingerprint means the output is stale and the stage runs again (and so does every later

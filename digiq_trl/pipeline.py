@@ -38,8 +38,9 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from .artifacts import PREPARATION, RunArtifacts, content_digest
-from .pipeline_checks import check_hub_access
-from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGE_FIELDS, STAGES, DigiQPipelineConfig
+from .fingerprints import STAGE_FIELDS, stage_fingerprint
+from .pipeline_checks import check_hub_access, fail
+from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGES, DigiQPipelineConfig
 from .run_lock import RunLock
 from .staging import staged_output
 
@@ -93,7 +94,7 @@ class DigiQPipeline:
         self.inputs = {name: content_digest(getattr(self.config, name)) for name in INPUT_FIELDS
                        if getattr(self.config, name) is not None}
         for stage in STAGES:
-            fingerprint = self.config.stage_fingerprint(stage, upstream, self.inputs) if stage != "evaluate" else ""
+            fingerprint = stage_fingerprint(self.config, stage, upstream, self.inputs) if stage != "evaluate" else ""
             self._upstream, upstream = upstream, fingerprint
             if stage in self.config.skip_stages:
                 logger.info("stage %s: skipped", stage)
@@ -177,14 +178,33 @@ class DigiQPipeline:
         demonstrations in the simulator."""
         cfg = self.config
         if cfg.dataset is not None:
-            from .data import split_by_episode
-
-            return split_by_episode(self._load_dataset(), cfg.test_size, seed=cfg.seed)["train"]
+            return self._split(self._load_dataset())["train"]
         from .trainers.behavior_cloning import expert_demonstrations
 
         return expert_demonstrations(f"digiq_trl/Phone-{cfg.suite}-v0", num_episodes=cfg.bc_episodes, noise=cfg.bc_noise,
                                      seed=cfg.seed, split="train", layout=cfg.layout,
                                      pseudo_entities=cfg.bc_pseudo_entities)
+
+    def _split(self, transitions: Any) -> Any:
+        """``transitions`` split by episode into train and test (the data stage's split). With
+        ``evaluation: offline`` the test split must hold a successful episode, checked here, before
+        anything trains on the data.
+
+        Raises:
+            InvalidOptionError: offline evaluation and no successful test episode.
+        """
+        from .data import split_by_episode
+        from .run_scoring import offline_evaluation_set
+
+        cfg = self.config
+        splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
+        if cfg.evaluation == "offline":
+            try:
+                offline_evaluation_set(splits["test"])
+            except ValueError as error:
+                raise fail("test_size", cfg.test_size, f"a share that puts a successful episode in the test split "
+                           f"({error})") from None
+        return splits
 
     def _load_dataset(self) -> Any:
         """The given offline dataset (its ``train`` split when it has splits), loaded and validated
@@ -204,7 +224,6 @@ class DigiQPipeline:
         self._once("data", self.artifacts.path("data"), fingerprint, self._make_data)
 
     def _make_data(self) -> list[Path]:
-        from .data import split_by_episode
         from .envs import collect_transitions
         from .envs.policies import add_random_alternatives
 
@@ -220,7 +239,7 @@ class DigiQPipeline:
             transitions = collect_transitions(cfg.env_id, policy, cfg.collect_episodes, seed=cfg.seed, split="train",
                                               gamma=cfg.gamma,
                                               batch_size=cfg.rollout_batch_size, **cfg.env_kwargs)
-        splits = split_by_episode(transitions, cfg.test_size, seed=cfg.seed)
+        splits = self._split(transitions)
         for offset, name in enumerate(("train", "test")):
             splits[name] = add_random_alternatives(splits[name], cfg.ranking_alternatives, cfg.seed + offset,
                                                    column=ALT_ACTIONS_COLUMN)

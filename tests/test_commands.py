@@ -141,7 +141,7 @@ def test_train_base_actor_briefly_saves_an_actor_that_loads_and_acts(tmp_path, c
     out = tmp_path / "actor"
     flags = ["--config", str(CONFIGS / "phone_actor_tiny.yaml"), "--output_dir", str(out), "--demo_episodes", "6",
              "--max_steps", "3", "--batch_size", "4", "--eval_episodes", "2", "--eval_splits", "test",
-             "--best_of_n", "2", "--best_of_n_episodes", "1", "--hidden_size", "64", "--num_hidden_layers", "1"]
+             "--num_candidates", "2", "--candidate_episodes", "1", "--hidden_size", "64", "--num_hidden_layers", "1"]
     results = train_base_actor(flags)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["greedy"]["test"]["num_episodes"] == 2
     assert not (out / "training_args.bin").exists()

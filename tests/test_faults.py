@@ -85,8 +85,6 @@ def test_a_killed_or_disk_full_critic_resumes_to_the_uninterrupted_weights(tmp_p
                                                                            monkeypatch, caplog) -> None:
     """A kill at step 7 and a full disk in the middle of the step-8 checkpoint (after its weights, before
     its trainer state): each rerun resumes from the last complete checkpoint to the same critic bytes."""
-    from transformers import Trainer
-
     from digiq_trl.trainers.critic_trainer import DigiQCriticTrainer
 
     toy = {**TOY, "critic_steps": 10, "critic_save_steps": 4, "actor_seeds": [0]}
@@ -119,7 +117,7 @@ def test_a_killed_or_disk_full_critic_resumes_to_the_uninterrupted_weights(tmp_p
     assert not (out / "critic.partial").exists()
 
     full = DigiQPipelineConfig(**{**fresh.__dict__, "output_dir": str(tmp_path / "full")})
-    save = Trainer._save_optimizer_and_scheduler
+    save = DigiQCriticTrainer._save_optimizer_and_scheduler
     saves = []
 
     def disk_full_at_the_second_checkpoint(self, output_dir):
@@ -128,13 +126,13 @@ def test_a_killed_or_disk_full_critic_resumes_to_the_uninterrupted_weights(tmp_p
             raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "optimizer.pt"))
         return save(self, output_dir)
 
-    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_full_at_the_second_checkpoint)
+    monkeypatch.setattr(DigiQCriticTrainer, "_save_optimizer_and_scheduler", disk_full_at_the_second_checkpoint)
     with pytest.raises(OSError, match="No space left"):
         DigiQPipeline(full).run()
     partial = Path(full.output_dir) / "critic.partial"
     assert (partial / "checkpoint-8" / "model.safetensors").exists()
     assert not (partial / "checkpoint-8" / "trainer_state.json").exists()  # the poisoned checkpoint
-    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", save)
+    monkeypatch.setattr(DigiQCriticTrainer, "_save_optimizer_and_scheduler", save)
     caplog.clear()
     DigiQPipeline(full).run()
     assert "skipping the incomplete checkpoint" in caplog.text and "checkpoint-8" in caplog.text

@@ -16,10 +16,11 @@ from transformers import AutoModelForImageTextToText
 
 from digiq_trl.artifacts import RunArtifacts
 from digiq_trl.commands.train import make_parser
+from digiq_trl.fingerprints import STAGE_FIELDS, stage_fingerprint
 from digiq_trl.models.pretrained import resolve_pretrained
 from digiq_trl.pipeline import DigiQPipeline
 from digiq_trl.pipeline_checks import InvalidOptionError
-from digiq_trl.pipeline_config import STAGE_FIELDS, DigiQPipelineConfig
+from digiq_trl.pipeline_config import DigiQPipelineConfig
 
 
 ACTOR = "digiq-trl/phone-actor-tiny"
@@ -106,19 +107,17 @@ def test_invalid_load_options_are_refused_in_one_line(name: str, value: Any, all
 def test_a_changed_load_option_recomputes_every_stage(name: str) -> None:
     """The first stage's fingerprint covers them, and every later stage carries it (``upstream``)."""
     assert name in STAGE_FIELDS["base_actor"]
-    assert (DigiQPipelineConfig().stage_fingerprint("base_actor")
-            != DigiQPipelineConfig(**{name: OPTIONS[name]}).stage_fingerprint("base_actor"))
+    assert (stage_fingerprint(DigiQPipelineConfig(), "base_actor")
+            != stage_fingerprint(DigiQPipelineConfig(**{name: OPTIONS[name]}), "base_actor"))
 
 
 def test_unset_load_options_keep_the_fingerprints_of_earlier_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Null is how every model was loaded before these options existed: outputs made then stay current."""
-    import digiq_trl.pipeline_config as pipeline_config
-
     config = DigiQPipelineConfig()
-    now = config.stage_fingerprint("base_actor")
+    now = stage_fingerprint(config, "base_actor")
     earlier = tuple(name for name in STAGE_FIELDS["base_actor"] if name not in OPTIONS)
-    monkeypatch.setitem(pipeline_config.STAGE_FIELDS, "base_actor", earlier)
-    assert config.stage_fingerprint("base_actor") == now
+    monkeypatch.setitem(STAGE_FIELDS, "base_actor", earlier)
+    assert stage_fingerprint(config, "base_actor") == now
 
 
 # ---------------------------------------------------------------- report_to in behavior cloning

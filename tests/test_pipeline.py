@@ -251,7 +251,7 @@ def test_the_real_data_rehearsal_runs_end_to_end(tmp_path, source, config) -> No
         dataset = convert_aitw_tfrecord([write_aitw_shard(tmp_path / "shard.tfrecord.gz", episodes=12)])
         extra = []
     else:
-        path, images = write_digiq_pt(tmp_path / "pt", trajectories=12)
+        path, images = write_digiq_pt(tmp_path / "pt", trajectories=16)  # 2 of the 3 test episodes succeed
         dataset = convert_digiq_pt([path], images_dir=images)
         extra = ["--candidate_source", "both"]
     if config == "aitw_general_paper":
@@ -302,7 +302,7 @@ def test_every_field_a_stage_reads_is_in_its_fingerprint(finished_run) -> None:
     stale output when that field changes (the toy run records what each stage reads)."""
     from toy_run import READS
 
-    from digiq_trl.pipeline_config import STAGE_FIELDS, UNFINGERPRINTED_FIELDS
+    from digiq_trl.fingerprints import STAGE_FIELDS, UNFINGERPRINTED_FIELDS
 
     assert {"data", "representation", "features", "critic", "actor"} <= set(READS)
     covered = set(UNFINGERPRINTED_FIELDS)
@@ -327,3 +327,21 @@ def test_a_given_critic_replaces_the_representation_and_critic_stages(tmp_path, 
     assert "stage critic: not run, using the given critic" in caplog.text
     adapter = "actor/digiq/seed0/adapter_model.safetensors"
     assert _manifests(out)["actor/digiq/seed0"][adapter] == _manifests(finished)["actor/digiq/seed0"][adapter]
+
+
+def test_offline_evaluation_without_a_successful_test_episode_ends_before_any_training(tmp_path) -> None:
+    """Offline action matching scores successful test episodes only: data whose test split has none
+    is refused when behavior cloning first reads it, not after every stage has trained."""
+    from real_data import write_digiq_pt
+
+    from digiq_trl.data import convert_digiq_pt
+    from digiq_trl.pipeline_checks import InvalidOptionError
+
+    path, images = write_digiq_pt(tmp_path / "pt", trajectories=12)  # its 2 test episodes both failed
+    convert_digiq_pt([path], images_dir=images).save_to_disk(str(tmp_path / "data"))
+    config = DigiQPipelineConfig(output_dir=str(tmp_path / "run"), dataset=str(tmp_path / "data"), base_actor=None,
+                                 bc_steps=1, evaluation="offline")
+    with pytest.raises(InvalidOptionError, match=r"--test_size: got 0.2; .*none of the 2 test episodes succeeded"):
+        DigiQPipeline(config).run()
+    assert not (tmp_path / "run" / "base_actor").exists()
+
