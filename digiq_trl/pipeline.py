@@ -274,7 +274,7 @@ class DigiQPipeline:
                                            self.artifacts.base_processor(),
                                            self.artifacts.load_data()["train"],
                                            self.config.representation_args(partial), resume_from_checkpoint=resume,
-                                           save_to=out)
+                                           save_to=out, dataset_name=self.artifacts.dataset_hub_id)
             _write_json(out / "metrics.json", metrics)
         shutil.rmtree(partial.parent, ignore_errors=True)
 

@@ -275,8 +275,9 @@ def _critic_id(critic: str | DigiQCritic | None) -> str | None:
 
 
 def _dataset_id(dataset: Dataset) -> str | None:
-    """The dataset's name when it came from the Hub or a builder (``info.dataset_name``), else None."""
-    return getattr(dataset.info, "dataset_name", None)
+    """The dataset's Hub id when it came from the Hub (``info.dataset_name``), else None (a builder's
+    name such as ``generator`` names no dataset a reader could find)."""
+    return hub_repo_id(getattr(dataset.info, "dataset_name", None))
 
 
 def _load_critic(critic: str | DigiQCritic | None, args: BestOfNActorConfig) -> DigiQCritic:

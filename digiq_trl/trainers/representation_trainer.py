@@ -301,6 +301,7 @@ def train_representation(
     peft_config: Any = None,
     resume_from_checkpoint: str | None = None,
     save_to: str | Path | None = None,
+    dataset_name: str | None = None,
 ) -> dict[str, float]:
     """Run stage 1 end to end: label, split by episode, fine-tune, evaluate, save (and push).
 
@@ -313,6 +314,7 @@ def train_representation(
         peft_config: overrides the LoRA fields of ``args``.
         resume_from_checkpoint: a checkpoint of ``args.output_dir`` to resume training from.
         save_to: where the fine-tuned model goes, when not ``args.output_dir`` (where checkpoints go).
+        dataset_name: the Hub id of the transitions, for the pushed model card's metadata.
 
     Returns:
         The final metrics: training loss, label statistics of the whole dataset (``labels_*``) and,
@@ -337,6 +339,6 @@ def train_representation(
         metrics.update(trainer.evaluate())
     trainer.save_representation(str(save_to) if save_to is not None else None)
     if args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(dataset_name=dataset_name)
     logger.info("representation fine-tuning: %s", metrics)
     return metrics
