@@ -79,6 +79,8 @@ UNFINGERPRINTED_FIELDS: dict[str, str] = {
     "ddp_timeout": "how long processes wait for each other",
     "report_to": "where the trainers log",
     "actor_seeds": "which adapters are trained; each adapter's fingerprint carries its own seed",
+    "evaluation": "the data's split is only checked for it (offline needs a successful test episode); "
+                  "the evaluate stage always runs",
 }
 """Fields that stages read but that do not change what a stage makes, so they are in no stage's
 fingerprint (a test checks that every other field a stage reads is in its own or an earlier
