@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +166,8 @@ def data_summary(config: DigiQPipelineConfig) -> tuple[str, int | None, tuple[in
 
 def estimate_stages(config: DigiQPipelineConfig) -> list[StageEstimate]:
     """Each stage's work, batch and estimated peak memory per process (see the module docstring)."""
+    from .trainers.actor_config import BestOfNActorConfig
+
     described, rows, (height, width) = data_summary(config)
     backbone = config.base_actor or "tiny Qwen2-VL (bc_* options)"
     shape = model_shape(config.base_actor) if config.base_actor else None
@@ -177,7 +179,7 @@ def estimate_stages(config: DigiQPipelineConfig) -> list[StageEstimate]:
         return None if shape is None else training_gib(shape, batch, tokens, checkpointing, weight_bytes)
 
     runs = len(config.actor_seeds) * 2
-    states = 8  # candidate_batch_size: states per sampling call
+    states = next(f.default for f in fields(BestOfNActorConfig) if f.name == "candidate_batch_size")
     estimates = [
         StageEstimate("base_actor", f"{config.bc_steps} steps of {backbone}" if config.bc_steps else "kept as it is",
                       f"{config.bc_batch_size} x {config.bc_gradient_accumulation_steps}",

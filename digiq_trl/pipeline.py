@@ -75,12 +75,14 @@ class DigiQPipeline:
     def run(self) -> dict[str, Any]:
         """Run every stage not skipped; returns the results written to ``results.json``.
 
-        Before any work, the Hub ids of ``dataset`` and ``base_actor`` are checked and the output
-        folder's lock is taken (:class:`~digiq_trl.run_lock.RunLock`: a second run on the same folder
-        ends at once, naming the first's PID).
+        Before any work, what the run needs from the Hub is checked
+        (:func:`~digiq_trl.pipeline_checks.check_hub_access`: the datasets and models it names can be
+        read, a push can happen) and the output folder's lock is taken
+        (:class:`~digiq_trl.run_lock.RunLock`: a second run on the same folder ends at once, naming
+        the first's PID).
 
         Raises:
-            InvalidOptionError: a ``dataset`` or ``base_actor`` that cannot be read.
+            InvalidOptionError: a dataset or model that cannot be read, or a push that cannot happen.
             RunInProgressError: another run holds ``output_dir``.
         """
         check_hub_access(self.config)
