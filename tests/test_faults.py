@@ -185,6 +185,17 @@ def test_a_full_disk_ends_the_command_in_one_line_with_what_to_do(tmp_path, caps
         "complete checkpoint"]
 
 
+def test_an_unwritable_output_folder_ends_the_command_in_one_line(tmp_path, monkeypatch) -> None:
+    def read_only(self):
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/run/.lock")
+
+    monkeypatch.setattr(DigiQPipeline, "run", read_only)
+    with pytest.raises(SystemExit) as exited:
+        main(["--output_dir", str(tmp_path / "run")], prog="digiq-trl train")
+    assert str(exited.value.code) == ("digiq-trl train: error: /data/run/.lock: not writable (Permission denied); "
+                                      "choose another --output_dir or make it writable")
+
+
 # ---------------------------------------------------------------------------------------- reused files
 @pytest.mark.slow
 def test_damaged_best_of_n_caches_are_recomputed_and_killed_scratch_swept(tmp_path, finished_run, caplog) -> None:

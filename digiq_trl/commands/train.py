@@ -76,11 +76,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> dict[str
     except (DamagedArtifactError, MissingArtifactError, RunInProgressError) as error:  # names the file or PID, and what to do
         raise SystemExit(f"{name}: error: {error}") from None
     except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        raise SystemExit(f"{name}: error: no space left on device while writing {error.filename or config.output_dir}; "
-                         "free space and rerun the same command: finished stages are reused and the critic resumes "
-                         "from its last complete checkpoint") from None
+        where = error.filename or config.output_dir
+        if error.errno == errno.ENOSPC:
+            raise SystemExit(f"{name}: error: no space left on device while writing {where}; free space and rerun the "
+                             "same command: finished stages are reused and the critic resumes from its last complete "
+                             "checkpoint") from None
+        if error.errno in (errno.EACCES, errno.EROFS):
+            raise SystemExit(f"{name}: error: {where}: not writable ({error.strerror}); choose another --output_dir "
+                             "or make it writable") from None
+        raise
     if "methods" in results:
         print(json.dumps(summary(results, config.output_dir)))
     return results
