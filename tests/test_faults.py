@@ -315,7 +315,7 @@ from digiq_trl.pipeline import DigiQPipeline, DigiQPipelineConfig
 make = DigiQPipeline._make_data
 def slow(self):
     print("started", flush=True)
-    time.sleep(20)
+    time.sleep(12)
     return make(self)
 DigiQPipeline._make_data = slow
 DigiQPipeline(DigiQPipelineConfig(output_dir=sys.argv[1], dataset=sys.argv[2], phone="source", test_size=0.4,
