@@ -68,10 +68,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _is_stale(folder: Path, prefix: str) -> bool:
-    """Whether the scratch folder ``folder`` is abandoned: its owner (this host, a PID) is gone. A
-    folder without an owner tag was not made by this library and is left alone."""
-    owner = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+", folder.name[len(prefix) :])
+def _is_stale(folder: Path) -> bool:
+    """Whether the scratch folder ``folder`` (``.<name>.staging-<owner>``) is abandoned: its owner
+    (this host, a PID) is gone. A folder without an owner tag was not made by this library and is
+    left alone."""
+    owner = re.fullmatch(r"(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+", folder.name.rpartition(".staging-")[2])
     return owner is not None and owner["host"] == _host() and not _pid_alive(int(owner["pid"]))
 
 
@@ -82,28 +83,23 @@ def sweep_stale_staging(output: str | Path) -> list[Path]:
     an unrelated process), is kept: a folder a live process may be writing is never removed.
     """
     output = Path(output).resolve()
-    prefix = _scratch_prefix(output)
-    if not output.parent.is_dir():
-        return []
-    swept = []
-    for folder in output.parent.glob(glob.escape(prefix) + "*"):
-        if folder.is_dir() and not folder.is_symlink() and _is_stale(folder, prefix):
-            shutil.rmtree(folder, ignore_errors=True)
-            swept.append(folder)
-    return swept
+    return _sweep(output.parent, glob.escape(_scratch_prefix(output)) + "*")
 
 
 def sweep_stale_scratch(folder: str | Path) -> list[Path]:
     """Remove the abandoned scratch folders of every output in ``folder`` (see :func:`_is_stale`)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    return _sweep(Path(folder), ".*.staging-*")
+
+
+def _sweep(parent: Path, pattern: str) -> list[Path]:
+    """Remove the abandoned scratch folders among ``parent``'s entries matching ``pattern``; return them."""
+    if not parent.is_dir():
         return []
     swept = []
-    for scratch in folder.glob(".*.staging-*"):
-        prefix = scratch.name[: scratch.name.index(".staging-") + len(".staging-")]
-        if scratch.is_dir() and not scratch.is_symlink() and _is_stale(scratch, prefix):
-            shutil.rmtree(scratch, ignore_errors=True)
-            swept.append(scratch)
+    for folder in parent.glob(pattern):
+        if folder.is_dir() and not folder.is_symlink() and _is_stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
     return swept
 
 

@@ -58,13 +58,6 @@ def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _extractor_identity(extractor: Any) -> Any:
-    """What makes an extractor's features: its provenance (weights digest, layer, pooling, prompt),
-    or its class for a stand-in without one."""
-    provenance = getattr(extractor, "provenance", None)
-    return provenance if provenance is not None else type(extractor).__qualname__
-
-
 @dataclass
 class CachedSteps:
     """Runs the preparation's steps on this process's shard of the states, each cached and verified.
