@@ -39,7 +39,7 @@ from transformers import set_seed
 
 from .artifacts import PREPARATION, RunArtifacts, content_digest
 from .fingerprints import STAGE_FIELDS, stage_fingerprint
-from .pipeline_checks import check_hub_access, fail
+from .pipeline_checks import MODEL_SOURCES, check_hub_access, fail
 from .pipeline_config import ALT_ACTIONS_COLUMN, METHOD_WEIGHTINGS, STAGES, DigiQPipelineConfig
 from .run_lock import RunLock
 from .staging import staged_output
@@ -47,7 +47,7 @@ from .staging import staged_output
 
 logger = logging.getLogger(__name__)
 
-INPUT_FIELDS = ("dataset", "base_actor", "representation_model", "critic_model")
+INPUT_FIELDS = ("dataset", *MODEL_SOURCES)
 """Options naming a dataset or model whose content, not only its path or id, enters the fingerprints."""
 
 __all__ = ["DigiQPipeline", "DigiQPipelineConfig", "STAGES", "threads_per_process"]
@@ -138,6 +138,17 @@ class DigiQPipeline:
         if recorded.get("upstream", self._upstream) != self._upstream:
             return "an earlier stage changed"
         return "the configuration changed"
+
+    @staticmethod
+    def _resume_point(stage: str, folder: Path, output: Path | None = None) -> str | None:
+        """The last complete checkpoint in ``folder`` that ``stage`` (making ``output``) resumes
+        from, logged; None to start afresh."""
+        from .trainers.checkpoints import last_complete_checkpoint
+
+        resume = last_complete_checkpoint(folder)
+        if resume:
+            logger.info("stage %s: resuming %sfrom %s", stage, f"{output} " if output else "", resume)
+        return resume
 
     # ----------------------------------------------------------------- base actor
     def stage_base_actor(self, fingerprint: str) -> None:
@@ -264,13 +275,10 @@ class DigiQPipeline:
     def _fine_tune_representation(self) -> None:
         """Fine-tune with checkpoints in ``.partial/representation`` (an interrupted run resumes from
         the last complete one), then save the model into ``representation/`` atomically."""
-        from .trainers.checkpoints import last_complete_checkpoint
         from .trainers.representation_trainer import train_representation
 
         partial = self.artifacts.root / ".partial" / "representation"  # its name is the model card's
-        resume = last_complete_checkpoint(partial)
-        if resume:
-            logger.info("stage representation: resuming from %s", resume)
+        resume = self._resume_point("representation", partial)
         with staged_output(self.artifacts.path("representation")) as out:
             metrics = train_representation(self.artifacts.load_model(self.artifacts.base_actor_path),
                                            self.artifacts.base_processor(),
@@ -313,7 +321,6 @@ class DigiQPipeline:
         self._once("critic", self.artifacts.path("critic"), fingerprint, self._train_critic, everywhere=True)
 
     def _train_critic(self) -> None:
-        from .trainers.checkpoints import last_complete_checkpoint
         from .trainers.critic_trainer import DigiQCriticTrainer
 
         cfg = self.config
@@ -323,10 +330,7 @@ class DigiQPipeline:
         trainer = DigiQCriticTrainer(critic, cfg.critic_args(partial), train_dataset=data["train"],
                                      eval_dataset=data["test"], feature_extractor=self.artifacts.extractor(),
                                      processing_class=tokenizer)
-        resume = last_complete_checkpoint(partial)
-        if resume:
-            logger.info("stage critic: resuming from %s", resume)
-        trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=self._resume_point("critic", partial))
         metrics = trainer.evaluate()
         trainer.model.config.backbone_model_id = self.artifacts.backbone_reference()
         trainer.save_model(str(partial / "critic"))
@@ -388,7 +392,6 @@ class DigiQPipeline:
         ``out`` atomically, with its preparation (candidates, advantages, targets; no images) and
         statistics. The trainer uses the run's critic and feature extractor where ``weighting`` needs them."""
         from .trainers.actor_trainer import BestOfNActorTrainer
-        from .trainers.checkpoints import last_complete_checkpoint
 
         model, processor = self.artifacts.load_base_actor()
         staging = out.parent / f".{out.name}.partial"
@@ -397,10 +400,7 @@ class DigiQPipeline:
             args=self.config.actor_args(weighting, staging, seed, self.artifacts.preparation_cache, push),
             train_dataset=states, processing_class=processor, feature_extractor=self.artifacts.extractor(),
         )
-        resume = last_complete_checkpoint(staging)
-        if resume:
-            logger.info("stage actor: resuming %s from %s", out, resume)
-        trainer.train(resume_from_checkpoint=resume)
+        trainer.train(resume_from_checkpoint=self._resume_point("actor", staging, out))
         trainer.save_model(str(staging / "final"))
         if self.state.is_main_process:
             with staged_output(out) as final:

@@ -153,6 +153,9 @@ NULLABLE_CHOICES = frozenset({"model_dtype", "attn_implementation"})
 RESERVED_INIT_KWARGS = ("dtype", "torch_dtype", "attn_implementation")
 """``from_pretrained`` arguments with options of their own, refused in ``model_init_kwargs`` (one way to set each)."""
 
+MODEL_SOURCES = ("base_actor", "representation_model", "critic_model")
+"""Options naming a model by Hub id or path (checked like ``dataset``, their content fingerprinted)."""
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 """A Hub repository id: ``name`` or ``owner/name``."""
 
@@ -179,7 +182,7 @@ def check_options(config: DigiQPipelineConfig) -> None:
     _check_clamp(config.actor_token_probability_clamp)
     if config.dataset is not None:
         _check_source("dataset", config.dataset, DATASET_MARKERS, "a folder written by save_to_disk or a Hub dataset id")
-    for name in ("base_actor", "representation_model", "critic_model"):
+    for name in MODEL_SOURCES:
         if getattr(config, name) is not None:
             _check_source(name, getattr(config, name), ("config.json",), "a model folder or a Hub model id")
 
@@ -227,13 +230,12 @@ def _check_source(name: str, reference: str, markers: tuple[str, ...], allowed: 
 
 
 def check_hub_access(config: DigiQPipelineConfig) -> None:
-    """Refuse, before any work, what would fail on the Hub later: a ``dataset`` or ``base_actor`` Hub
-    id that cannot be read (offline, one missing from the local Hub cache; online, one the Hub does
+    """Refuse, before any work, what would fail on the Hub later: a ``dataset`` or model
+    (:data:`MODEL_SOURCES`) Hub id that cannot be read (offline, one missing from the local Hub cache; online, one the Hub does
     not have) and a ``push_to_hub`` that cannot push (a placeholder ``hub_model_prefix``, the Hub
     offline, no login). Run when a run starts, not when a config is built, so that configs naming
     Hub ids can be written and checked offline."""
-    for name, repo_type in (("dataset", "dataset"), ("base_actor", "model"), ("representation_model", "model"),
-                            ("critic_model", "model")):
+    for name, repo_type in (("dataset", "dataset"), *((name, "model") for name in MODEL_SOURCES)):
         reference = getattr(config, name)
         if reference is not None and not Path(reference).expanduser().exists():
             missing = _hub_repo_missing(reference, repo_type)
